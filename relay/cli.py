@@ -1,0 +1,760 @@
+"""The command line: parse options, build the objects, call the pipeline, print, map errors
+to exit codes. The only module that prints or exits."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from relay import __version__
+from relay.errors import ConfigError, ExitCode, LockedError, RelayError, RenderError, StateError
+
+F = TypeVar("F", bound=Callable[..., Any])
+TIME_FORMAT = "%Y-%m-%d %H:%M"
+
+
+def default_state_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("relay", appauthor=False))
+
+
+def common_options(func: F) -> F:
+    """--config, --state-dir, -v, -q, --traceback on every command."""
+
+    @click.option(
+        "-c", "--config", "config_path", type=click.Path(path_type=Path), envvar="RELAY_CONFIG",
+        default=Path("feeds.yaml"), show_default=True, help="The feeds.yaml to use (env RELAY_CONFIG).",
+    )
+    @click.option(
+        "--state-dir", type=click.Path(path_type=Path), envvar="RELAY_STATE_DIR", default=None,
+        help="Where relay keeps its state (env RELAY_STATE_DIR; default: the user state folder).",
+    )
+    @click.option("-v", "--verbose", is_flag=True, help="Say what happened, not only what failed.")
+    @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
+    @click.option("--traceback", is_flag=True, envvar="RELAY_DEBUG", help="Show Python tracebacks (env RELAY_DEBUG=1).")
+    @functools.wraps(func)
+    def wrapper(*args: Any, traceback: bool, **kwargs: Any) -> Any:
+        kwargs["state_dir"] = kwargs["state_dir"] or default_state_dir()
+        try:
+            return func(*args, **kwargs)
+        except RelayError as exc:
+            if traceback:
+                raise
+            for line in str(exc).splitlines():
+                click.echo(f"relay: {line}", err=True)
+            sys.exit(int(exc.exit_code))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def format_option(func: F) -> F:
+    return click.option(
+        "--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+        help="text for people, json for scripts.",
+    )(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="relay")
+def cli() -> None:
+    """relay: relay the publications of collectives, petitions and news sites to Mastodon
+    and Bluesky, exactly once, without flooding.
+
+    \b
+    Typical use:
+      relay check                 validate feeds.yaml and the templates
+      relay preview               see exactly what the next run would post
+      relay seed                  mark what the feeds hold today as already seen
+      relay run                   one cron pass: poll, queue, post within pacing
+      relay cron --install        run it every 5 minutes from cron
+
+    Exit codes: 0 success, 1 something failed but the run went on, 2 usage,
+    configuration or state error, 3 another run holds the lock.
+    """
+
+
+def main() -> None:
+    cli(prog_name="relay")
+
+
+def _load(config_path: Path, *, check_templates: bool = True) -> Any:
+    from relay.config import load_config
+    from relay.render import make_environment, template_exists
+
+    def exists(config: Any, name: str) -> bool:
+        return template_exists(make_environment(config.template_dirs), name)
+
+    return load_config(config_path, template_exists=exists if check_templates else None)
+
+
+def _now() -> datetime:
+    override = os.environ.get("RELAY_NOW")  # tests pin the clock of a subprocess
+    if override:
+        return datetime.fromisoformat(override)
+    return datetime.now(UTC)
+
+
+def _select_feeds(config: Any, names: tuple[str, ...]) -> list[Any]:
+    if not names:
+        return list(config.feeds)
+    known = {feed.name for feed in config.feeds}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError([f"{config.path.name}: no feed named {', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})"])
+    return [feed for feed in config.feeds if feed.name in names]
+
+
+@contextlib.contextmanager
+def run_lock(state_dir: Path) -> Iterator[None]:
+    """One run at a time. flock is released by the kernel when a process dies, even by
+    SIGKILL, so a crashed run never blocks the next one."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = state_dir / "relay.lock"
+    handle = open(path, "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise LockedError(f"another relay run holds {path}; this one exits") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+# init
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path), default=Path("."))
+def init(directory: Path) -> None:
+    """Write a starter feeds.yaml, templates/ and .env.example into DIRECTORY.
+
+    Existing files are left alone.
+
+    \b
+    Example:
+      relay init ~/relay && cd ~/relay && relay check
+    """
+    from relay.render import BUILTIN_TEMPLATES
+
+    directory.mkdir(parents=True, exist_ok=True)
+    starter = Path(__file__).parent / "starter"
+    written = []
+    for source, target in (
+        (starter / "feeds.yaml", directory / "feeds.yaml"),
+        (starter / "env.example", directory / ".env.example"),
+    ):
+        if not target.exists():
+            shutil.copyfile(source, target)
+            written.append(str(target))
+    (directory / "templates").mkdir(exist_ok=True)
+    for template in sorted(BUILTIN_TEMPLATES.glob("*.j2")):
+        target = directory / "templates" / template.name
+        if not target.exists():
+            shutil.copyfile(template, target)
+            written.append(str(target))
+    click.echo(f"wrote {len(written)} files in {directory}" if written else f"{directory}: nothing to write, all files exist")
+
+
+# check
+
+
+@cli.command()
+@common_options
+@click.option("--online", is_flag=True, help="Also log in to each account and read the instance limits.")
+def check(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, online: bool) -> None:
+    """Validate feeds.yaml and render every template against a sample item.
+
+    Every problem is one line naming the file, the line and the field. Exit 0 when the
+    configuration is valid, 2 when it is not.
+
+    \b
+    Example:
+      relay check -c feeds.yaml
+      relay check --online          # also checks credentials and instance limits
+    """
+    from relay.models import Item
+    from relay.pipeline import Renderer
+    from relay.render import Limits
+
+    config = _load(config_path)
+    renderer = Renderer(config)
+    sample = Item(
+        feed="sample",
+        key="sample",
+        link="https://example.org/2026/11/exemple-d-article?utm_source=rss",
+        canonical_url="example.org/2026/11/exemple-d-article",
+        title="Health Data Hub : le gouvernement confirme l'hébergement chez Microsoft",
+        summary="Un exemple de résumé, assez long pour être raccourci. " * 20,
+        author="Collectif",
+        published=_now(),
+        tags=("santé",),
+    )
+    problems = []
+    for index, feed in enumerate(config.feeds):
+        for name in feed.to:
+            account = config.accounts[name]
+            try:
+                renderer.render(sample, feed, account, Limits(max_characters=account.max_characters or 500))
+            except RenderError as exc:
+                problems.append(f"{config.path.name}:{feed.line}: feeds[{index}].template: {feed.template} for {account.platform}: {exc}")
+    if problems:
+        raise ConfigError(problems)
+    for warning in config.warnings:
+        if not quiet:
+            click.echo(f"warning: {warning}", err=True)
+    failed = False
+    if online:
+        from relay.store import Store
+        from relay.targets import make_target
+        from relay.targets.base import PublishError
+
+        missing = [w for w in config.warnings]
+        if missing:
+            raise ConfigError(missing)
+        store = Store.open(state_dir)
+        for name, account in config.accounts.items():
+            target = make_target(account, store)
+            try:
+                click.echo(f"account {name}: {target.check()}")
+            except PublishError as exc:
+                failed = True
+                click.echo(f"relay: account {name}: {exc}", err=True)
+            finally:
+                target.close()
+    if not quiet:
+        click.echo(
+            f"{config.path.name}: ok: {len(config.feeds)} feeds, {len(config.accounts)} accounts"
+            f" ({', '.join(f'{n} on {a.platform}' for n, a in config.accounts.items()) or 'none'})"
+        )
+    if failed:
+        sys.exit(ExitCode.PARTIAL)
+
+
+# preview
+
+
+@cli.command()
+@common_options
+@format_option
+@click.option("--all", "all_items", is_flag=True, help="Render every entry as if new (ignore dedupe, backfill, age, pacing).")
+@click.option("--feed", "feed_names", multiple=True, metavar="NAME", help="Only this feed (repeatable).")
+def preview(
+    config_path: Path, state_dir: Path, verbose: bool, quiet: bool, output_format: str, all_items: bool, feed_names: tuple[str, ...]
+) -> None:
+    """Fetch the feeds and show exactly what the next run would post, per account.
+
+    Changes nothing: no state written, no account contacted, no secret needed.
+
+    \b
+    Examples:
+      relay preview -c examples/offline/feeds.yaml
+      relay preview --feed quadrature --all        # tune a template on every entry
+      relay preview --format json | jq '.posts[] | select(.action == "post")'
+    """
+    from relay.fetch import make_client
+    from relay.pipeline import Renderer, account_limits, poll
+    from relay.store import Store
+
+    config = _load(config_path)
+    feeds = _select_feeds(config, feed_names)
+    store = Store.open_read_only(state_dir)
+    now = _now()
+    with make_client() as client:
+        polls = poll(config, store, client, now, feeds=feeds, conditional=False, all_items=all_items)
+    renderer = Renderer(config)
+    budgets: dict[str, int] = {}
+    if store and not all_items:
+        from relay import schedule
+        from relay.store import epoch
+
+        for name, account in config.accounts.items():
+            queued = len(store.deliveries("d.account = ? AND d.state IN ('queued', 'sending')", (name,)))
+            budget, _ = schedule.pacing_budget(
+                account.pacing,
+                now=epoch(now),
+                last_posted_at=store.last_posted_at(name),
+                posted_last_day=store.posted_since(name, epoch(now) - 86400),
+            )
+            budgets[name] = budget - queued
+    else:
+        budgets = {name: (10**9 if all_items else a.pacing.max_per_run) for name, a in config.accounts.items()}
+    feeds_out = []
+    posts_out = []
+    for feed_poll in polls:
+        report = feed_poll.report
+        feeds_out.append(
+            {"name": report.name, "url": report.url, "status": report.status, "error": report.error,
+             "entries": report.entries, "new": report.new, "warnings": report.warnings}
+        )
+        feed_title = feed_poll.parsed.title if feed_poll.parsed else ""
+        for decision in feed_poll.decisions:
+            item = decision.item
+            base = {"feed": report.name, "key": item.key, "title": item.title, "link": item.link}
+            targets = decision.accounts if decision.reason is None else {a: ("skip", decision.reason) for a in feed_poll.feed.to}
+            for name, (action, reason) in targets.items():
+                account = config.accounts[name]
+                entry: dict[str, Any] = {
+                    **base, "account": name, "platform": account.platform, "text": None, "length": None,
+                    "limit": None, "facets": [], "embed": None, "language": feed_poll.feed.language,
+                    "action": action, "reason": reason,
+                }
+                if action != "skip" or all_items:
+                    try:
+                        post = renderer.render(item, feed_poll.feed, account, account_limits(account, store), feed_title)
+                    except RenderError as exc:
+                        entry.update(action="skip", reason=f"render: {exc}")
+                    else:
+                        entry.update(text=post.text, length=post.length, limit=post.limit, facets=list(post.facets), embed=post.embed, language=post.language)
+                        if post.spoiler_text:
+                            entry["spoiler_text"] = post.spoiler_text
+                if entry["action"] == "post":
+                    budgets[name] -= 1
+                    if budgets[name] < 0:
+                        entry["reason"] = "queued now, posted in a later run (pacing)"
+                posts_out.append(entry)
+    if output_format == "json":
+        click.echo(json.dumps({"feeds": feeds_out, "posts": posts_out}, ensure_ascii=False, indent=2))
+    else:
+        _print_preview(config, feeds_out, posts_out, verbose=verbose, quiet=quiet)
+    for warning in config.warnings:
+        if not quiet and output_format == "text":
+            click.echo(f"warning: {warning} (needed by `relay run`)", err=True)
+    if any(f["status"] == "error" for f in feeds_out):
+        sys.exit(ExitCode.PARTIAL)
+
+
+def _print_preview(config: Any, feeds: list[dict[str, Any]], posts: list[dict[str, Any]], *, verbose: bool, quiet: bool) -> None:
+    for feed in feeds:
+        if feed["status"] == "error":
+            click.echo(f"relay: feed {feed['name']}: {feed['error']}", err=True)
+        elif not quiet:
+            click.echo(f"feed {feed['name']}: {feed['status']}, {feed['entries']} entries, {feed['new']} new")
+        for warning in feed["warnings"]:
+            click.echo(f"warning: feed {feed['name']}: {warning}", err=True)
+    if quiet:
+        return
+    from relay.text import truncate
+
+    for name, account in config.accounts.items():
+        mine = [p for p in posts if p["account"] == name]
+        shown = [p for p in mine if p["action"] != "skip" or verbose or p["text"]]
+        counts = {a: sum(1 for p in mine if p["action"] == a) for a in ("post", "hold", "skip")}
+        click.echo("")
+        click.echo(f"== {name} ({account.platform}): {counts['post']} to post, {counts['hold']} held, {counts['skip']} skipped")
+        for post in shown:
+            reason = f" ({post['reason']})" if post["reason"] else ""
+            length = f" {post['length']}/{post['limit']}" if post["length"] is not None else ""
+            click.echo(f"-- [{post['action']}] {post['feed']}: {truncate(post['title'], 70)}{length}{reason}")
+            if post["text"] and post["action"] != "skip" or (post["text"] and verbose):
+                if post.get("spoiler_text"):
+                    click.echo(f"   CW: {post['spoiler_text']}")
+                for line in post["text"].split("\n"):
+                    click.echo(f"   | {line}")
+        skipped = counts["skip"] - sum(1 for p in shown if p["action"] == "skip")
+        if skipped:
+            click.echo(f"   ({skipped} skipped entries not shown; -v lists them with their reasons)")
+
+
+# seed
+
+
+@cli.command()
+@common_options
+@click.option("--feed", "feed_names", multiple=True, metavar="NAME", help="Only this feed (repeatable).")
+def seed(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, feed_names: tuple[str, ...]) -> None:
+    """Mark everything the feeds hold now as seen, without posting anything.
+
+    Use it once before the first `relay run` when even `backfill: 1` is too much.
+
+    \b
+    Example:
+      relay seed && relay run
+    """
+    from relay.fetch import make_client
+    from relay.pipeline import poll, record_poll
+    from relay.store import Store
+
+    config = _load(config_path)
+    feeds = _select_feeds(config, feed_names)
+    with run_lock(state_dir):
+        store = Store.open(state_dir)
+        now = _now()
+        with make_client() as client:
+            polls = poll(config, store, client, now, feeds=feeds, conditional=False, all_items=True)
+        failed = False
+        for feed_poll in polls:
+            record_poll(store, config, feed_poll, now, seed=True)
+            report = feed_poll.report
+            if report.status == "error":
+                failed = True
+                click.echo(f"relay: feed {report.name}: {report.error}", err=True)
+            elif not quiet:
+                click.echo(f"feed {report.name}: {report.new} entries marked seen")
+    if failed:
+        sys.exit(ExitCode.PARTIAL)
+
+
+# run
+
+
+@cli.command()
+@common_options
+@click.option("--dry-run", is_flag=True, help="Take the same path, send nothing, write nothing.")
+@click.option("--feed", "feed_names", multiple=True, metavar="NAME", help="Only this feed (repeatable).")
+def run(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, dry_run: bool, feed_names: tuple[str, ...]) -> None:
+    """One cron pass: poll the feeds that are due, queue what is new, post within pacing.
+
+    Quiet when all is well; each failure is one line on stderr naming the feed or the
+    account. Exit 1 when something failed (the rest went on), 3 when another run holds
+    the lock.
+
+    \b
+    Example (crontab, every 5 minutes):
+      */5 * * * * relay run -c /home/me/relay/feeds.yaml >> /home/me/relay/relay.log 2>&1
+    """
+    config = _load(config_path)
+    missing = [w for w in config.warnings]
+    if missing and not dry_run:
+        raise ConfigError([f"{w} (relay run needs it)" for w in missing])
+    feeds = _select_feeds(config, feed_names)
+    with run_lock(state_dir):
+        failed = _run(config, state_dir, feeds, dry_run=dry_run, verbose=verbose, quiet=quiet)
+    if failed:
+        sys.exit(ExitCode.PARTIAL)
+
+
+def _run(config: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbose: bool, quiet: bool) -> bool:
+    from relay import schedule
+    from relay.store import Store, epoch
+
+    now = _now()
+    if dry_run:
+        store = _dry_run_store(state_dir)
+    else:
+        store = Store.open(state_dir)
+    states = store.feed_states()
+    due = [f for f in feeds if schedule.is_due(states.get(f.name), epoch(now))]
+    failed = False
+    if due:
+        from relay.fetch import make_client
+        from relay.pipeline import poll, record_poll
+
+        with make_client() as client:
+            polls = poll(config, store, client, now, feeds=due, conditional=True)
+        for feed_poll in polls:
+            record_poll(store, config, feed_poll, now)
+            report = feed_poll.report
+            if report.status == "error":
+                failed = True
+                click.echo(f"relay: feed {report.name}: {report.error}", err=True)
+            elif verbose:
+                click.echo(f"feed {report.name}: {report.status}, {report.entries} entries, {report.new} new")
+            for warning in report.warnings:
+                click.echo(f"warning: feed {report.name}: {warning}", err=True)
+    elif verbose:
+        click.echo("no feed is due")
+    if not _has_due_deliveries(store, config, epoch(now)):
+        return failed
+    from relay.pipeline import deliver
+    from relay.targets import make_target
+
+    targets = {name: make_target(account, store, dry_run=dry_run) for name, account in config.accounts.items()}
+    try:
+        report = deliver(config, store, targets, _now)
+    finally:
+        for target in targets.values():
+            target.close()
+    for event in report.events:
+        if event.outcome == "failed":
+            click.echo(f"relay: account {event.account}: delivery {event.delivery_id} ({event.feed}: {event.title[:60]}) failed: {event.detail}", err=True)
+        elif event.outcome == "retry":
+            click.echo(f"relay: account {event.account}: delivery {event.delivery_id} will be retried: {event.detail}", err=True)
+        elif verbose:
+            prefix = "would post" if dry_run else "posted"
+            click.echo(f"{prefix} to {event.account}: {event.feed}: {event.title[:70]} {event.url}".rstrip())
+    for line in report.account_errors:
+        click.echo(f"relay: {line}", err=True)
+    if verbose:
+        for name, why in report.pacing.items():
+            click.echo(f"pacing {name}: {why}")
+    return failed or report.failed
+
+
+def _has_due_deliveries(store: Any, config: Any, now: float) -> bool:
+    row = store.db.execute(
+        "SELECT 1 FROM deliveries WHERE state = 'sending' OR (state = 'queued' AND next_attempt_at <= ?) LIMIT 1", (now,)
+    ).fetchone()
+    return row is not None
+
+
+def _dry_run_store(state_dir: Path) -> Any:
+    """A throwaway copy of the state, so a dry run takes the real path and writes nothing."""
+    import sqlite3
+    import tempfile
+
+    from relay.store import Store, state_path
+
+    path = state_path(state_dir)
+    scratch = Path(tempfile.mkdtemp(prefix="relay-dry-run-"))
+    if path.exists():
+        source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        target = sqlite3.connect(scratch / "relay.db")
+        try:
+            source.backup(target)
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{path}: not a usable relay state file ({exc})") from None
+        finally:
+            source.close()
+            target.close()
+    return Store.open(scratch)
+
+
+# status, history, queue
+
+
+def _open_existing(state_dir: Path) -> Any:
+    from relay.store import Store, state_path
+
+    if not state_path(state_dir).exists():
+        raise StateError(f"{state_path(state_dir)}: no state yet (run `relay run` or `relay seed` first)")
+    return Store.open(state_dir)
+
+
+def _when(value: float | None) -> str:
+    if value is None:
+        return "never"
+    return datetime.fromtimestamp(value, tz=UTC).strftime(TIME_FORMAT)
+
+
+@cli.command()
+@common_options
+@format_option
+def status(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, output_format: str) -> None:
+    """Feeds (last poll, next poll, errors), the outbox per account, held items.
+
+    \b
+    Example:
+      relay status
+      relay status --format json
+    """
+    store = _open_existing(state_dir)
+    feeds = [
+        {"name": s.name, "url": s.url, "last_polled_at": _iso(s.last_polled_at), "last_ok_at": _iso(s.last_ok_at),
+         "next_due_at": _iso(s.next_due_at), "consecutive_failures": s.consecutive_failures, "last_error": s.last_error,
+         "entries": s.entries}
+        for s in store.feed_states().values()
+    ]
+    counts = store.outbox_counts()
+    names = sorted(set(counts) | {r[0] for r in store.db.execute("SELECT name FROM accounts")})
+    accounts = []
+    for name in names:
+        row = store.account_row(name)
+        accounts.append({
+            "name": name, "outbox": counts.get(name, {}), "blocked_until": _iso(row["blocked_until"]),
+            "last_error": row["last_error"], "logins": row["logins"], "last_posted_at": _iso(store.last_posted_at(name)),
+        })
+    held = [_delivery_json(d) for d in store.deliveries("d.state = 'held'")]
+    failed = [_delivery_json(d) for d in store.deliveries("d.state = 'failed'")]
+    if output_format == "json":
+        click.echo(json.dumps({"feeds": feeds, "accounts": accounts, "held": held, "failed": failed}, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"state: {store.path}")
+    click.echo("feeds:")
+    for s in store.feed_states().values():
+        line = f"  {s.name}: last poll {_when(s.last_polled_at)}, next {_when(s.next_due_at)}, {s.entries or 0} entries"
+        if s.last_error:
+            line += f", FAILING x{s.consecutive_failures}: {s.last_error}"
+        click.echo(line)
+    click.echo("accounts:")
+    for account in accounts:
+        outbox = ", ".join(f"{n} {state}" for state, n in sorted(account["outbox"].items())) or "nothing yet"
+        line = f"  {account['name']}: {outbox}"
+        if account["blocked_until"]:
+            line += f"; waiting until {account['blocked_until']} ({account['last_error']})"
+        click.echo(line)
+    if held:
+        click.echo(f"held ({len(held)}): release with `relay queue release FEED`, drop with `relay queue drop ID`")
+        for d in held[:50]:
+            click.echo(f"  #{d['id']} {d['account']} {d['feed']}: {d['title'][:70]}")
+    if failed:
+        click.echo(f"failed ({len(failed)}): `relay queue retry ID` once the cause is fixed")
+        for d in failed[:50]:
+            click.echo(f"  #{d['id']} {d['account']} {d['feed']}: {d['title'][:60]}: {d['last_error']}")
+
+
+def _iso(value: float | None) -> str | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=UTC).isoformat()
+
+
+def _delivery_json(d: Any) -> dict[str, Any]:
+    return {
+        "id": d.id, "account": d.account, "feed": d.feed, "title": d.title, "link": d.link, "state": d.state,
+        "attempts": d.attempts, "queued_at": _iso(d.queued_at), "next_attempt_at": _iso(d.next_attempt_at),
+        "posted_at": _iso(d.posted_at), "remote_id": d.remote_id, "url": d.remote_url, "last_error": d.last_error,
+    }
+
+
+@cli.command()
+@common_options
+@format_option
+@click.option("--limit", default=50, show_default=True, help="How many posts to list, newest first.")
+def history(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, output_format: str, limit: int) -> None:
+    """What was posted, when, to which account, with links to the posts.
+
+    \b
+    Example:
+      relay history --limit 10
+    """
+    store = _open_existing(state_dir)
+    rows = [_delivery_json(d) for d in store.deliveries("d.state = 'posted'", order="d.posted_at DESC", limit=limit)]
+    if output_format == "json":
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for d in rows:
+        click.echo(f"{d['posted_at'][:16].replace('T', ' ')} {d['account']} {d['feed']}: {d['title'][:60]} {d['url'] or ''}".rstrip())
+
+
+@cli.group()
+def queue() -> None:
+    """List and steer the outbox: retry, drop, release held items.
+
+    \b
+    Examples:
+      relay queue list --state failed
+      relay queue retry 42
+      relay queue release quadrature      # a flood-guarded feed's held items
+    """
+
+
+@queue.command("list")
+@common_options
+@format_option
+@click.option("--state", "states", multiple=True, type=click.Choice(["queued", "sending", "posted", "failed", "held", "dropped"]),
+              help="Only deliveries in this state (repeatable); default: all but posted and dropped.")
+def queue_list(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, output_format: str, states: tuple[str, ...]) -> None:
+    """List deliveries with their state and last error."""
+    store = _open_existing(state_dir)
+    wanted = states or ("queued", "sending", "failed", "held")
+    marks = ",".join("?" * len(wanted))
+    rows = [_delivery_json(d) for d in store.deliveries(f"d.state IN ({marks})", tuple(wanted))]
+    if output_format == "json":
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for d in rows:
+        error = f" [{d['last_error']}]" if d["last_error"] else ""
+        click.echo(f"#{d['id']} {d['state']} {d['account']} {d['feed']}: {d['title'][:60]}{error}")
+
+
+def _change_state(state_dir: Path, ids: tuple[int, ...], allowed_from: tuple[str, ...], to: str) -> None:
+    from relay.store import epoch
+
+    with run_lock(state_dir):
+        store = _open_existing(state_dir)
+        for delivery_id in ids:
+            delivery = store.delivery(delivery_id)
+            if delivery is None:
+                raise StateError(f"no delivery #{delivery_id} (see `relay queue list`)")
+            if delivery.state not in allowed_from:
+                raise StateError(f"delivery #{delivery_id} is {delivery.state}; only {', '.join(allowed_from)} can become {to}")
+        store.set_state(ids, to, epoch(_now()))
+        click.echo(f"{len(ids)} deliveries now {to}")
+
+
+@queue.command("retry")
+@common_options
+@click.argument("ids", nargs=-1, type=int, required=True)
+def queue_retry(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, ids: tuple[int, ...]) -> None:
+    """Queue failed (or dropped) deliveries again, with their attempts reset."""
+    _change_state(state_dir, ids, ("failed", "dropped"), "queued")
+
+
+@queue.command("drop")
+@common_options
+@click.argument("ids", nargs=-1, type=int, required=True)
+def queue_drop(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, ids: tuple[int, ...]) -> None:
+    """Never post these deliveries (queued, held or failed)."""
+    _change_state(state_dir, ids, ("queued", "held", "failed"), "dropped")
+
+
+@queue.command("release")
+@common_options
+@click.argument("feed")
+def queue_release(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, feed: str) -> None:
+    """Queue every held delivery of FEED (after a flood guard); pacing still applies."""
+    _bulk(state_dir, feed, "held", "queued")
+
+
+@queue.command("drop-held")
+@common_options
+@click.argument("feed")
+def queue_drop_held(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, feed: str) -> None:
+    """Drop every held delivery of FEED (a site migration that changed every id)."""
+    _bulk(state_dir, feed, "held", "dropped")
+
+
+def _bulk(state_dir: Path, feed: str, from_state: str, to: str) -> None:
+    from relay.store import epoch
+
+    with run_lock(state_dir):
+        store = _open_existing(state_dir)
+        ids = [d.id for d in store.deliveries("i.feed = ? AND d.state = ?", (feed, from_state))]
+        store.set_state(ids, to, epoch(_now()))
+        click.echo(f"feed {feed}: {len(ids)} {from_state} deliveries now {to}")
+
+
+# cron
+
+
+@cli.command()
+@common_options
+@click.option("--every", default=5, show_default=True, help="Minutes between runs.")
+@click.option("--log", "log_path", type=click.Path(path_type=Path), default=None, help="Log file (default: STATE_DIR/relay.log).")
+@click.option("--install", is_flag=True, help="Add the line to your crontab (once; running it again changes nothing).")
+def cron(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, every: int, log_path: Path | None, install: bool) -> None:
+    """Print the crontab line for `relay run`, with absolute paths; --install adds it.
+
+    \b
+    Example:
+      relay cron -c ~/relay/feeds.yaml --install
+    """
+    executable = shutil.which("relay") or f"{sys.executable} -m relay"
+    log = (log_path or state_dir / "relay.log").resolve()
+    command = (
+        f"{executable} run -c {shlex.quote(str(config_path.resolve()))}"
+        f" --state-dir {shlex.quote(str(state_dir.resolve()))} >> {shlex.quote(str(log))} 2>&1"
+    )
+    line = f"*/{every} * * * * {command}" if every < 60 else f"0 * * * * {command}"
+    if not install:
+        click.echo(line)
+        return
+    if shutil.which("crontab") is None:
+        raise StateError("no crontab command on this machine; add the line with your scheduler:\n" + line)
+    current = subprocess.run(["crontab", "-l"], capture_output=True, text=True, check=False)  # noqa: S607
+    existing = current.stdout if current.returncode == 0 else ""
+    if command in existing:
+        click.echo("crontab already has the line; nothing changed")
+        return
+    new = existing + ("" if existing.endswith("\n") or not existing else "\n") + line + "\n"
+    subprocess.run(["crontab", "-"], input=new, text=True, check=True)  # noqa: S607
+    click.echo(f"added to crontab: {line}")

@@ -1,0 +1,578 @@
+"""feeds.yaml → frozen, validated models. ${ENV} secrets from the environment (or a .env
+file next to feeds.yaml). No network, no state. Every problem is reported as
+'file:line: field: message', all of them at once."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from relay.errors import ConfigError
+
+PLATFORMS = ("mastodon", "bluesky")
+VISIBILITIES = ("public", "unlisted", "private")
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Pacing:
+    max_per_run: int = 3
+    min_interval: timedelta = timedelta(minutes=10)
+    max_per_day: int = 40
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    platform: str
+    pacing: Pacing
+    # Mastodon
+    instance: str = ""
+    token: str = ""
+    visibility: str = "public"
+    max_characters: int | None = None  # overrides the instance's limit
+    # Bluesky
+    handle: str = ""
+    app_password: str = ""
+    service: str = "https://bsky.social"
+    missing_secrets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Feed:
+    name: str
+    url: str
+    every: timedelta
+    max_age: timedelta
+    backfill: int
+    template: str
+    language: str
+    hashtags: tuple[str, ...]
+    to: tuple[str, ...]
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    max_bytes: int = 10_000_000
+    timeout: timedelta = timedelta(seconds=30)
+    flood_threshold: int = 10
+    content_warning: str = ""
+    sensitive: bool = False
+    images: bool = False
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    feeds: tuple[Feed, ...]
+    accounts: Mapping[str, Account]
+    template_dirs: tuple[Path, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+    def feed(self, name: str) -> Feed:
+        for feed in self.feeds:
+            if feed.name == name:
+                return feed
+        raise KeyError(name)
+
+
+def parse_duration(value: object) -> timedelta | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if not isinstance(value, str):
+        return None
+    match = _DURATION.match(value)
+    if not match:
+        return None
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _duration_hint(value: object) -> str:
+    match = re.match(r"^\s*(\d+)\s*([a-zA-Z]+)", str(value))
+    if match:
+        unit = match.group(2).lower()[0]
+        if unit in _UNITS:
+            return f" (try {match.group(1)}{unit})"
+    return " (try 30s, 15m, 1h, 7d or 2w)"
+
+
+class _Lined(dict[str, Any]):
+    """A YAML mapping that remembers the line of each key (1-based)."""
+
+    line: int
+    key_lines: dict[str, int]
+
+
+class _LinedList(list[Any]):
+    line: int
+    item_lines: list[int]
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Lined:
+    mapping = _Lined()
+    mapping.line = node.start_mark.line + 1
+    mapping.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        mapping[str(key)] = loader.construct_object(value_node, deep=True)
+        mapping.key_lines[str(key)] = key_node.start_mark.line + 1
+    return mapping
+
+
+def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> _LinedList:
+    items = _LinedList(loader.construct_object(child, deep=True) for child in node.value)
+    items.line = node.start_mark.line + 1
+    items.item_lines = [child.start_mark.line + 1 for child in node.value]
+    return items
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+class _Checker:
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.problems: list[str] = []
+
+    def error(self, line: int, where: str, message: str) -> None:
+        self.problems.append(f"{self.filename}:{line}: {where}: {message}")
+
+
+_FEED_KEYS = {
+    "name", "url", "every", "max_age", "backfill", "template", "language", "hashtags", "to",
+    "include", "exclude", "max_bytes", "timeout", "flood_threshold", "content_warning",
+    "sensitive", "images",
+}  # fmt: skip
+_DEFAULT_KEYS = _FEED_KEYS - {"name", "url"}
+_ACCOUNT_KEYS = {
+    "mastodon": {"platform", "instance", "token", "visibility", "max_characters", "pacing"},
+    "bluesky": {"platform", "handle", "app_password", "service", "pacing"},
+}
+_PACING_KEYS = {"max_per_run", "min_interval", "max_per_day"}
+_TOP_KEYS = {"defaults", "accounts", "pacing", "feeds", "templates"}
+
+_BUILTIN_DEFAULTS: dict[str, Any] = {
+    "every": "15m",
+    "max_age": "7d",
+    "backfill": 1,
+    "template": "news",
+    "language": "fr",
+    "hashtags": [],
+    "to": None,  # every account
+    "include": [],
+    "exclude": [],
+    "max_bytes": 10_000_000,
+    "timeout": "30s",
+    "flood_threshold": 10,
+    "content_warning": "",
+    "sensitive": False,
+    "images": False,
+}
+
+
+def load_config(
+    path: Path | str,
+    environ: Mapping[str, str] | None = None,
+    template_exists: Callable[[Config, str], bool] | None = None,
+) -> Config:
+    """Read and validate feeds.yaml. Raises ConfigError listing every problem."""
+    path = Path(path)
+    filename = path.name
+    try:
+        source = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file (try `relay init` or --config)"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    try:
+        data = yaml.load(source, Loader=_Loader)  # noqa: S506 (SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([f"{filename}:{line}: invalid YAML: {reason}"]) from None
+    if data is None:
+        data = _Lined()
+        data.line, data.key_lines = 1, {}
+    if not isinstance(data, _Lined):
+        raise ConfigError([f"{filename}:1: the file must be a mapping with a 'feeds:' list"])
+
+    env = dict(read_dotenv(path.parent / ".env"))
+    env.update(environ if environ is not None else os.environ)
+    check = _Checker(filename)
+    _unknown_keys(check, data, _TOP_KEYS, "")
+
+    pacing = _pacing(check, data.get("pacing"), "pacing", data.key_lines.get("pacing", 1))
+    accounts, missing = _accounts(check, data, env, pacing)
+    defaults = dict(_BUILTIN_DEFAULTS)
+    raw_defaults = data.get("defaults")
+    if raw_defaults is not None:
+        if isinstance(raw_defaults, _Lined):
+            _unknown_keys(check, raw_defaults, _DEFAULT_KEYS, "defaults")
+            defaults.update(raw_defaults)
+        else:
+            check.error(data.key_lines["defaults"], "defaults", "must be a mapping")
+    feeds = _feeds(check, data, defaults, raw_defaults, accounts)
+
+    base = path.parent
+    template_dirs = []
+    if "templates" in data:
+        if isinstance(data["templates"], str):
+            template_dirs.append((base / data["templates"]).resolve())
+        else:
+            check.error(data.key_lines["templates"], "templates", "must be a folder path")
+    else:
+        template_dirs.append((base / "templates").resolve())
+
+    warnings = tuple(
+        f"{filename}: accounts.{name}: ${{{var}}} is not set in the environment"
+        for name, var in missing
+    )
+    config = Config(path, tuple(feeds), accounts, tuple(template_dirs), warnings)
+    if template_exists is not None:
+        for feed in feeds:
+            if not template_exists(config, feed.template):
+                index = next(i for i, f in enumerate(feeds) if f is feed)
+                check.error(
+                    feed.line,
+                    f"feeds[{index}].template",
+                    f"no template {feed.template!r} (looked for {feed.template}.j2 in "
+                    + ", ".join(str(d) for d in template_dirs)
+                    + " and the built-ins)",
+                )
+    if check.problems:
+        raise ConfigError(check.problems)
+    return config
+
+
+def _unknown_keys(check: _Checker, mapping: _Lined, allowed: set[str], where: str) -> None:
+    for key in mapping:
+        if key not in allowed:
+            prefix = f"{where}." if where else ""
+            hint = _close_match(key, allowed)
+            check.error(
+                mapping.key_lines.get(key, mapping.line),
+                f"{prefix}{key}",
+                "unknown key" + (f" (did you mean {hint!r}?)" if hint else ""),
+            )
+
+
+def _close_match(key: str, allowed: set[str]) -> str | None:
+    import difflib
+
+    matches = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.7)
+    return matches[0] if matches else None
+
+
+def _pacing(check: _Checker, raw: object, where: str, line: int, base: Pacing | None = None) -> Pacing:
+    pacing = base or Pacing()
+    if raw is None:
+        return pacing
+    if not isinstance(raw, _Lined):
+        check.error(line, where, "must be a mapping of max_per_run, min_interval, max_per_day")
+        return pacing
+    _unknown_keys(check, raw, _PACING_KEYS, where)
+    values: dict[str, Any] = {}
+    for key in ("max_per_run", "max_per_day"):
+        if key in raw:
+            value = raw[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                check.error(raw.key_lines[key], f"{where}.{key}", f"{value!r} is not a whole number >= 0")
+            else:
+                values[key] = value
+    if "min_interval" in raw:
+        duration = parse_duration(raw["min_interval"])
+        if duration is None:
+            value = raw["min_interval"]
+            check.error(
+                raw.key_lines["min_interval"],
+                f"{where}.min_interval",
+                f"{value!r} is not a duration{_duration_hint(value)}",
+            )
+        else:
+            values["min_interval"] = duration
+    return Pacing(**{**pacing.__dict__, **values})
+
+
+def _substitute(value: str, env: Mapping[str, str], missing: list[str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in env or env[name] == "":
+            missing.append(name)
+            return ""
+        return env[name]
+
+    return _ENV_REF.sub(replace, value)
+
+
+def _accounts(
+    check: _Checker, data: _Lined, env: Mapping[str, str], pacing: Pacing
+) -> tuple[dict[str, Account], list[tuple[str, str]]]:
+    accounts: dict[str, Account] = {}
+    missing_all: list[tuple[str, str]] = []
+    raw_accounts = data.get("accounts")
+    if raw_accounts is None:
+        return accounts, missing_all
+    if not isinstance(raw_accounts, _Lined):
+        check.error(data.key_lines["accounts"], "accounts", "must be a mapping of account names")
+        return accounts, missing_all
+    for name, raw in raw_accounts.items():
+        where = f"accounts.{name}"
+        line = raw_accounts.key_lines[name]
+        if not _NAME.match(name):
+            check.error(line, where, "account names use letters, digits, '.', '_' and '-'")
+        if not isinstance(raw, _Lined):
+            check.error(line, where, "must be a mapping with a 'platform:' key")
+            continue
+        platform = raw.get("platform")
+        if platform not in PLATFORMS:
+            check.error(
+                raw.key_lines.get("platform", line),
+                f"{where}.platform",
+                f"{platform!r} is not one of: {', '.join(PLATFORMS)}",
+            )
+            continue
+        _unknown_keys(check, raw, _ACCOUNT_KEYS[platform], where)
+        for key in raw:
+            if key in ("token", "app_password") and isinstance(raw[key], str) and raw[key]:
+                if not _ENV_REF.fullmatch(raw[key].strip()):
+                    check.error(
+                        raw.key_lines[key],
+                        f"{where}.{key}",
+                        "secrets never go in feeds.yaml: write ${VARIABLE} and set it in the"
+                        " environment or in .env",
+                    )
+        missing: list[str] = []
+        strings: dict[str, str] = {}
+        for key in ("instance", "token", "handle", "app_password", "service", "visibility"):
+            if key in raw:
+                if not isinstance(raw[key], str):
+                    check.error(raw.key_lines[key], f"{where}.{key}", "must be a string")
+                    continue
+                strings[key] = _substitute(raw[key], env, missing)
+        kwargs: dict[str, Any] = dict(strings)
+        if platform == "mastodon":
+            instance = strings.get("instance", "")
+            if not re.match(r"^https?://[^/\s]+", instance):
+                check.error(
+                    raw.key_lines.get("instance", line),
+                    f"{where}.instance",
+                    f"{instance!r} is not an instance URL (like https://mastodon.social)",
+                )
+            kwargs["instance"] = instance.rstrip("/")
+            if "token" not in raw:
+                check.error(line, f"{where}.token", "missing (write token: ${RELAY_MASTODON_TOKEN})")
+            visibility = strings.get("visibility", "public")
+            if visibility not in VISIBILITIES:
+                check.error(
+                    raw.key_lines.get("visibility", line),
+                    f"{where}.visibility",
+                    f"{visibility!r} is not one of: {', '.join(VISIBILITIES)}",
+                )
+            if "max_characters" in raw:
+                value = raw["max_characters"]
+                if not isinstance(value, int) or isinstance(value, bool) or value < 50:
+                    check.error(raw.key_lines["max_characters"], f"{where}.max_characters", "must be a whole number >= 50")
+                else:
+                    kwargs["max_characters"] = value
+        else:
+            handle = strings.get("handle", "")
+            if not re.match(r"^[A-Za-z0-9.-]+\.[A-Za-z0-9-]+$", handle.lstrip("@")):
+                check.error(
+                    raw.key_lines.get("handle", line),
+                    f"{where}.handle",
+                    f"{handle!r} is not a handle (like collectif.bsky.social)",
+                )
+            kwargs["handle"] = handle.lstrip("@")
+            if "app_password" not in raw:
+                check.error(
+                    line, f"{where}.app_password", "missing (write app_password: ${RELAY_BLUESKY_APP_PASSWORD})"
+                )
+            service = strings.get("service", "https://bsky.social")
+            if not re.match(r"^https?://[^/\s]+", service):
+                check.error(raw.key_lines.get("service", line), f"{where}.service", f"{service!r} is not a URL")
+            kwargs["service"] = service.rstrip("/")
+        account_pacing = _pacing(check, raw.get("pacing"), f"{where}.pacing", raw.key_lines.get("pacing", line), pacing)
+        accounts[name] = Account(
+            name=name,
+            platform=platform,
+            pacing=account_pacing,
+            missing_secrets=tuple(missing),
+            **kwargs,
+        )
+        missing_all.extend((name, var) for var in missing)
+    return accounts, missing_all
+
+
+def _feeds(
+    check: _Checker,
+    data: _Lined,
+    defaults: dict[str, Any],
+    raw_defaults: object,
+    accounts: Mapping[str, Account],
+) -> list[Feed]:
+    raw_feeds = data.get("feeds")
+    if raw_feeds is None:
+        check.error(data.line, "feeds", "missing: list the feeds to relay under 'feeds:'")
+        return []
+    if not isinstance(raw_feeds, _LinedList):
+        check.error(data.key_lines["feeds"], "feeds", "must be a list")
+        return []
+    feeds: list[Feed] = []
+    names: set[str] = set()
+    for index, raw in enumerate(raw_feeds):
+        where = f"feeds[{index}]"
+        line = raw_feeds.item_lines[index]
+        if not isinstance(raw, _Lined):
+            check.error(line, where, "must be a mapping with 'name:' and 'url:'")
+            continue
+        _unknown_keys(check, raw, _FEED_KEYS, where)
+        merged = {**defaults, **raw}
+
+        def line_of(key: str, raw: _Lined = raw, line: int = line) -> int:
+            if key in raw.key_lines:
+                return raw.key_lines[key]
+            if isinstance(raw_defaults, _Lined) and key in raw_defaults.key_lines:
+                return raw_defaults.key_lines[key]
+            return line
+
+        def problem(key: str, message: str, where: str = where, line_of: Callable[[str], int] = line_of) -> None:
+            check.error(line_of(key), f"{where}.{key}", message)
+
+        name = merged.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            problem("name", f"{name!r} is not a feed name (letters, digits, '.', '_', '-')")
+            name = f"feed{index}"
+        elif name in names:
+            problem("name", f"{name!r} is used by another feed")
+        names.add(name)
+        url = merged.get("url")
+        if not isinstance(url, str) or not url.strip():
+            problem("url", "missing: an http(s) URL, a file:// URL or a local path")
+            url = ""
+        elif re.match(r"^[a-z][a-z0-9+.-]*://", url, re.IGNORECASE) and not re.match(
+            r"^(https?|file)://", url, re.IGNORECASE
+        ):
+            problem("url", f"{url!r}: only http, https and file URLs are fetched")
+        durations: dict[str, timedelta] = {}
+        for key in ("every", "max_age", "timeout"):
+            duration = parse_duration(merged[key])
+            if duration is None or duration.total_seconds() <= 0:
+                problem(key, f"{merged[key]!r} is not a duration{_duration_hint(merged[key])}")
+                duration = parse_duration(_BUILTIN_DEFAULTS[key])
+            assert duration is not None
+            durations[key] = duration
+        ints: dict[str, int] = {}
+        for key, low in (("backfill", 0), ("max_bytes", 1024), ("flood_threshold", 1)):
+            value = merged[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                problem(key, f"{value!r} is not a whole number >= {low}")
+                value = _BUILTIN_DEFAULTS[key]
+            ints[key] = value
+        strings: dict[str, str] = {}
+        for key in ("template", "language", "content_warning"):
+            value = merged[key]
+            if not isinstance(value, str):
+                problem(key, f"{value!r} must be a string")
+                value = _BUILTIN_DEFAULTS[key]
+            strings[key] = value.strip()
+        if not re.match(r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$", strings["language"]):
+            problem("language", f"{strings['language']!r} is not a language tag (like fr or fr-FR)")
+        if not re.match(r"^[A-Za-z0-9_-]+$", strings["template"]):
+            problem("template", f"{strings['template']!r} is not a template name (like news)")
+        lists: dict[str, tuple[str, ...]] = {}
+        for key in ("hashtags", "include", "exclude"):
+            value = merged[key]
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                problem(key, "must be a list of strings")
+                value = []
+            lists[key] = tuple(v.strip() for v in value if v.strip())
+        hashtags = []
+        for tag in lists["hashtags"]:
+            tag = tag.lstrip("#")
+            if not re.fullmatch(r"\w+", tag):
+                problem("hashtags", f"{tag!r} is not a hashtag (letters, digits and _ only)")
+            hashtags.append(tag)
+        for key in ("include", "exclude"):
+            for pattern in lists[key]:
+                if len(pattern) > 2 and pattern.startswith("/") and pattern.endswith("/"):
+                    try:
+                        re.compile(pattern[1:-1])
+                    except re.error as exc:
+                        problem(key, f"{pattern!r} is not a valid regex: {exc}")
+        to = merged["to"]
+        if to is None:
+            to = list(accounts)
+        if isinstance(to, str):
+            to = [to]
+        if not isinstance(to, list) or not all(isinstance(v, str) for v in to):
+            problem("to", "must be a list of account names")
+            to = []
+        for account in to:
+            if account not in accounts:
+                known = ", ".join(accounts) or "none defined"
+                problem("to", f"account {account!r} is not defined under accounts: ({known})")
+        bools: dict[str, bool] = {}
+        for key in ("sensitive", "images"):
+            if not isinstance(merged[key], bool):
+                problem(key, "must be true or false")
+            bools[key] = bool(merged[key])
+        feeds.append(
+            Feed(
+                name=name,
+                url=url.strip(),
+                every=durations["every"],
+                max_age=durations["max_age"],
+                timeout=durations["timeout"],
+                backfill=ints["backfill"],
+                max_bytes=ints["max_bytes"],
+                flood_threshold=ints["flood_threshold"],
+                template=strings["template"],
+                language=strings["language"],
+                content_warning=strings["content_warning"],
+                hashtags=tuple(hashtags),
+                include=lists["include"],
+                exclude=lists["exclude"],
+                to=tuple(a for a in to if a in accounts),
+                sensitive=bools["sensitive"],
+                images=bools["images"],
+                line=line,
+            )
+        )
+    return feeds
+
+
+def resolve_feed_url(config: Config, url: str) -> str:
+    """Local paths are relative to feeds.yaml; URLs are returned as they are."""
+    if re.match(r"^(https?|file)://", url, re.IGNORECASE):
+        return url
+    return (config.path.parent / url).resolve().as_uri()

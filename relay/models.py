@@ -1,0 +1,33 @@
+"""Values shared by the stages. Frozen: a stage returns new values, never mutates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Item:
+    """One entry of a feed, cleaned: safe to show, safe to template."""
+
+    feed: str
+    key: str  # identity within the feed: id, guid, link or content hash
+    link: str | None  # http(s) only; None when the entry has no usable link
+    canonical_url: str | None
+    title: str
+    summary: str
+    author: str = ""
+    published: datetime | None = None
+    tags: tuple[str, ...] = ()
+    image: str | None = None
+    image_alt: str = ""
+    skip_reason: str | None = None  # why this entry can never be relayed (bad link, ...)
+
+
+@dataclass(frozen=True)
+class ParsedFeed:
+    title: str
+    link: str
+    entries: int
+    items: tuple[Item, ...]
+    warnings: tuple[str, ...] = field(default=())

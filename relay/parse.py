@@ -1,0 +1,190 @@
+"""Bytes → Items (pure): feedparser on a BytesIO, identity keys, link hygiene, text
+hygiene. Never fetches, never reads files, never trusts feed text."""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import io
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import feedparser
+
+from relay.dedupe import canonical_url, strip_trackers
+from relay.errors import ParseError
+from relay.models import Item, ParsedFeed
+from relay.text import clean_text
+
+MAX_ENTRIES = 500
+MAX_FIELD_CHARS = 20_000  # feed text beyond this is never looked at
+# <!ENTITY …> declarations: feedparser's loose parser expands "safe" entities itself, so a
+# 100 KB document can declare one large entity and reference it thousands of times.
+_ENTITY_DECL = re.compile(rb"<!ENTITY\s(?:[^>\"']|\"[^\"]*\"|'[^']*')*>", re.IGNORECASE)
+_HTML_START = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html)[\s>]", re.IGNORECASE | re.DOTALL)
+_IMG_SRC = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*[\"']?([^\"'\s>]+)", re.IGNORECASE)
+_HTTP = re.compile(r"^https?://[^\s/]+", re.IGNORECASE)
+
+
+def defuse_entities(body: bytes) -> bytes:
+    if b"<!ENTITY" in body or b"<!entity" in body.lower():
+        return _ENTITY_DECL.sub(b"", body)
+    return body
+
+
+def parse_feed(
+    body: bytes,
+    *,
+    feed_name: str,
+    url: str,
+    content_type: str = "",
+) -> ParsedFeed:
+    """Parse one feed body. Raises ParseError when the body is not a usable feed."""
+    body = defuse_entities(body)
+    headers = {"content-location": url}
+    if content_type:
+        headers["content-type"] = content_type
+    try:
+        document = feedparser.parse(io.BytesIO(body), response_headers=headers)
+    except MemoryError:
+        raise ParseError("feed too large to parse") from None
+    version = document.get("version", "")
+    entries = document.get("entries", [])
+    if not version and not entries:
+        if _HTML_START.match(body[:4096]):
+            raise ParseError("an HTML page, not a feed (point url at the site's RSS or Atom feed)")
+        reason = document.get("bozo_exception")
+        raise ParseError(f"not a feed{f': {reason}' if reason else ''}")
+    feed_info = document.get("feed", {})
+    warnings = []
+    if len(entries) > MAX_ENTRIES:
+        warnings.append(f"{len(entries)} entries: only the first {MAX_ENTRIES} are read")
+    items = []
+    seen_keys: dict[str, int] = {}
+    for entry in entries[:MAX_ENTRIES]:
+        item = entry_to_item(entry, feed_name)
+        count = seen_keys.get(item.key, 0)
+        seen_keys[item.key] = count + 1
+        if count:
+            # a duplicated guid must not hide the second item: qualify it by link/content
+            item = _rekey(item, f"{item.key}\n{item.link or _content_hash(item)}\n{count}")
+        items.append(item)
+    return ParsedFeed(
+        title=clean_text(_text(feed_info.get("title", ""))),
+        link=str(feed_info.get("link", "") or ""),
+        entries=len(entries),
+        items=tuple(items),
+        warnings=tuple(warnings),
+    )
+
+
+def _rekey(item: Item, key: str) -> Item:
+    from dataclasses import replace
+
+    return replace(item, key=key)
+
+
+def _text(value: object) -> str:
+    return str(value or "")[:MAX_FIELD_CHARS]
+
+
+def _content_hash(item: Item) -> str:
+    digest = hashlib.sha256(f"{item.title}\n{item.summary}".encode()).hexdigest()[:32]
+    return f"sha256:{digest}"
+
+
+def _clean_field(entry: Any, name: str) -> str:
+    value = _text(entry.get(name, ""))
+    detail = entry.get(f"{name}_detail") or {}
+    if detail.get("type") == "text/plain":
+        # plain text is not HTML: keep '<' literally, only decode and clean
+        return clean_text(value.replace("&", "&amp;").replace("<", "&lt;"))
+    return clean_text(value)
+
+
+def entry_to_item(entry: Any, feed_name: str) -> Item:
+    title = _clean_field(entry, "title")
+    summary_source = _text(entry.get("summary", ""))
+    if not summary_source and entry.get("content"):
+        summary_source = _text(entry["content"][0].get("value", ""))
+    summary = _clean_field({"summary": summary_source, "summary_detail": entry.get("summary_detail")}, "summary")
+
+    raw_link = str(entry.get("feedburner_origlink") or entry.get("link") or "").strip()
+    if not raw_link:
+        for link in entry.get("links", []):
+            if link.get("rel", "alternate") == "alternate" and link.get("href"):
+                raw_link = str(link["href"]).strip()
+                break
+    link: str | None = None
+    skip_reason = None
+    if not raw_link:
+        skip_reason = "no link"
+    elif not _HTTP.match(raw_link):
+        shown = raw_link[:40] + ("…" if len(raw_link) > 40 else "")
+        skip_reason = f"link is not http(s): {shown!r}"
+    else:
+        link = strip_trackers(raw_link)
+
+    item_id = str(entry.get("id") or "").strip()
+    if item_id:
+        key = f"id:{item_id[:2000]}"
+    elif link:
+        key = f"link:{link}"
+    else:
+        key = ""
+
+    published = None
+    for name in ("published_parsed", "updated_parsed", "created_parsed"):
+        parsed = entry.get(name)
+        if parsed:
+            try:
+                published = datetime.fromtimestamp(calendar.timegm(parsed), tz=UTC)
+            except (OverflowError, ValueError, OSError):
+                published = None
+            break
+
+    tags = tuple(
+        tag
+        for tag in (clean_text(_text(t.get("term") or t.get("label") or "")) for t in entry.get("tags", [])[:20])
+        if tag
+    )
+    image, image_alt = _image(entry, summary_source)
+    item = Item(
+        feed=feed_name,
+        key=key,
+        link=link,
+        canonical_url=canonical_url(link) if link else None,
+        title=title,
+        summary=summary,
+        author=clean_text(_text(entry.get("author", ""))),
+        published=published,
+        tags=tags,
+        image=image,
+        image_alt=image_alt,
+        skip_reason=skip_reason,
+    )
+    if not key:
+        item = _rekey(item, _content_hash(item))
+    return item
+
+
+def _image(entry: Any, html: str) -> tuple[str | None, str]:
+    candidates: list[tuple[str, str]] = []
+    for media in entry.get("media_content", []) or []:
+        kind = str(media.get("type", "") or media.get("medium", ""))
+        if kind.startswith("image") or kind == "":
+            candidates.append((str(media.get("url", "")), ""))
+    description = _text(entry.get("media_description", ""))
+    for enclosure in entry.get("enclosures", []) or []:
+        if str(enclosure.get("type", "")).startswith("image/"):
+            candidates.append((str(enclosure.get("href", "")), ""))
+    for thumb in entry.get("media_thumbnail", []) or []:
+        candidates.append((str(thumb.get("url", "")), ""))
+    match = _IMG_SRC.search(html)
+    if match:
+        candidates.append((match.group(1), ""))
+    for url, alt in candidates:
+        if _HTTP.match(url.strip()):
+            return url.strip(), clean_text(alt or description)
+    return None, ""

@@ -1,0 +1,505 @@
+"""The flow: poll → decide → (record | show) → deliver. Used by run, preview and seed, so a
+dry run and a preview take the same path as a real run and skip only the writes/sends."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from relay import schedule
+from relay.config import Account, Config, Feed, resolve_feed_url
+from relay.dedupe import fingerprint
+from relay.errors import ParseError, RenderError
+from relay.fetch import FetchRequest, FetchResult, fetch_all
+from relay.filters import filter_reason
+from relay.models import Item, ParsedFeed
+from relay.parse import parse_feed
+from relay.render import FeedInfo, Limits, Post, find_template, make_environment, render_post
+from relay.store import Delivery, FeedState, Store, epoch
+from relay.targets.base import PublishError, Target
+
+PARALLEL_PARSE_MIN = 3  # parse in processes from this many changed feeds on
+IN_DOUBT_RESEND_WINDOW = 55 * 60  # Mastodon keeps idempotency keys one hour
+
+
+@dataclass
+class FeedReport:
+    name: str
+    url: str
+    status: str  # ok | not_modified | error
+    error: str | None = None
+    entries: int = 0
+    new: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ItemDecision:
+    item: Item
+    key_hash: bytes
+    reason: str | None  # set when the item is only marked seen, for every account
+    accounts: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # name → (post|skip|hold, reason)
+
+
+@dataclass
+class FeedPoll:
+    feed: Feed
+    report: FeedReport
+    fetched: FetchResult | None = None
+    parsed: ParsedFeed | None = None
+    body_hash: bytes | None = None
+    decisions: list[ItemDecision] = field(default_factory=list)
+
+
+# polling
+
+
+def poll(
+    config: Config,
+    store: Store | None,
+    client: httpx.Client,
+    now: datetime,
+    *,
+    feeds: Sequence[Feed],
+    conditional: bool,
+    all_items: bool = False,
+) -> list[FeedPoll]:
+    """Fetch, parse and decide for feeds. Writes nothing."""
+    states = store.feed_states() if store else {}
+    requests = []
+    for feed in feeds:
+        state = states.get(feed.name)
+        url = resolve_feed_url(config, feed.url)
+        requests.append(
+            FetchRequest(
+                name=feed.name,
+                url=url,
+                etag=state.etag if conditional and state and state.url == feed.url else None,
+                last_modified=state.last_modified if conditional and state and state.url == feed.url else None,
+                max_bytes=feed.max_bytes,
+                timeout=feed.timeout.total_seconds(),
+            )
+        )
+    results = fetch_all(requests, client, now=lambda: now)
+    polls = []
+    to_parse: list[FeedPoll] = []
+    for feed, result in zip(feeds, results, strict=True):
+        report = FeedReport(feed.name, feed.url, result.status, error=result.error)
+        item = FeedPoll(feed, report, fetched=result)
+        polls.append(item)
+        if result.status != "ok":
+            continue
+        item.body_hash = hashlib.blake2b(result.body, digest_size=16).digest()
+        state = states.get(feed.name)
+        if conditional and state and state.body_hash == item.body_hash and state.url == feed.url:
+            report.status = "not_modified"  # same bytes as last time: skip parsing
+            report.entries = state.entries or 0
+            continue
+        to_parse.append(item)
+    for item, parsed in zip(to_parse, _parse_many([p.fetched for p in to_parse if p.fetched]), strict=True):
+        if isinstance(parsed, str):
+            item.report.status = "error"
+            item.report.error = parsed
+            continue
+        item.parsed = parsed
+        item.report.entries = parsed.entries
+        item.report.warnings.extend(parsed.warnings)
+    decide_all(polls, store, states, now, all_items=all_items)
+    return polls
+
+
+def _parse_one(fetched: FetchResult) -> ParsedFeed | str:
+    try:
+        return parse_feed(
+            fetched.body,
+            feed_name=fetched.name,
+            url=fetched.final_url or fetched.url,
+            content_type=fetched.content_type,
+        )
+    except ParseError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 - a parser crash on hostile input stays one feed's error
+        return f"cannot parse: {type(exc).__name__}: {exc}"
+
+
+def _parse_many(fetched: list[FetchResult]) -> list[ParsedFeed | str]:
+    """feedparser holds the GIL: parse many changed feeds in processes, a few inline."""
+    if len(fetched) < PARALLEL_PARSE_MIN or (os.cpu_count() or 1) < 2:
+        return [_parse_one(f) for f in fetched]
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 2, mp_context=context) as pool:
+        return list(pool.map(_parse_one, fetched, chunksize=max(1, len(fetched) // 16)))
+
+
+# deciding
+
+
+def decide_all(
+    polls: list[FeedPoll],
+    store: Store | None,
+    states: dict[str, FeedState],
+    now: datetime,
+    *,
+    all_items: bool = False,
+) -> None:
+    """For each new item and each account: post, hold, or skip with a reason."""
+    batch: dict[bytes, tuple[str, set[str]]] = {}  # canonical → (feed, accounts) in this poll
+    for feed_poll in polls:
+        if feed_poll.parsed is None:
+            continue
+        feed = feed_poll.feed
+        items = feed_poll.parsed.items
+        hashes = [fingerprint(item.key) for item in items]
+        known = set() if all_items or store is None else store.known_keys(feed.name, hashes)
+        state = states.get(feed.name)
+        first_poll = state is None or state.last_ok_at is None
+        decisions = []
+        seen_links: set[str] = set()
+        for item, key_hash in zip(items, hashes, strict=True):
+            if key_hash in known:
+                continue
+            reason = item.skip_reason
+            if reason is None and not all_items:
+                reason = filter_reason(item, include=feed.include, exclude=feed.exclude, max_age=feed.max_age, now=now)
+            if reason is None and item.canonical_url in seen_links and not all_items:
+                reason = "same link as another item of this feed"
+            if item.canonical_url:
+                seen_links.add(item.canonical_url)
+            decisions.append(ItemDecision(item, key_hash, reason))
+        feed_poll.report.new = len(decisions)
+        candidates = [d for d in decisions if d.reason is None]
+        if first_poll and not all_items:
+            newest = sorted(
+                range(len(candidates)),
+                key=lambda i: (candidates[i].item.published or datetime.min.replace(tzinfo=UTC), -i),
+                reverse=True,
+            )[: feed.backfill]
+            keep = {id(candidates[i]) for i in newest}
+            for decision in candidates:
+                if id(decision) not in keep:
+                    decision.reason = f"first poll: backfill relays only the {feed.backfill} newest"
+            candidates = [d for d in candidates if d.reason is None]
+        for decision in candidates:
+            canonical = fingerprint(decision.item.canonical_url) if decision.item.canonical_url else None
+            for account in feed.to:
+                action, why = "post", None
+                if canonical is not None and not all_items:
+                    earlier = batch.get(canonical)
+                    other = store.relayed_elsewhere(canonical, account) if store else None
+                    if other:
+                        action, why = "skip", f"already relayed via feed {other!r}"
+                    elif earlier and account in earlier[1]:
+                        action, why = "skip", f"already relayed via feed {earlier[0]!r}"
+                decision.accounts[account] = (action, why)
+            if canonical is not None:
+                entry = batch.setdefault(canonical, (feed.name, set()))
+                entry[1].update(a for a, (act, _) in decision.accounts.items() if act == "post")
+        relayable = [d for d in candidates if any(a == "post" for a, _ in d.accounts.values())]
+        if not first_poll and not all_items and len(relayable) > feed.flood_threshold:
+            why = (
+                f"flood guard: {len(relayable)} new items at once (threshold {feed.flood_threshold});"
+                f" `relay queue release {feed.name}` or `relay queue drop-held {feed.name}`"
+            )
+            for decision in relayable:
+                for account, (action, _) in decision.accounts.items():
+                    if action == "post":
+                        decision.accounts[account] = ("hold", why)
+            feed_poll.report.warnings.append(why)
+        feed_poll.decisions = decisions
+
+
+# recording
+
+
+def delivery_key(account: str, feed: str, key: str) -> str:
+    return hashlib.sha256(f"{account}\0{feed}\0{key}".encode()).hexdigest()[:40]
+
+
+_TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
+_last_tid = 0
+
+
+def new_tid(now: datetime | None = None) -> str:
+    """An atproto TID: 53 bits of microseconds, 10 bits of clock id; monotonic here."""
+    global _last_tid  # noqa: PLW0603 - one monotonic clock per process is the point
+    micros = int((now or datetime.now(UTC)).timestamp() * 1_000_000)
+    value = (micros << 10) | secrets.randbelow(1024)
+    value = max(value, _last_tid + 1)
+    _last_tid = value
+    chars = []
+    for _ in range(13):
+        chars.append(_TID_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def record_poll(store: Store, config: Config, feed_poll: FeedPoll, now: datetime, *, seed: bool = False) -> None:
+    """One transaction per feed: new items and their deliveries, then the feed's ETag, so a
+    later 304 can never lose an item."""
+    feed = feed_poll.feed
+    now_s = epoch(now)
+    result = feed_poll.fetched
+    if feed_poll.report.status == "error":
+        state = store.feed_state(feed.name)
+        failures = (state.consecutive_failures if state else 0) + 1
+        retry_at = epoch(result.retry_after) if result and result.retry_after else None
+        due = schedule.next_due_after_failure(feed, failures, now_s, retry_at)
+        store.record_feed_error(feed.name, feed.url, feed_poll.report.error or "error", now_s, due)
+        return
+    with store.transaction():
+        for decision in feed_poll.decisions:
+            item = decision.item
+            item_id = store.insert_item(
+                feed.name,
+                decision.key_hash,
+                fingerprint(item.canonical_url) if item.canonical_url else None,
+                item.title,
+                item.link,
+                epoch(item.published) if item.published else None,
+                now_s,
+                item_payload(item),
+            )
+            if seed:
+                continue
+            for account, (action, _) in decision.accounts.items():
+                if action not in ("post", "hold"):
+                    continue
+                platform = config.accounts[account].platform
+                store.insert_delivery(
+                    item_id,
+                    account,
+                    "queued" if action == "post" else "held",
+                    delivery_key(account, feed.name, item.key),
+                    new_tid(now) if platform == "bluesky" else None,
+                    now_s,
+                )
+        store.save_feed_ok(
+            feed.name,
+            feed.url,
+            now=now_s,
+            next_due=schedule.next_due_after_success(feed, now_s),
+            etag=result.etag if result else None,
+            last_modified=result.last_modified if result else None,
+            body_hash=feed_poll.body_hash,
+            entries=feed_poll.parsed.entries if feed_poll.parsed else None,
+        )
+
+
+def item_payload(item: Item) -> dict[str, Any]:
+    data = dataclasses.asdict(item)
+    data["published"] = item.published.isoformat() if item.published else None
+    data["tags"] = list(item.tags)
+    return data
+
+
+def item_from_payload(payload: str) -> Item:
+    data = json.loads(payload)
+    data["published"] = datetime.fromisoformat(data["published"]) if data["published"] else None
+    data["tags"] = tuple(data["tags"])
+    return Item(**data)
+
+
+# rendering
+
+
+class Renderer:
+    """Templates compiled once per run; one render per item and account."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.env = make_environment(config.template_dirs)
+
+    def render(self, item: Item, feed: Feed, account: Account, limits: Limits, feed_title: str = "") -> Post:
+        template = find_template(self.env, feed.template, account.platform)
+        return render_post(
+            template,
+            item,
+            FeedInfo(feed.name, feed_title or feed.name, feed.url),
+            platform=account.platform,
+            account=account.name,
+            hashtags=feed.hashtags,
+            language=feed.language,
+            limits=limits,
+            spoiler_text=feed.content_warning,
+            sensitive=feed.sensitive,
+        )
+
+
+def account_limits(account: Account, store: Store | None) -> Limits:
+    """The account's setting, else the instance's limits cached by `relay check --online`
+    or a run, else Mastodon's defaults."""
+    cached = store.account_row(account.name)["limits"] if store else None
+    max_characters = account.max_characters or (cached or {}).get("max_characters") or 500
+    url_length = (cached or {}).get("url_length") or 23
+    return Limits(max_characters=int(max_characters), url_length=int(url_length))
+
+
+# delivering
+
+
+@dataclass
+class DeliveryEvent:
+    account: str
+    delivery_id: int
+    feed: str
+    title: str
+    outcome: str  # posted | retry | failed | waiting
+    detail: str = ""
+    url: str = ""
+
+
+@dataclass
+class DeliveryReport:
+    events: list[DeliveryEvent] = field(default_factory=list)
+    account_errors: list[str] = field(default_factory=list)
+    pacing: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.account_errors) or any(e.outcome == "failed" for e in self.events)
+
+
+def deliver(
+    config: Config,
+    store: Store,
+    targets: dict[str, Target],
+    clock: Callable[[], datetime],
+    *,
+    renderer: Renderer | None = None,
+) -> DeliveryReport:
+    """Send what the outbox holds, oldest first, within each account's pacing."""
+    renderer = renderer or Renderer(config)
+    report = DeliveryReport()
+    feeds = {feed.name: feed for feed in config.feeds}
+    for name in sorted(targets):
+        account = config.accounts[name]
+        target = targets[name]
+        now = clock()
+        row = store.account_row(name)
+        if row["blocked_until"] and row["blocked_until"] > epoch(now):
+            until = datetime.fromtimestamp(row["blocked_until"], tz=UTC)
+            report.account_errors.append(f"account {name}: waiting until {until:%Y-%m-%d %H:%M:%S} UTC ({row['last_error']})")
+            continue
+        budget, why = schedule.pacing_budget(
+            account.pacing,
+            now=epoch(now),
+            last_posted_at=store.last_posted_at(name),
+            posted_last_day=store.posted_since(name, epoch(now) - 86400),
+        )
+        due = store.due_deliveries(name, epoch(now), budget) if budget else []
+        if why:
+            report.pacing[name] = why
+        limits: Limits | None = None
+        for delivery in due:
+            feed = feeds.get(delivery.feed)
+            if feed is None:
+                store.mark_failed(delivery.id, f"feed {delivery.feed!r} is no longer in the configuration")
+                report.events.append(DeliveryEvent(name, delivery.id, delivery.feed, delivery.title, "failed", "feed removed"))
+                continue
+            if limits is None:
+                try:
+                    limits = target.limits()
+                except PublishError as exc:
+                    report.account_errors.append(f"account {name}: {exc}")
+                    break
+            stop = _deliver_one(store, target, renderer, delivery, feed, account, limits, clock, report)
+            if stop:
+                break
+    return report
+
+
+def _deliver_one(
+    store: Store,
+    target: Target,
+    renderer: Renderer,
+    delivery: Delivery,
+    feed: Feed,
+    account: Account,
+    limits: Limits,
+    clock: Callable[[], datetime],
+    report: DeliveryReport,
+) -> bool:
+    """One delivery. Returns True when the account must stop for this run."""
+    name = account.name
+
+    def event(outcome: str, detail: str = "", url: str = "") -> None:
+        report.events.append(DeliveryEvent(name, delivery.id, delivery.feed, delivery.title, outcome, detail, url))
+
+    now = clock()
+    if delivery.state == "sending":
+        # an earlier run was interrupted during this delivery: did the post land?
+        try:
+            found = target.find(idempotency_key=delivery.idempotency_key, rkey=delivery.rkey)
+        except PublishError as exc:
+            found = None
+            if exc.auth:
+                report.account_errors.append(f"account {name}: {exc}")
+                return True
+        if found is not None:
+            store.mark_posted(delivery.id, epoch(now), found.remote_id, found.url)
+            event("posted", "confirmed after an interrupted attempt", found.url)
+            return False
+        if delivery.rkey is None and delivery.last_attempt_at and epoch(now) - delivery.last_attempt_at > IN_DOUBT_RESEND_WINDOW:
+            store.mark_failed(
+                delivery.id,
+                "interrupted more than an hour ago while sending: it may have been posted;"
+                " check the account, then `relay queue retry` if it was not",
+            )
+            event("failed", "interrupted attempt too old to resend safely")
+            return False
+    if delivery.post:
+        post = Post.from_json(json.loads(delivery.post))
+    else:
+        try:
+            post = renderer.render(item_from_payload(delivery.payload), feed, account, limits)
+        except RenderError as exc:
+            store.mark_failed(delivery.id, f"render: {exc}")
+            event("failed", f"render: {exc}")
+            return False
+    store.mark_sending(delivery.id, epoch(now), json.dumps(post.to_json(), ensure_ascii=False))
+    try:
+        receipt = target.publish(post, idempotency_key=delivery.idempotency_key, rkey=delivery.rkey)
+    except PublishError as exc:
+        now = clock()
+        if exc.auth:
+            store.mark_retry(delivery.id, epoch(now), str(exc), count_attempt=False)
+            report.account_errors.append(f"account {name}: {exc}")
+            return True
+        if not exc.transient:
+            store.mark_failed(delivery.id, str(exc))
+            event("failed", str(exc))
+            return False
+        attempts = delivery.attempts + 1
+        if attempts >= schedule.MAX_ATTEMPTS:
+            store.mark_failed(delivery.id, f"gave up after {attempts} attempts: {exc}")
+            event("failed", f"gave up after {attempts} attempts: {exc}")
+            return False
+        retry_at = epoch(exc.retry_at) if exc.retry_at else epoch(now) + schedule.delivery_backoff(attempts).total_seconds()
+        store.mark_retry(delivery.id, retry_at, str(exc))
+        event("retry", str(exc))
+        if exc.retry_at:
+            store.update_account(name, blocked_until=retry_at, last_error=str(exc))
+            report.account_errors.append(
+                f"account {name}: {exc}; waiting until {datetime.fromtimestamp(retry_at, tz=UTC):%Y-%m-%d %H:%M:%S} UTC"
+            )
+            return True
+        return False
+    store.mark_posted(delivery.id, epoch(clock()), receipt.remote_id, receipt.url)
+    event("posted", url=receipt.url)
+    return False
+
+
+def monotonic_ms(start: float) -> int:
+    return int((time.monotonic() - start) * 1000)

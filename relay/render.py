@@ -1,0 +1,329 @@
+"""Templates → post text that fits (pure). Jinja2 sandbox, StrictUndefined, autoescape off;
+feed text is only ever a variable. The link and hashtags are never cut: the summary shrinks
+first, then the title, on grapheme boundaries with an ellipsis."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from relay.errors import RenderError
+from relay.models import Item
+from relay.text import (
+    byte_span,
+    find_urls,
+    grapheme_length,
+    mastodon_length,
+    shorten_url_for_display,
+    truncate,
+    utf8_length,
+)
+
+BLUESKY_MAX_GRAPHEMES = 300
+BLUESKY_MAX_BYTES = 3000
+MASTODON_DEFAULT_LIMIT = 500
+CARD_DESCRIPTION_GRAPHEMES = 300
+BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the target allows. Mastodon's comes from the instance (or the account's
+    max_characters); Bluesky's from the lexicon."""
+
+    max_characters: int = MASTODON_DEFAULT_LIMIT
+    url_length: int = 23
+
+
+@dataclass(frozen=True)
+class Post:
+    """A post exactly as it will be sent."""
+
+    platform: str
+    account: str
+    text: str
+    length: int
+    limit: int
+    language: str
+    link: str
+    facets: tuple[dict[str, Any], ...] = ()
+    embed: dict[str, Any] | None = None
+    spoiler_text: str = ""
+    sensitive: bool = False
+    image: str | None = None
+    image_alt: str = ""
+    warnings: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "platform": self.platform,
+            "account": self.account,
+            "text": self.text,
+            "length": self.length,
+            "limit": self.limit,
+            "language": self.language,
+            "link": self.link,
+            "facets": list(self.facets),
+            "embed": self.embed,
+            "spoiler_text": self.spoiler_text,
+            "sensitive": self.sensitive,
+            "image": self.image,
+            "image_alt": self.image_alt,
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Post:
+        return cls(
+            platform=data["platform"],
+            account=data["account"],
+            text=data["text"],
+            length=data["length"],
+            limit=data["limit"],
+            language=data["language"],
+            link=data["link"],
+            facets=tuple(data.get("facets", ())),
+            embed=data.get("embed"),
+            spoiler_text=data.get("spoiler_text", ""),
+            sensitive=data.get("sensitive", False),
+            image=data.get("image"),
+            image_alt=data.get("image_alt", ""),
+            warnings=tuple(data.get("warnings", ())),
+        )
+
+
+def make_environment(template_dirs: Sequence[Path]) -> SandboxedEnvironment:
+    loader = jinja2.ChoiceLoader(
+        [
+            jinja2.FileSystemLoader([str(d) for d in template_dirs]),
+            jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES)),
+        ]
+    )
+    env = SandboxedEnvironment(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+    env.filters["date"] = _format_date
+    return env
+
+
+def _format_date(value: datetime | None, fmt: str = "%d/%m/%Y") -> str:
+    return value.strftime(fmt) if value else ""
+
+
+def template_names(name: str, platform: str) -> list[str]:
+    return [f"{name}.{platform}.j2", f"{name}.j2"]
+
+
+def find_template(env: jinja2.Environment, name: str, platform: str) -> jinja2.Template:
+    """The per-platform variant when there is one, else the shared template."""
+    try:
+        return env.select_template(template_names(name, platform))
+    except jinja2.TemplateSyntaxError as exc:
+        raise RenderError(f"template {exc.filename or name}:{exc.lineno}: {exc.message}") from None
+    except jinja2.TemplatesNotFound:
+        raise RenderError(f"no template {name!r} ({name}.j2 or {name}.{platform}.j2)") from None
+
+
+def template_exists(env: jinja2.Environment, name: str) -> bool:
+    assert env.loader is not None
+    names = set(env.loader.list_templates())
+    return any(n in names for p in ("mastodon", "bluesky") for n in template_names(name, p))
+
+
+@dataclass(frozen=True)
+class FeedInfo:
+    name: str
+    title: str
+    url: str
+
+
+def render_post(
+    template: jinja2.Template,
+    item: Item,
+    feed: FeedInfo,
+    *,
+    platform: str,
+    account: str,
+    hashtags: Sequence[str],
+    language: str,
+    limits: Limits = Limits(),
+    spoiler_text: str = "",
+    sensitive: bool = False,
+) -> Post:
+    """Render and fit one item for one account. Raises RenderError."""
+    if item.link is None:
+        raise RenderError(item.skip_reason or "no link")
+    link = item.link
+
+    def produce(title: str, summary: str) -> str:
+        context = {
+            "item": {
+                "title": title,
+                "link": link,
+                "summary": summary,
+                "author": item.author,
+                "published": item.published,
+                "tags": list(item.tags),
+                "image": item.image,
+                "feed": feed.name,
+            },
+            "feed": {"name": feed.name, "title": feed.title, "url": feed.url},
+            "hashtags": list(hashtags),
+            "platform": platform,
+            "account": account,
+        }
+        try:
+            raw = template.render(context)
+        except jinja2.TemplateError as exc:
+            raise RenderError(f"template {template.name}: {exc}") from None
+        return tidy(raw)
+
+    if platform == "bluesky":
+        def fits(text: str) -> bool:
+            display, _ = _bluesky_display(text)
+            return (
+                grapheme_length(display) <= BLUESKY_MAX_GRAPHEMES
+                and utf8_length(display) <= BLUESKY_MAX_BYTES
+            )
+    else:
+        def fits(text: str) -> bool:
+            return _mastodon_count(text, spoiler_text, limits) <= limits.max_characters
+
+    text = fit(produce, fits, item.title, item.summary)
+    if link not in text:
+        raise RenderError(f"template {template.name} does not show item.link")
+    if platform == "bluesky":
+        display, facets = _bluesky_display(text)
+        facets += _hashtag_facets(display, hashtags)
+        facets.sort(key=lambda f: f["index"]["byteStart"])
+        return Post(
+            platform=platform,
+            account=account,
+            text=display,
+            length=grapheme_length(display),
+            limit=BLUESKY_MAX_GRAPHEMES,
+            language=language,
+            link=link,
+            facets=tuple(facets),
+            embed={
+                "$type": "app.bsky.embed.external",
+                "external": {
+                    "uri": link,
+                    "title": item.title,
+                    "description": truncate(item.summary, CARD_DESCRIPTION_GRAPHEMES),
+                },
+            },
+            image=item.image,
+            image_alt=item.image_alt or item.title,
+        )
+    return Post(
+        platform=platform,
+        account=account,
+        text=text,
+        length=_mastodon_count(text, spoiler_text, limits),
+        limit=limits.max_characters,
+        language=language,
+        link=link,
+        spoiler_text=spoiler_text,
+        sensitive=sensitive,
+        image=item.image,
+        image_alt=item.image_alt or item.title,
+    )
+
+
+def tidy(text: str) -> str:
+    lines = [line.rstrip() for line in text.strip().split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def fit(
+    produce: Callable[[str, str], str],
+    fits: Callable[[str], bool],
+    title: str,
+    summary: str,
+) -> str:
+    """Shrink the summary, then the title, until the rendered text fits."""
+    text = produce(title, summary)
+    if fits(text):
+        return text
+    best = _largest_fitting(lambda n: produce(title, truncate(summary, n)), fits, grapheme_length(summary))
+    if best is not None:
+        return best
+    best = _largest_fitting(lambda n: produce(truncate(title, n), ""), fits, grapheme_length(title))
+    if best is not None:
+        return best
+    raise RenderError("too long even without title and summary: the link and hashtags do not fit")
+
+
+def _largest_fitting(make: Callable[[int], str], fits: Callable[[str], bool], upper: int) -> str | None:
+    low, high = 0, upper
+    best: str | None = None
+    if not fits(make(0)):
+        return None
+    while low <= high:
+        middle = (low + high) // 2
+        candidate = make(middle)
+        if fits(candidate):
+            best = candidate
+            low = middle + 1
+        else:
+            high = middle - 1
+    return best
+
+
+def _mastodon_count(text: str, spoiler_text: str, limits: Limits) -> int:
+    if limits.url_length == 23:
+        return mastodon_length(text, spoiler_text)
+    base = mastodon_length(text, spoiler_text)
+    return base + sum(limits.url_length - 23 for _ in find_urls(text))
+
+
+def _bluesky_display(text: str) -> tuple[str, list[dict[str, Any]]]:
+    """Show URLs shortened; link facets carry the full URLs, at UTF-8 byte offsets."""
+    parts: list[str] = []
+    facets: list[dict[str, Any]] = []
+    cursor = 0
+    display_so_far = ""
+    for start, end in find_urls(text):
+        url = text[start:end]
+        parts.append(text[cursor:start])
+        display_so_far = "".join(parts)
+        shown = shorten_url_for_display(url)
+        span = byte_span(display_so_far + shown, len(display_so_far), len(display_so_far) + len(shown))
+        facets.append(
+            {
+                "index": {"byteStart": span.start, "byteEnd": span.end},
+                "features": [{"$type": "app.bsky.richtext.facet#link", "uri": url}],
+            }
+        )
+        parts.append(shown)
+        cursor = end
+    parts.append(text[cursor:])
+    return "".join(parts), facets
+
+
+def _hashtag_facets(text: str, hashtags: Sequence[str]) -> list[dict[str, Any]]:
+    wanted = {tag.casefold() for tag in hashtags}
+    facets = []
+    for match in re.finditer(r"(?<![\w#&])#(\w+)", text):
+        if match.group(1).casefold() in wanted:
+            span = byte_span(text, match.start(), match.end())
+            facets.append(
+                {
+                    "index": {"byteStart": span.start, "byteEnd": span.end},
+                    "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": match.group(1)}],
+                }
+            )
+    return facets

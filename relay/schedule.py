@@ -1,0 +1,47 @@
+"""When feeds are due and how many posts an account may take now (pure)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from relay.config import Feed, Pacing
+from relay.store import FeedState
+
+MAX_FEED_BACKOFF = timedelta(days=1)
+DELIVERY_BACKOFF_BASE = timedelta(minutes=1)
+DELIVERY_BACKOFF_MAX = timedelta(hours=6)
+MAX_ATTEMPTS = 8
+
+
+def is_due(state: FeedState | None, now: float) -> bool:
+    return state is None or state.next_due_at is None or state.next_due_at <= now
+
+
+def next_due_after_success(feed: Feed, now: float) -> float:
+    return now + feed.every.total_seconds()
+
+
+def next_due_after_failure(feed: Feed, failures: int, now: float, retry_after: float | None) -> float:
+    """Exponential backoff: a failing feed is not hammered every run."""
+    delay = min(feed.every * (2 ** min(failures, 10)), max(MAX_FEED_BACKOFF, feed.every))
+    due = now + delay.total_seconds()
+    if retry_after is not None:
+        due = max(due, retry_after)
+    return due
+
+
+def delivery_backoff(attempts: int) -> timedelta:
+    return min(DELIVERY_BACKOFF_BASE * (2 ** max(attempts - 1, 0)), DELIVERY_BACKOFF_MAX)
+
+
+def pacing_budget(pacing: Pacing, *, now: float, last_posted_at: float | None, posted_last_day: int) -> tuple[int, str | None]:
+    """How many posts the account may take in this run, and why not more."""
+    if last_posted_at is not None and now - last_posted_at < pacing.min_interval.total_seconds():
+        wait = int(pacing.min_interval.total_seconds() - (now - last_posted_at))
+        return 0, f"min_interval: next post in {wait // 60}m{wait % 60:02d}s"
+    left_today = pacing.max_per_day - posted_last_day
+    if left_today <= 0:
+        return 0, f"max_per_day: {pacing.max_per_day} posts in the last 24 hours"
+    if pacing.max_per_run <= left_today:
+        return pacing.max_per_run, f"max_per_run {pacing.max_per_run}"
+    return left_today, f"max_per_day {pacing.max_per_day}"

@@ -1,0 +1,464 @@
+"""SQLite state: feeds, items, deliveries (the outbox), sessions, accounts. One file, WAL,
+migrations by PRAGMA user_version, files created 0600. Times are UTC epoch seconds."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from relay.errors import StateError
+
+DB_NAME = "relay.db"
+
+
+def _v1(db: sqlite3.Connection) -> None:
+    db.executescript(
+        """
+        CREATE TABLE feeds (
+            name TEXT PRIMARY KEY,
+            url TEXT NOT NULL,
+            etag TEXT,
+            last_modified TEXT,
+            body_hash BLOB,
+            last_polled_at REAL,
+            last_ok_at REAL,
+            next_due_at REAL,
+            consecutive_failures INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            entries INTEGER
+        );
+        CREATE TABLE items (
+            id INTEGER PRIMARY KEY,
+            feed TEXT NOT NULL,
+            key_hash BLOB NOT NULL,
+            canonical BLOB,
+            title TEXT NOT NULL,
+            link TEXT,
+            published_at REAL,
+            first_seen_at REAL NOT NULL,
+            payload TEXT NOT NULL,
+            UNIQUE (feed, key_hash)
+        );
+        CREATE INDEX items_canonical ON items (canonical);
+        CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            item_id INTEGER NOT NULL REFERENCES items (id),
+            account TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN
+                ('queued', 'sending', 'posted', 'failed', 'held', 'dropped')),
+            idempotency_key TEXT NOT NULL,
+            rkey TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            queued_at REAL NOT NULL,
+            next_attempt_at REAL,
+            last_attempt_at REAL,
+            posted_at REAL,
+            remote_id TEXT,
+            remote_url TEXT,
+            last_error TEXT,
+            post TEXT,
+            UNIQUE (item_id, account)
+        );
+        CREATE INDEX deliveries_outbox ON deliveries (account, state, next_attempt_at);
+        CREATE INDEX deliveries_posted ON deliveries (account, posted_at);
+        CREATE TABLE sessions (
+            account TEXT PRIMARY KEY,
+            data TEXT NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE accounts (
+            name TEXT PRIMARY KEY,
+            blocked_until REAL,
+            last_error TEXT,
+            limits TEXT,
+            limits_at REAL,
+            logins INTEGER NOT NULL DEFAULT 0
+        );
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def epoch(when: datetime) -> float:
+    return when.timestamp()
+
+
+def from_epoch(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
+
+
+@dataclass(frozen=True)
+class FeedState:
+    name: str
+    url: str
+    etag: str | None
+    last_modified: str | None
+    body_hash: bytes | None
+    last_polled_at: float | None
+    last_ok_at: float | None
+    next_due_at: float | None
+    consecutive_failures: int
+    last_error: str | None
+    entries: int | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    item_id: int
+    account: str
+    state: str
+    idempotency_key: str
+    rkey: str | None
+    attempts: int
+    queued_at: float
+    next_attempt_at: float | None
+    last_attempt_at: float | None
+    posted_at: float | None
+    remote_id: str | None
+    remote_url: str | None
+    last_error: str | None
+    post: str | None
+    feed: str
+    title: str
+    link: str | None
+    payload: str
+
+
+def state_path(state_dir: Path) -> Path:
+    return state_dir / DB_NAME
+
+
+class Store:
+    def __init__(self, db: sqlite3.Connection, path: Path, read_only: bool = False) -> None:
+        self.db = db
+        self.path = path
+        self.read_only = read_only
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Store:
+        """Open (creating if needed) the state file for writing, migrating it."""
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = state_path(state_dir)
+        old_umask = os.umask(0o077)  # the WAL and SHM files too
+        try:
+            if not path.exists():
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            db = sqlite3.connect(path, timeout=10, isolation_level=None)
+            store = cls(db, path)
+            store._prepare()
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{path}: not a usable relay state file ({exc}); move it away to start afresh") from None
+        finally:
+            os.umask(old_umask)
+        return store
+
+    @classmethod
+    def open_read_only(cls, state_dir: Path) -> Store | None:
+        """For preview: None when there is no state yet; never creates or migrates."""
+        path = state_path(state_dir)
+        if not path.exists():
+            return None
+        try:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10, isolation_level=None)
+            store = cls(db, path, read_only=True)
+            version = store._check_version()
+            if version < SCHEMA_VERSION:
+                raise StateError(f"{path}: written by an older relay; run `relay run` or `relay status` once to upgrade it")
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{path}: not a usable relay state file ({exc})") from None
+        return store
+
+    def _check_version(self) -> int:
+        version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"{self.path}: written by a newer relay (schema {version}, this relay knows"
+                f" {SCHEMA_VERSION}); upgrade relay"
+            )
+        if version:
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not {"feeds", "items", "deliveries"} <= tables:
+                raise StateError(f"{self.path}: state file is damaged (tables missing); move it away to start afresh")
+        return version
+
+    def _prepare(self) -> None:
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        version = self._check_version()
+        if version == 0:
+            tables = list(self.db.execute("SELECT name FROM sqlite_master WHERE type='table'"))
+            if tables:
+                raise StateError(f"{self.path}: not a relay state file (it has other tables)")
+        for number in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                MIGRATIONS[number](self.db)
+                self.db.execute(f"PRAGMA user_version = {number + 1}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # feeds
+
+    def feed_state(self, name: str) -> FeedState | None:
+        row = self.db.execute(
+            "SELECT name, url, etag, last_modified, body_hash, last_polled_at, last_ok_at,"
+            " next_due_at, consecutive_failures, last_error, entries FROM feeds WHERE name = ?",
+            (name,),
+        ).fetchone()
+        return FeedState(*row) if row else None
+
+    def feed_states(self) -> dict[str, FeedState]:
+        rows = self.db.execute(
+            "SELECT name, url, etag, last_modified, body_hash, last_polled_at, last_ok_at,"
+            " next_due_at, consecutive_failures, last_error, entries FROM feeds"
+        )
+        return {row[0]: FeedState(*row) for row in rows}
+
+    def record_feed_error(self, name: str, url: str, error: str, now: float, next_due: float) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO feeds (name, url, last_polled_at, next_due_at, consecutive_failures, last_error)"
+                " VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (name) DO UPDATE SET url = excluded.url,"
+                " last_polled_at = excluded.last_polled_at, next_due_at = excluded.next_due_at,"
+                " consecutive_failures = consecutive_failures + 1, last_error = excluded.last_error",
+                (name, url, now, next_due, error),
+            )
+
+    def save_feed_ok(
+        self,
+        name: str,
+        url: str,
+        *,
+        now: float,
+        next_due: float,
+        etag: str | None,
+        last_modified: str | None,
+        body_hash: bytes | None,
+        entries: int | None,
+    ) -> None:
+        """Called inside the poll transaction, after items and deliveries are written."""
+        self.db.execute(
+            "INSERT INTO feeds (name, url, etag, last_modified, body_hash, last_polled_at, last_ok_at,"
+            " next_due_at, consecutive_failures, last_error, entries)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, ?) ON CONFLICT (name) DO UPDATE SET"
+            " url = excluded.url, etag = excluded.etag, last_modified = excluded.last_modified,"
+            " body_hash = COALESCE(excluded.body_hash, body_hash), last_polled_at = excluded.last_polled_at,"
+            " last_ok_at = excluded.last_ok_at, next_due_at = excluded.next_due_at,"
+            " consecutive_failures = 0, last_error = NULL, entries = COALESCE(excluded.entries, entries)",
+            (name, url, etag, last_modified, body_hash, now, now, next_due, entries),
+        )
+
+    # items
+
+    def known_keys(self, feed: str, key_hashes: Iterable[bytes]) -> set[bytes]:
+        keys = list(key_hashes)
+        found: set[bytes] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                row[0]
+                for row in self.db.execute(
+                    f"SELECT key_hash FROM items WHERE feed = ? AND key_hash IN ({marks})", (feed, *chunk)
+                )
+            )
+        return found
+
+    def relayed_elsewhere(self, canonical: bytes, account: str) -> str | None:
+        """The feed through which this article already went (or is going) to account."""
+        row = self.db.execute(
+            "SELECT items.feed FROM items JOIN deliveries ON deliveries.item_id = items.id"
+            " WHERE items.canonical = ? AND deliveries.account = ? AND deliveries.state != 'dropped' LIMIT 1",
+            (canonical, account),
+        ).fetchone()
+        return row[0] if row else None
+
+    def canonical_seen(self, canonical: bytes) -> bool:
+        return self.db.execute("SELECT 1 FROM items WHERE canonical = ? LIMIT 1", (canonical,)).fetchone() is not None
+
+    def insert_item(
+        self,
+        feed: str,
+        key_hash: bytes,
+        canonical: bytes | None,
+        title: str,
+        link: str | None,
+        published: float | None,
+        now: float,
+        payload: dict[str, Any],
+    ) -> int:
+        cursor = self.db.execute(
+            "INSERT INTO items (feed, key_hash, canonical, title, link, published_at, first_seen_at, payload)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (feed, key_hash) DO NOTHING",
+            (feed, key_hash, canonical, title, link, published, now, json.dumps(payload, ensure_ascii=False)),
+        )
+        if cursor.rowcount == 0:
+            row = self.db.execute("SELECT id FROM items WHERE feed = ? AND key_hash = ?", (feed, key_hash)).fetchone()
+            return int(row[0])
+        return int(cursor.lastrowid or 0)
+
+    def insert_delivery(
+        self, item_id: int, account: str, state: str, idempotency_key: str, rkey: str | None, now: float
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO deliveries (item_id, account, state, idempotency_key, rkey, queued_at, next_attempt_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (item_id, account) DO NOTHING",
+            (item_id, account, state, idempotency_key, rkey, now, now),
+        )
+
+    # deliveries
+
+    _DELIVERY_COLUMNS = (
+        "d.id, d.item_id, d.account, d.state, d.idempotency_key, d.rkey, d.attempts, d.queued_at,"
+        " d.next_attempt_at, d.last_attempt_at, d.posted_at, d.remote_id, d.remote_url, d.last_error,"
+        " d.post, i.feed, i.title, i.link, i.payload"
+    )
+
+    def deliveries(self, where: str = "1", params: tuple[Any, ...] = (), order: str = "d.id", limit: int | None = None) -> list[Delivery]:
+        sql = f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries d JOIN items i ON i.id = d.item_id WHERE {where} ORDER BY {order}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [Delivery(*row) for row in self.db.execute(sql, params)]
+
+    def delivery(self, delivery_id: int) -> Delivery | None:
+        found = self.deliveries("d.id = ?", (delivery_id,))
+        return found[0] if found else None
+
+    def due_deliveries(self, account: str, now: float, limit: int) -> list[Delivery]:
+        """Oldest first: in-doubt ('sending') ones before the queue, then by publication."""
+        return self.deliveries(
+            "d.account = ? AND (d.state = 'sending' OR (d.state = 'queued' AND d.next_attempt_at <= ?))",
+            (account, now),
+            order="d.state = 'queued', COALESCE(i.published_at, i.first_seen_at), d.id",
+            limit=limit,
+        )
+
+    def mark_sending(self, delivery_id: int, now: float, post: str) -> None:
+        with self.transaction():
+            self.db.execute(
+                "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, last_attempt_at = ?,"
+                " post = COALESCE(post, ?) WHERE id = ?",
+                (now, post, delivery_id),
+            )
+
+    def mark_posted(self, delivery_id: int, now: float, remote_id: str, remote_url: str) -> None:
+        with self.transaction():
+            self.db.execute(
+                "UPDATE deliveries SET state = 'posted', posted_at = ?, remote_id = ?, remote_url = ?,"
+                " last_error = NULL WHERE id = ?",
+                (now, remote_id, remote_url, delivery_id),
+            )
+
+    def mark_retry(self, delivery_id: int, next_attempt: float, error: str, *, count_attempt: bool = True) -> None:
+        with self.transaction():
+            self.db.execute(
+                "UPDATE deliveries SET state = 'queued', next_attempt_at = ?, last_error = ?,"
+                " attempts = attempts - ? WHERE id = ?",
+                (next_attempt, error, 0 if count_attempt else 1, delivery_id),
+            )
+
+    def mark_failed(self, delivery_id: int, error: str) -> None:
+        with self.transaction():
+            self.db.execute("UPDATE deliveries SET state = 'failed', last_error = ? WHERE id = ?", (error, delivery_id))
+
+    def set_state(self, delivery_ids: Iterable[int], state: str, now: float) -> int:
+        ids = list(delivery_ids)
+        with self.transaction():
+            count = 0
+            for delivery_id in ids:
+                count += self.db.execute(
+                    "UPDATE deliveries SET state = ?, next_attempt_at = ?, last_error = CASE WHEN ? = 'queued'"
+                    " THEN NULL ELSE last_error END, attempts = CASE WHEN ? = 'queued' THEN 0 ELSE attempts END"
+                    " WHERE id = ?",
+                    (state, now, state, state, delivery_id),
+                ).rowcount
+        return count
+
+    def posted_since(self, account: str, since: float) -> int:
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM deliveries WHERE account = ? AND state = 'posted' AND posted_at >= ?",
+            (account, since),
+        ).fetchone()
+        return int(row[0])
+
+    def last_posted_at(self, account: str) -> float | None:
+        row = self.db.execute(
+            "SELECT MAX(posted_at) FROM deliveries WHERE account = ? AND state = 'posted'", (account,)
+        ).fetchone()
+        return row[0]
+
+    def outbox_counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for account, state, count in self.db.execute(
+            "SELECT account, state, COUNT(*) FROM deliveries GROUP BY account, state"
+        ):
+            counts.setdefault(account, {})[state] = count
+        return counts
+
+    # accounts and sessions
+
+    def account_row(self, name: str) -> dict[str, Any]:
+        row = self.db.execute(
+            "SELECT blocked_until, last_error, limits, limits_at, logins FROM accounts WHERE name = ?", (name,)
+        ).fetchone()
+        if not row:
+            return {"blocked_until": None, "last_error": None, "limits": None, "limits_at": None, "logins": 0}
+        return {
+            "blocked_until": row[0],
+            "last_error": row[1],
+            "limits": json.loads(row[2]) if row[2] else None,
+            "limits_at": row[3],
+            "logins": row[4],
+        }
+
+    def update_account(self, name: str, **fields: Any) -> None:
+        if "limits" in fields and fields["limits"] is not None:
+            fields["limits"] = json.dumps(fields["limits"])
+        with self.transaction():
+            self.db.execute("INSERT INTO accounts (name) VALUES (?) ON CONFLICT (name) DO NOTHING", (name,))
+            for key, value in fields.items():
+                if key not in ("blocked_until", "last_error", "limits", "limits_at", "logins"):
+                    raise ValueError(key)
+                self.db.execute(f"UPDATE accounts SET {key} = ? WHERE name = ?", (value, name))
+
+    def count_login(self, name: str) -> None:
+        with self.transaction():
+            self.db.execute("INSERT INTO accounts (name) VALUES (?) ON CONFLICT (name) DO NOTHING", (name,))
+            self.db.execute("UPDATE accounts SET logins = logins + 1 WHERE name = ?", (name,))
+
+    def session(self, account: str) -> str | None:
+        row = self.db.execute("SELECT data FROM sessions WHERE account = ?", (account,)).fetchone()
+        return row[0] if row else None
+
+    def save_session(self, account: str, data: str | None, now: float) -> None:
+        with self.transaction():
+            if data is None:
+                self.db.execute("DELETE FROM sessions WHERE account = ?", (account,))
+            else:
+                self.db.execute(
+                    "INSERT INTO sessions (account, data, updated_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (account) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+                    (account, data, now),
+                )

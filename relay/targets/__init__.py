@@ -1,0 +1,24 @@
+"""Targets: where posts go. SDKs are imported lazily inside each module."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from relay.config import Account
+    from relay.store import Store
+    from relay.targets.base import Target
+
+
+def make_target(account: Account, store: Store, *, dry_run: bool = False) -> Target:
+    if dry_run:
+        from relay.targets.dry_run import DryRunTarget
+
+        return DryRunTarget(account)
+    if account.platform == "mastodon":
+        from relay.targets.mastodon import MastodonTarget
+
+        return MastodonTarget(account, store)
+    from relay.targets.bluesky import BlueskyTarget
+
+    return BlueskyTarget(account, store)

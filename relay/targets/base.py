@@ -1,0 +1,51 @@
+"""The target protocol: publish a Post with a stable idempotency key (and record key), get a
+Receipt, or raise PublishError saying whether a retry can help."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from relay.render import Limits, Post
+
+
+@dataclass(frozen=True)
+class Receipt:
+    remote_id: str
+    url: str
+
+
+class PublishError(Exception):
+    """transient: a later attempt may succeed (network, 5xx, 429).
+    auth: the credentials are refused; stop this account, keep the delivery queued.
+    retry_at: the server said when to come back (rate limits)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        transient: bool,
+        auth: bool = False,
+        retry_at: datetime | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.auth = auth
+        self.retry_at = retry_at
+
+
+class Target(Protocol):
+    def limits(self) -> Limits:
+        """The text limits the renderer must respect for this account."""
+
+    def publish(self, post: Post, *, idempotency_key: str, rkey: str | None) -> Receipt:
+        """Send once. Every attempt of one delivery passes the same keys."""
+
+    def find(self, *, idempotency_key: str, rkey: str | None) -> Receipt | None:
+        """After an interrupted attempt: the post if it landed, else None (when knowable)."""
+
+    def check(self) -> str:
+        """Verify credentials (relay check --online); a one-line description of the account."""
+
+    def close(self) -> None: ...

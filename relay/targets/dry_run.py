@@ -1,0 +1,30 @@
+"""A target that collects posts instead of sending them: the real path, minus the send."""
+
+from __future__ import annotations
+
+from relay.config import Account
+from relay.render import Limits, Post
+from relay.targets.base import Receipt
+
+
+class DryRunTarget:
+    def __init__(self, account: Account, limits: Limits | None = None) -> None:
+        self.account = account
+        self._limits = limits or Limits(max_characters=account.max_characters or 500)
+        self.posts: list[Post] = []
+
+    def limits(self) -> Limits:
+        return self._limits
+
+    def publish(self, post: Post, *, idempotency_key: str, rkey: str | None) -> Receipt:
+        self.posts.append(post)
+        return Receipt(remote_id=f"dry-run:{idempotency_key}", url="")
+
+    def find(self, *, idempotency_key: str, rkey: str | None) -> Receipt | None:
+        return None
+
+    def check(self) -> str:
+        return f"{self.account.name}: dry run, not contacted"
+
+    def close(self) -> None:
+        pass
