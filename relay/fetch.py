@@ -174,7 +174,7 @@ def _fetch_http(request: FetchRequest, client: httpx.Client, now: Callable[[], d
             if response.status_code != 200:
                 raise FetchError(f"unexpected HTTP {response.status_code}")
             body = _read_capped(
-                response.iter_raw(CHUNK),
+                response.iter_raw(),
                 response.headers.get("content-encoding", ""),
                 request.max_bytes,
                 deadline,

@@ -100,10 +100,12 @@ class Post:
 
 
 def make_environment(template_dirs: Sequence[Path]) -> SandboxedEnvironment:
+    # The user's folders come first for every name; the built-ins answer as "builtin/…",
+    # so a user's news.j2 beats the built-in news.mastodon.j2 and can extend it.
     loader = jinja2.ChoiceLoader(
         [
             jinja2.FileSystemLoader([str(d) for d in template_dirs]),
-            jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES)),
+            jinja2.PrefixLoader({"builtin": jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES))}),
         ]
     )
     env = SandboxedEnvironment(
@@ -123,7 +125,8 @@ def _format_date(value: datetime | None, fmt: str = "%d/%m/%Y") -> str:
 
 
 def template_names(name: str, platform: str) -> list[str]:
-    return [f"{name}.{platform}.j2", f"{name}.j2"]
+    own = [f"{name}.{platform}.j2", f"{name}.j2"]
+    return own + [f"builtin/{n}" for n in own]
 
 
 def find_template(env: jinja2.Environment, name: str, platform: str) -> jinja2.Template:

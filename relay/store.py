@@ -18,8 +18,16 @@ from relay.errors import StateError
 DB_NAME = "relay.db"
 
 
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    """Statement by statement: executescript() would commit the migration's transaction."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
 def _v1(db: sqlite3.Connection) -> None:
-    db.executescript(
+    _run_script(
+        db,
         """
         CREATE TABLE feeds (
             name TEXT PRIMARY KEY,

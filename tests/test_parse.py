@@ -1,0 +1,97 @@
+import resource
+import time
+from pathlib import Path
+
+import pytest
+
+from relay.errors import ParseError
+from relay.parse import parse_feed
+from tests.support.feeds import rss
+
+FEEDS = Path(__file__).parent / "feeds"
+
+
+def parse(body: bytes, url: str = "https://example.org/feed", content_type: str = "application/rss+xml"):  # type: ignore[no-untyped-def]
+    return parse_feed(body, feed_name="f", url=url, content_type=content_type)
+
+
+def test_identity_prefers_id_then_link_then_hash() -> None:
+    parsed = parse(rss([
+        {"title": "a", "guid": "  id-1 ", "link": "https://example.org/a"},
+        {"title": "b", "guid": "   ", "link": "https://example.org/b"},
+        {"title": "c", "description": "no link, no id"},
+    ]))
+    keys = [item.key for item in parsed.items]
+    assert keys[0].startswith("id:") and keys[0].endswith("id-1")
+    assert keys[1] == "link:https://example.org/b"  # a blank guid is not an id
+    assert keys[2].startswith("sha256:")
+    assert parsed.items[2].skip_reason == "no link"
+
+
+def test_duplicate_guids_do_not_hide_the_second_item() -> None:
+    parsed = parse(rss([
+        {"title": "a", "guid": "same", "link": "https://example.org/a"},
+        {"title": "b", "guid": "same", "link": "https://example.org/b"},
+    ]))
+    assert len({item.key for item in parsed.items}) == 2
+
+
+@pytest.mark.parametrize("link", ["javascript:alert(1)", "data:text/html,<b>x</b>", "vbscript:msgbox", "file:///etc/passwd", "ftp://example.org/x"])
+def test_non_http_links_are_skipped_with_reason(link: str) -> None:
+    [item] = parse(rss([{"title": "x", "link": link, "guid": "1"}])).items
+    assert item.link is None
+    assert item.skip_reason is not None and "not http(s)" in item.skip_reason
+
+
+def test_relative_links_resolve_against_the_feed_url() -> None:
+    body = (FEEDS / "nodefp__rss-with-relative-urls.xml").read_bytes()
+    parsed = parse(body, url="https://blog.example.net/feed/")
+    assert all(item.link and item.link.startswith("http") for item in parsed.items)
+
+
+def test_feedburner_origlink_is_preferred() -> None:
+    parsed = parse((FEEDS / "feedjira__FeedBurnerXHTML.xml").read_bytes(), content_type="application/atom+xml")
+    assert parsed.items
+    assert all("feedproxy" not in (item.link or "") for item in parsed.items)
+
+
+def test_titles_lose_html_and_entities() -> None:
+    parsed = parse((FEEDS / "flus__commitstrip.rss.xml").read_bytes())
+    assert parsed.items[0].title == "C’est l’histoire d’une conf-call Teams"
+
+
+def test_html_page_is_not_a_feed() -> None:
+    with pytest.raises(ParseError, match="HTML page"):
+        parse(b"<!DOCTYPE html><html><head><title>Accueil</title></head><body>hi</body></html>", content_type="text/html")
+
+
+def test_empty_document_is_not_a_feed() -> None:
+    with pytest.raises(ParseError, match="not a feed"):
+        parse((FEEDS / "feedparser__rss_empty_document.xml").read_bytes())
+
+
+def test_large_entity_referenced_many_times_is_not_expanded() -> None:
+    entity = "A" * 10_000
+    refs = "&big;" * 10_000  # 100 MB if expanded
+    body = (
+        f'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY big "{entity}">]>'
+        f"<rss version='2.0'><channel><title>t</title><item><title>{refs}</title>"
+        "<link>https://example.org/a</link><guid>1</guid></item></channel></rss>"
+    ).encode()
+    assert len(body) < 200_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.monotonic()
+    try:
+        parsed = parse(body)
+        titles = [len(item.title) for item in parsed.items]
+    except ParseError:
+        titles = []
+    assert time.monotonic() - start < 10
+    assert all(length < 100_000 for length in titles)
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 100
+
+
+def test_media_image_and_alt() -> None:
+    parsed = parse((FEEDS / "carousel__lemonde_international.rss.xml").read_bytes())
+    item = parsed.items[0]
+    assert item.image and item.image.startswith("https://")

@@ -1,0 +1,171 @@
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relay.errors import RenderError
+from relay.models import Item
+from relay.render import (
+    BLUESKY_MAX_BYTES,
+    BLUESKY_MAX_GRAPHEMES,
+    FeedInfo,
+    Limits,
+    find_template,
+    make_environment,
+    render_post,
+)
+from relay.text import clean_text, grapheme_length, mastodon_length
+
+ENV = make_environment([])
+FEED = FeedInfo("quadrature", "La Quadrature du Net", "https://www.laquadrature.net/feed/")
+
+
+def item(title: str = "Titre", summary: str = "Résumé.", link: str = "https://example.org/a") -> Item:
+    return Item("quadrature", "k", link, link, title, summary, published=datetime(2026, 11, 1, tzinfo=UTC))
+
+
+def render(it: Item, platform: str = "mastodon", template: str = "news", hashtags: tuple[str, ...] = ("SantéNumérique",), limits: Limits = Limits(), spoiler: str = ""):  # type: ignore[no-untyped-def]
+    return render_post(
+        find_template(ENV, template, platform), it, FEED, platform=platform, account="acct",
+        hashtags=hashtags, language="fr", limits=limits, spoiler_text=spoiler,
+    )
+
+
+def test_template_syntax_in_feed_text_is_relayed_literally() -> None:
+    post = render(item(title="{{ 7*7 }} {% if true %}x{% endif %}"))
+    assert "{{ 7*7 }} {% if true %}x{% endif %}" in post.text
+    assert "49" not in post.text
+
+
+def test_mastodon_post_keeps_link_and_hashtags_when_shrunk() -> None:
+    post = render(item(title="T" * 100, summary="mot " * 400))
+    assert post.length <= 500
+    assert "https://example.org/a" in post.text
+    assert post.text.endswith("#SantéNumérique")
+    assert "…" in post.text
+
+
+def test_summary_shrinks_before_title() -> None:
+    title = "Un titre important qui doit rester entier"
+    post = render(item(title=title, summary="phrase longue " * 100))
+    assert title in post.text
+
+
+def test_title_shrinks_when_summary_is_gone() -> None:
+    post = render(item(title="mot " * 200, summary="résumé " * 100), limits=Limits(max_characters=120))
+    assert post.length <= 120
+    assert "résumé" not in post.text
+    assert "https://example.org/a" in post.text
+
+
+def test_link_and_hashtags_that_cannot_fit_are_an_error() -> None:
+    with pytest.raises(RenderError, match="do not fit"):
+        render(item(), hashtags=tuple(f"tag{n}" for n in range(60)), limits=Limits(max_characters=100))
+
+
+def test_content_warning_counts_in_the_limit() -> None:
+    post = render(item(summary="x " * 400), spoiler="Santé mentale")
+    assert post.length == mastodon_length(post.text, "Santé mentale") <= 500
+
+
+def test_bluesky_facets_have_byte_offsets_and_full_uri() -> None:
+    link = "https://www.example.org/2026/11/" + "tres-long-chemin-" * 10 + "fin"
+    post = render(item(title="Données de santé 🇫🇷 : é", link=link), platform="bluesky")
+    raw = post.text.encode()
+    links = [f for f in post.facets if f["features"][0]["$type"].endswith("#link")]
+    tags = [f for f in post.facets if f["features"][0]["$type"].endswith("#tag")]
+    assert links[0]["features"][0]["uri"] == link
+    shown = raw[links[0]["index"]["byteStart"] : links[0]["index"]["byteEnd"]].decode()
+    assert shown.startswith("example.org/2026/11/") and shown.endswith("…")
+    assert raw[tags[0]["index"]["byteStart"] : tags[0]["index"]["byteEnd"]].decode() == "#SantéNumérique"
+    assert tags[0]["features"][0]["tag"] == "SantéNumérique"
+    assert post.embed == {
+        "$type": "app.bsky.embed.external",
+        "external": {"uri": link, "title": "Données de santé 🇫🇷 : é", "description": "Résumé."},
+    }
+    assert post.language == "fr"
+
+
+def test_template_that_hides_the_link_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "nolink.j2").write_text("{{ item.title }}")
+    env = make_environment([tmp_path])
+    with pytest.raises(RenderError, match="does not show item.link"):
+        render_post(find_template(env, "nolink", "mastodon"), item(), FEED, platform="mastodon", account="a", hashtags=(), language="fr")
+
+
+def test_broken_template_is_a_render_error(tmp_path: Path) -> None:
+    (tmp_path / "broken.j2").write_text("{{ item.title ")
+    with pytest.raises(RenderError, match="broken.j2"):
+        find_template(make_environment([tmp_path]), "broken", "mastodon")
+
+
+def test_undefined_variable_is_a_render_error(tmp_path: Path) -> None:
+    (tmp_path / "typo.j2").write_text("{{ item.titel }} {{ item.link }}")
+    with pytest.raises(RenderError):
+        render_post(find_template(make_environment([tmp_path]), "typo", "mastodon"), item(), FEED, platform="mastodon", account="a", hashtags=(), language="fr")
+
+
+def test_sandbox_blocks_unsafe_attributes(tmp_path: Path) -> None:
+    (tmp_path / "evil.j2").write_text("{{ item.title.__class__.__mro__ }} {{ item.link }}")
+    with pytest.raises(RenderError):
+        render_post(find_template(make_environment([tmp_path]), "evil", "mastodon"), item(), FEED, platform="mastodon", account="a", hashtags=(), language="fr")
+
+
+def test_user_templates_override_builtins(tmp_path: Path) -> None:
+    (tmp_path / "news.j2").write_text("MINE {{ item.link }}")
+    env = make_environment([tmp_path])
+    post = render_post(find_template(env, "news", "mastodon"), item(), FEED, platform="mastodon", account="a", hashtags=(), language="fr")
+    assert post.text == "MINE https://example.org/a"  # beats the built-in news.mastodon.j2
+
+
+# properties
+
+ALPHABET = st.characters(
+    codec="utf-8",
+    exclude_categories=("Cs",),
+)
+SPECIAL = st.sampled_from(["👩‍👩‍👧‍👦", "🇫🇷", "e\u0301", "ש", "مرحبا", "\u202e", "\u200b", "&amp;", "<b>", "@someone", " ", "\n", "é", "🏳️‍🌈"])
+TEXT = st.lists(st.one_of(st.text(ALPHABET, max_size=30), SPECIAL), max_size=60).map("".join)
+PATH = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789-_/é%"), max_size=300)
+LINK = st.builds(lambda host, path: f"https://{host}.org/{path}", st.sampled_from(["example", "www.laquadrature", "framablog", "xn--sant-bpa"]), PATH)
+TAGS = st.lists(st.sampled_from(["SantéNumérique", "HealthDataHub", "RGPD", "données_santé", "Cloud"]), max_size=4, unique=True)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(title=TEXT, summary=TEXT, link=LINK, hashtags=TAGS, platform=st.sampled_from(["mastodon", "bluesky"]), template=st.sampled_from(["news", "petition"]), limit=st.integers(150, 600))
+def test_property_fits_and_keeps_link_and_facets(title: str, summary: str, link: str, hashtags: list[str], platform: str, template: str, limit: int) -> None:
+    it = item(title=clean_text(title), summary=clean_text(summary), link=link)
+    try:
+        post = render(it, platform=platform, template=template, hashtags=tuple(hashtags), limits=Limits(max_characters=limit))
+    except RenderError as exc:
+        assert "do not fit" in str(exc)
+        return
+    for tag in hashtags:
+        assert f"#{tag}" in post.text
+    if platform == "mastodon":
+        assert mastodon_length(post.text) <= limit
+        assert link in post.text
+    else:
+        assert grapheme_length(post.text) <= BLUESKY_MAX_GRAPHEMES
+        assert len(post.text.encode()) <= BLUESKY_MAX_BYTES
+        raw = post.text.encode()
+        uris = [f["features"][0]["uri"] for f in post.facets if "uri" in f["features"][0]]
+        assert link in uris
+        previous_end = 0
+        for facet in post.facets:
+            start, end = facet["index"]["byteStart"], facet["index"]["byteEnd"]
+            assert previous_end <= start < end <= len(raw)
+            previous_end = end
+            covered = raw[start:end].decode("utf-8")  # raises if not on character boundaries
+            feature = facet["features"][0]
+            if "tag" in feature:
+                assert covered == f"#{feature['tag']}"
+            else:
+                assert "…" in covered or feature["uri"].endswith(covered) or covered in feature["uri"]
+    assert MENTION.search(post.text) is None  # Mastodon's left context for a mention
+
+
+MENTION = re.compile(r"(?<![=/\w])@[A-Za-z0-9_]")
