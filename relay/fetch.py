@@ -5,6 +5,7 @@ concurrency with at most two connections per host. Returns bytes; never parses."
 from __future__ import annotations
 
 import email.utils
+import re
 import threading
 import time
 import zlib
@@ -271,3 +272,33 @@ def parse_retry_after(value: str | None, now: datetime) -> datetime | None:
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
     return min(when, now + timedelta(days=7))
+
+
+@dataclass(frozen=True)
+class Image:
+    data: bytes
+    mime_type: str
+
+
+def fetch_image(url: str, *, max_bytes: int = 8_000_000, timeout: float = 15.0, client: httpx.Client | None = None) -> Image:
+    """An image for a post or a link card: http(s) only, bounded in time and size."""
+    if not re.match(r"^https?://", url, re.IGNORECASE):
+        raise FetchError(f"image URL is not http(s): {url[:60]!r}")
+    own = client is None
+    client = client or make_client(max_connections=2)
+    try:
+        with client.stream("GET", url, headers={"Accept": "image/*"}, timeout=httpx.Timeout(min(10.0, timeout))) as response:
+            if response.status_code != 200:
+                raise FetchError(f"image: HTTP {response.status_code}")
+            mime = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            if not mime.startswith("image/"):
+                raise FetchError(f"image: not an image ({mime or 'no content type'})")
+            body = _read_capped(
+                response.iter_raw(), response.headers.get("content-encoding", ""), max_bytes, time.monotonic() + timeout, timeout
+            )
+            return Image(body, mime)
+    except httpx.HTTPError as exc:
+        raise FetchError(f"image: {type(exc).__name__}: {exc}") from None
+    finally:
+        if own:
+            client.close()

@@ -334,6 +334,7 @@ class Renderer:
             limits=limits,
             spoiler_text=feed.content_warning,
             sensitive=feed.sensitive,
+            images=feed.images,
         )
 
 
@@ -368,7 +369,7 @@ class DeliveryReport:
 
     @property
     def failed(self) -> bool:
-        return bool(self.account_errors) or any(e.outcome == "failed" for e in self.events)
+        return bool(self.account_errors) or any(e.outcome in ("failed", "retry") for e in self.events)
 
 
 def deliver(
@@ -398,11 +399,15 @@ def deliver(
             last_posted_at=store.last_posted_at(name),
             posted_last_day=store.posted_since(name, epoch(now) - 86400),
         )
-        due = store.due_deliveries(name, epoch(now), budget) if budget else []
+        # deliveries that fail before any send (render errors) do not use the budget
+        due = store.due_deliveries(name, epoch(now), budget + 100) if budget else []
         if why:
             report.pacing[name] = why
         limits: Limits | None = None
+        sent = 0
         for delivery in due:
+            if sent >= budget:
+                break
             feed = feeds.get(delivery.feed)
             if feed is None:
                 store.mark_failed(delivery.id, f"feed {delivery.feed!r} is no longer in the configuration")
@@ -414,9 +419,12 @@ def deliver(
                 except PublishError as exc:
                     report.account_errors.append(f"account {name}: {exc}")
                     break
+            before = len(report.events)
             stop = _deliver_one(store, target, renderer, delivery, feed, account, limits, clock, report)
             if stop:
                 break
+            if not any(e.detail.startswith("render:") for e in report.events[before:]):
+                sent += 1
     return report
 
 

@@ -59,6 +59,7 @@ class Post:
     sensitive: bool = False
     image: str | None = None
     image_alt: str = ""
+    attach_image: bool = False  # Mastodon: upload the item's image with the post
     warnings: tuple[str, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
@@ -76,6 +77,7 @@ class Post:
             "sensitive": self.sensitive,
             "image": self.image,
             "image_alt": self.image_alt,
+            "attach_image": self.attach_image,
             "warnings": list(self.warnings),
         }
 
@@ -95,6 +97,7 @@ class Post:
             sensitive=data.get("sensitive", False),
             image=data.get("image"),
             image_alt=data.get("image_alt", ""),
+            attach_image=data.get("attach_image", False),
             warnings=tuple(data.get("warnings", ())),
         )
 
@@ -164,6 +167,7 @@ def render_post(
     limits: Limits = Limits(),
     spoiler_text: str = "",
     sensitive: bool = False,
+    images: bool = False,
 ) -> Post:
     """Render and fit one item for one account. Raises RenderError."""
     if item.link is None:
@@ -191,6 +195,8 @@ def render_post(
             raw = template.render(context)
         except jinja2.TemplateError as exc:
             raise RenderError(f"template {template.name}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a template's arithmetic on odd feed text, say
+            raise RenderError(f"template {template.name}: {type(exc).__name__}: {exc}") from None
         return tidy(raw)
 
     if platform == "bluesky":
@@ -243,6 +249,7 @@ def render_post(
         sensitive=sensitive,
         image=item.image,
         image_alt=item.image_alt or item.title,
+        attach_image=images and item.image is not None,
     )
 
 

@@ -1,0 +1,192 @@
+"""Mastodon, through Mastodon.py: posts ("statuses") with an Idempotency-Key on every
+attempt, the instance's limits cached in state, errors mapped to PublishError. Never sleeps
+inside a cron run: rate limits are reported with their reset time instead."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from relay.config import Account
+from relay.errors import FetchError
+from relay.fetch import USER_AGENT, fetch_image
+from relay.render import Limits, Post
+from relay.store import Store
+from relay.targets.base import PublishError, Receipt
+
+REQUEST_TIMEOUT = 30
+LIMITS_MAX_AGE = 86400  # re-read the instance's limits once a day
+DEFAULT_IMAGE_LIMIT = 8_000_000
+DEFAULT_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+
+
+class MastodonTarget:
+    def __init__(self, account: Account, store: Store | None) -> None:
+        from mastodon import Mastodon
+
+        self.account = account
+        self.store = store
+        self.warnings: list[str] = []
+        self.api = Mastodon(
+            access_token=account.token,
+            api_base_url=account.instance,
+            ratelimit_method="throw",
+            request_timeout=REQUEST_TIMEOUT,
+            version_check_mode="none",
+            user_agent=USER_AGENT,
+        )
+        self._instance: dict[str, Any] | None = None
+
+    # limits
+
+    def instance_limits(self, *, refresh: bool = False) -> dict[str, Any]:
+        """configuration.statuses / media_attachments from /api/v2/instance, cached in state."""
+        row = self.store.account_row(self.account.name) if self.store else {"limits": None, "limits_at": None}
+        fresh = row["limits_at"] and time.time() - row["limits_at"] < LIMITS_MAX_AGE
+        if row["limits"] and fresh and not refresh:
+            return dict(row["limits"])
+        try:
+            instance = self._call(self.api.instance_v2)
+        except PublishError as exc:
+            if exc.auth:
+                raise
+            self.warnings.append(
+                f"account {self.account.name}: cannot read the instance's limits ({exc}); using 500 characters, 23 per URL"
+            )
+            return dict(row["limits"] or {"max_characters": 500, "url_length": 23})
+        configuration = _get(instance, "configuration") or {}
+        statuses = _get(configuration, "statuses") or {}
+        media = _get(configuration, "media_attachments") or {}
+        limits = {
+            "max_characters": int(_get(statuses, "max_characters") or 500),
+            "url_length": int(_get(statuses, "characters_reserved_per_url") or 23),
+            "image_size_limit": int(_get(media, "image_size_limit") or DEFAULT_IMAGE_LIMIT),
+            "image_types": [t for t in (_get(media, "supported_mime_types") or DEFAULT_IMAGE_TYPES) if str(t).startswith("image/")],
+        }
+        if self.store:
+            self.store.update_account(self.account.name, limits=limits, limits_at=time.time())
+        return limits
+
+    def limits(self) -> Limits:
+        found = self.instance_limits()
+        return Limits(
+            max_characters=self.account.max_characters or int(found["max_characters"]),
+            url_length=int(found["url_length"]),
+        )
+
+    # publishing
+
+    def publish(self, post: Post, *, idempotency_key: str, rkey: str | None) -> Receipt:
+        media_ids = []
+        if post.attach_image and post.image:
+            media_id = self._upload_image(post)
+            if media_id is not None:
+                media_ids.append(media_id)
+        status = self._call(
+            self.api.status_post,
+            post.text,
+            visibility=self.account.visibility,
+            language=post.language,
+            spoiler_text=post.spoiler_text or None,
+            sensitive=post.sensitive or bool(post.spoiler_text),
+            media_ids=media_ids or None,
+            idempotency_key=idempotency_key,
+        )
+        return Receipt(remote_id=str(_get(status, "id")), url=str(_get(status, "url") or _get(status, "uri") or ""))
+
+    def _upload_image(self, post: Post) -> Any:
+        assert post.image is not None
+        limits = self.instance_limits()
+        try:
+            image = fetch_image(post.image, max_bytes=int(limits.get("image_size_limit") or DEFAULT_IMAGE_LIMIT))
+            if image.mime_type not in limits.get("image_types", DEFAULT_IMAGE_TYPES):
+                raise FetchError(f"image type {image.mime_type} is not accepted by the instance")
+            media = self._call(
+                self.api.media_post, image.data, mime_type=image.mime_type, description=post.image_alt[:1500] or None,
+                file_name="image." + image.mime_type.split("/")[-1],
+            )
+            return _get(media, "id")
+        except (FetchError, PublishError) as exc:
+            self.warnings.append(f"account {self.account.name}: {post.link}: posted without its image ({exc})")
+            return None
+
+    def find(self, *, idempotency_key: str, rkey: str | None) -> Receipt | None:
+        # Mastodon has no lookup by idempotency key: resending with the same key within the
+        # hour returns the status that landed, which is how an interrupted attempt resolves.
+        return None
+
+    def check(self) -> str:
+        me = self._call(self.api.account_verify_credentials)
+        limits = self.instance_limits(refresh=True)
+        return (
+            f"@{_get(me, 'acct')} ({_get(me, 'display_name') or 'no display name'}) on {self.account.instance};"
+            f" {limits['max_characters']} characters, {limits['url_length']} per URL"
+        )
+
+    def close(self) -> None:
+        session = getattr(self.api, "session", None)
+        if session is not None:
+            session.close()
+
+    def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        from mastodon import (
+            MastodonAPIError,
+            MastodonError,
+            MastodonNetworkError,
+            MastodonRatelimitError,
+            MastodonServerError,
+            MastodonUnauthorizedError,
+        )
+
+        where = f"{self.account.instance}"
+        try:
+            return method(*args, **kwargs)
+        except MastodonRatelimitError:
+            reset = getattr(self.api, "ratelimit_reset", None)
+            retry_at = datetime.fromtimestamp(reset, tz=UTC) if reset and reset > time.time() else datetime.now(UTC) + timedelta(minutes=5)
+            raise PublishError(f"rate limited by {where}", transient=True, retry_at=retry_at) from None
+        except MastodonNetworkError as exc:
+            raise PublishError(f"network error talking to {where}: {_first_line(exc)}", transient=True) from None
+        except MastodonServerError as exc:
+            raise PublishError(f"{where} answered {_status(exc)} {_message(exc)}".rstrip(), transient=True) from None
+        except MastodonUnauthorizedError as exc:
+            raise PublishError(
+                f"{where} refused the token ({_message(exc) or '401'}): check RELAY_* token in the environment and"
+                " that the application has the write:statuses scope",
+                transient=False,
+                auth=True,
+            ) from None
+        except MastodonAPIError as exc:
+            status = _status(exc)
+            if status == 403:
+                raise PublishError(
+                    f"{where} forbids this ({_message(exc) or '403'}): the account may be suspended or the token lacks write:statuses",
+                    transient=False,
+                    auth=True,
+                ) from None
+            if status == 429:
+                raise PublishError(f"rate limited by {where}", transient=True, retry_at=datetime.now(UTC) + timedelta(minutes=5)) from None
+            if status == 408 or (isinstance(status, int) and status >= 500):
+                raise PublishError(f"{where} answered {status} {_message(exc)}".rstrip(), transient=True) from None
+            raise PublishError(f"{where} refused the post: {status} {_message(exc)}".rstrip(), transient=False) from None
+        except MastodonError as exc:
+            raise PublishError(f"{where}: {_first_line(exc)}", transient=False) from None
+
+
+def _get(value: Any, key: str) -> Any:
+    if isinstance(value, dict):
+        return value.get(key)
+    return getattr(value, key, None)
+
+
+def _status(exc: Exception) -> Any:
+    return exc.args[1] if len(exc.args) > 1 else None
+
+
+def _message(exc: Exception) -> str:
+    return str(exc.args[3]) if len(exc.args) > 3 and exc.args[3] else ""
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

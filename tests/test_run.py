@@ -1,0 +1,273 @@
+"""relay run, the outbox and the steering commands, against relay's own fake Mastodon
+server on loopback (tests/support/fake_mastodon.py) and the dry-run target."""
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from relay.cli import run_lock
+from tests.support.fake_mastodon import FakeMastodon
+from tests.support.feedserver import FeedServer
+from tests.support.feeds import numbered
+from tests.support.relayrun import relay, relay_process
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+ENV = {"TOKEN": "good-token", "TOKEN2": "good-token-2"}
+
+
+@pytest.fixture
+def mastodon() -> Iterator[FakeMastodon]:
+    server = FakeMastodon(tokens={"good-token": "collectif", "good-token-2": "second"})
+    yield server
+    server.stop()
+
+
+def write(tmp_path: Path, feed_url: str, mastodon: FakeMastodon, *, extra_feed: str = "", pacing: str = "", second: bool = False, template: str = "news") -> Path:
+    accounts = f"""\
+accounts:
+  masto:
+    platform: mastodon
+    instance: {mastodon.url}
+    token: ${{TOKEN}}
+"""
+    if second:
+        accounts += f"""\
+  other:
+    platform: mastodon
+    instance: {mastodon.url}
+    token: ${{TOKEN2}}
+"""
+    path = tmp_path / "feeds.yaml"
+    path.write_text(
+        f"defaults:\n  every: 1m\n  backfill: 3\n  template: {template}\n{accounts}"
+        f"pacing:\n  max_per_run: 10\n  min_interval: 0s\n  max_per_day: 1000\n{pacing}"
+        f"feeds:\n  - name: f\n    url: {feed_url}\n{extra_feed}"
+    )
+    return path
+
+
+def statuses(mastodon: FakeMastodon) -> list[str]:
+    return [s["content"].split("\n")[0] for s in mastodon.statuses]
+
+
+def test_run_posts_then_is_quiet(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+    url = feed_server.feed("/f", numbered(5, now=NOW))
+    config = write(tmp_path, url, mastodon)
+    first = relay("run", "-c", str(config), env=ENV, now=NOW)
+    assert first.exit_code == 0, first.output
+    assert first.output == ""  # quiet under cron
+    assert statuses(mastodon) == ["item 2", "item 3", "item 4"]  # backfill 3, oldest first
+    assert all(s["language"] == "fr" and s["visibility"] == "public" and s["idempotency_key"] for s in mastodon.statuses)
+    again = relay("run", "-c", str(config), "-v", env=ENV, now=NOW + timedelta(minutes=2))
+    assert again.exit_code == 0 and "not_modified" in again.output
+    assert len(mastodon.statuses) == 3
+    history = json.loads(relay("history", "--format", "json").output)
+    assert {h["url"] for h in history} == {s["url"] for s in mastodon.statuses}
+
+
+def test_not_due_feeds_are_not_polled(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+    config = write(tmp_path, feed_server.feed("/f", numbered(2, now=NOW)), mastodon)
+    relay("run", "-c", str(config), env=ENV, now=NOW)
+    relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(seconds=30))
+    assert feed_server.hits["/f"] == 1
+
+
+def test_new_items_after_a_304_are_not_lost(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+    feed_server.feed("/f", numbered(2, now=NOW), etag='"a"')
+    config = write(tmp_path, feed_server.url("/f"), mastodon)
+    relay("run", "-c", str(config), env=ENV, now=NOW)
+    feed_server.feed("/f", numbered(3, now=NOW + timedelta(hours=1)), etag='"b"')
+    relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=5))
+    relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=10))
+    assert sorted(statuses(mastodon)) == ["item 0", "item 1", "item 2"]
+
+
+def test_dry_run_takes_the_same_path_and_writes_nothing(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+    config = write(tmp_path, feed_server.feed("/f", numbered(2, now=NOW)), mastodon)
+    state = Path(os.environ["RELAY_STATE_DIR"])
+    result = relay("run", "-c", str(config), "--dry-run", "-v", now=NOW)
+    assert result.exit_code == 0, result.output
+    assert "would post to masto: f: item 0" in result.output
+    assert mastodon.statuses == [] and not (state / "relay.db").exists()
+
+
+def test_missing_secret_stops_run_but_not_preview(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+    config = write(tmp_path, feed_server.feed("/f", numbered(2, now=NOW)), mastodon)
+    result = relay("run", "-c", str(config), now=NOW)
+    assert result.exit_code == 2 and "${TOKEN} is not set" in result.output
+
+
+def test_second_run_exits_3_while_the_lock_is_held(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+    config = write(tmp_path, feed_server.feed("/f", numbered(2, now=NOW)), mastodon)
+    with run_lock(Path(os.environ["RELAY_STATE_DIR"])):
+        result = relay("run", "-c", str(config), env=ENV, now=NOW)
+    assert result.exit_code == 3 and "another relay run holds" in result.output
+
+
+def test_sigkilled_run_leaves_no_blocking_lock(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+    config = write(tmp_path, feed_server.feed("/f", numbered(2, now=NOW)), mastodon)
+    mastodon.fault(hang_before=30)
+    process = relay_process("run", "-c", str(config), env=ENV, now=NOW)
+    deadline = time.monotonic() + 20
+    while not any(p == "/api/v1/statuses" for _, p in mastodon.requests) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    mastodon.faults.clear()
+    result = relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=1))
+    assert result.exit_code == 0, result.output
+    assert sorted(statuses(mastodon)) == ["item 0", "item 1"]
+
+
+def test_transient_errors_retry_in_later_runs_exactly_once(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+    config = write(tmp_path, feed_server.feed("/f", numbered(1, now=NOW)), mastodon)
+    mastodon.fault(status=503, error="maintenance")
+    first = relay("run", "-c", str(config), env=ENV, now=NOW)
+    assert first.exit_code == 1 and "will be retried" in first.output and "503" in first.output
+    assert relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(seconds=30)).exit_code == 0
+    assert mastodon.statuses == []  # backoff: not yet
+    relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=2))
+    assert statuses(mastodon) == ["item 0"]
+
+
+def test_rate_limit_waits_until_the_reset_time(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+    config = write(tmp_path, feed_server.feed("/f", numbered(2, now=NOW)), mastodon)
+    reset = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
+    mastodon.fault(status=429, error="Too many requests", headers={"X-RateLimit-Reset": reset, "X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "300"})
+    result = relay("run", "-c", str(config), env=ENV, now=NOW)
+    assert result.exit_code == 1 and "rate limited" in result.output and "waiting until" in result.output
+    status = json.loads(relay("status", "--format", "json").output)
+    assert status["accounts"][0]["blocked_until"] is not None
+
+
+def test_refused_post_is_failed_with_reason_and_not_retried(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+    config = write(tmp_path, feed_server.feed("/f", numbered(1, now=NOW)), mastodon)
+    mastodon.fault(status=422, error="Validation failed: Text character limit of 500 exceeded")
+    result = relay("run", "-c", str(config), env=ENV, now=NOW)
+    assert result.exit_code == 1 and "failed: " in result.output and "character limit" in result.output
+    relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(hours=3))
+    assert mastodon.statuses == []
+    failed = json.loads(relay("queue", "list", "--format", "json", "--state", "failed").output)
+    assert len(failed) == 1 and "character limit" in failed[0]["last_error"]
+    assert relay("queue", "retry", str(failed[0]["id"]), now=NOW + timedelta(hours=3)).exit_code == 0
+    relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(hours=4))
+    assert statuses(mastodon) == ["item 0"]
+
+
+def test_auth_error_stops_that_account_only(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+    config = write(tmp_path, feed_server.feed("/f", numbered(1, now=NOW)), mastodon, second=True)
+    result = relay("run", "-c", str(config), env={"TOKEN": "bad", "TOKEN2": "good-token-2"}, now=NOW)
+    assert result.exit_code == 1
+    assert "account masto:" in result.output and "refused the token" in result.output
+    assert [s["account"] for s in mastodon.statuses] == ["second"]
+    queued = json.loads(relay("queue", "list", "--format", "json").output)
+    assert [q["account"] for q in queued] == ["masto"] and queued[0]["state"] == "queued"
+
+
+def test_pacing_spreads_a_burst_oldest_first_none_lost_none_twice(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+    config = write(tmp_path, feed_server.feed("/f", numbered(50, now=NOW)), mastodon,
+                   extra_feed="    backfill: 50\n", pacing="")
+    config.write_text(config.read_text().replace("max_per_run: 10\n  min_interval: 0s", "max_per_run: 3\n  min_interval: 10m"))
+    runs = 0
+    while len(mastodon.statuses) < 50 and runs < 40:
+        relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=10 * runs))
+        runs += 1
+        assert len(mastodon.statuses) <= 3 * runs
+    assert statuses(mastodon) == [f"item {n}" for n in range(50)]
+    assert runs == 17
+
+
+def test_pacing_min_interval_and_max_per_day(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+    config = write(tmp_path, feed_server.feed("/f", numbered(10, now=NOW)), mastodon, extra_feed="    backfill: 10\n")
+    config.write_text(config.read_text().replace("min_interval: 0s\n  max_per_day: 1000", "min_interval: 10m\n  max_per_day: 4"))
+    for minutes in (0, 5, 10, 15, 20, 30):
+        relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=minutes))
+    assert len(mastodon.statuses) == 4  # max_per_run 10, but 4 a day
+
+
+def test_flood_guard_holds_then_release(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+    feed_server.feed("/f", numbered(3, now=NOW), etag='"1"')
+    config = write(tmp_path, feed_server.url("/f"), mastodon)
+    relay("seed", "-c", str(config), now=NOW)
+    feed_server.feed("/f", numbered(15, start=100, now=NOW, prefix="migrated"), etag='"2"')
+    result = relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=5))
+    assert "flood guard: 15 new items" in result.output
+    assert mastodon.statuses == []
+    status = relay("status")
+    assert "held (15)" in status.output
+    assert "15 held deliveries now queued" in relay("queue", "release", "f", now=NOW + timedelta(minutes=5)).output
+    relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=6))
+    relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=7))
+    assert len(mastodon.statuses) == 15 and len(set(statuses(mastodon))) == 15
+
+
+def test_render_failure_is_failed_and_the_run_goes_on(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "fragile.j2").write_text("{{ item.link }} {{ 10 // (item.title | length - 6) }}")
+    config = write(tmp_path, feed_server.feed("/f", numbered(12, now=NOW)), mastodon, template="fragile", extra_feed="    backfill: 12\n")
+    result = relay("run", "-c", str(config), env=ENV, now=NOW)
+    assert result.exit_code == 1 and "render: template fragile.j2: ZeroDivisionError" in result.output, result.output
+    assert statuses(mastodon) == ["https://example.org/item/10 10", "https://example.org/item/11 10"]  # 'item 0'…'item 9' failed, each with its reason
+    failed = json.loads(relay("queue", "list", "--format", "json", "--state", "failed").output)
+    assert len(failed) == 10 and all("ZeroDivisionError" in f["last_error"] for f in failed)
+
+
+def test_corrupted_or_newer_state_is_a_clear_error(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+    config = write(tmp_path, feed_server.feed("/f", numbered(1, now=NOW)), mastodon)
+    state = Path(os.environ["RELAY_STATE_DIR"])
+    state.mkdir(parents=True)
+    (state / "relay.db").write_bytes(b"this is not sqlite" * 100)
+    result = relay("run", "-c", str(config), env=ENV, now=NOW)
+    assert result.exit_code == 2 and "not a usable relay state file" in result.output
+    assert (state / "relay.db").read_bytes() == b"this is not sqlite" * 100
+    (state / "relay.db").unlink()
+    relay("run", "-c", str(config), env=ENV, now=NOW)
+    with sqlite3.connect(state / "relay.db") as db:
+        db.execute("PRAGMA user_version = 99")
+    result = relay("status")
+    assert result.exit_code == 2 and "written by a newer relay" in result.output
+
+
+def test_state_file_is_private(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+    config = write(tmp_path, feed_server.feed("/f", numbered(1, now=NOW)), mastodon)
+    relay("run", "-c", str(config), env=ENV, now=NOW)
+    state = Path(os.environ["RELAY_STATE_DIR"])
+    assert (state / "relay.db").stat().st_mode & 0o077 == 0
+
+
+def test_status_and_queue_drop(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+    config = write(tmp_path, feed_server.feed("/f", numbered(3, now=NOW)), mastodon, pacing="")
+    config.write_text(config.read_text().replace("max_per_run: 10", "max_per_run: 1"))
+    relay("run", "-c", str(config), env=ENV, now=NOW)
+    status = json.loads(relay("status", "--format", "json").output)
+    assert status["accounts"][0]["outbox"] == {"posted": 1, "queued": 2}
+    assert status["feeds"][0]["name"] == "f" and status["feeds"][0]["next_due_at"]
+    queued = json.loads(relay("queue", "list", "--format", "json").output)
+    assert relay("queue", "drop", str(queued[0]["id"])).exit_code == 0
+    relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=1))
+    relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=2))
+    assert len(mastodon.statuses) == 2
+    assert relay("queue", "drop", "9999").exit_code == 2
+
+
+def test_cron_prints_absolute_paths_and_installs_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    crontab_file = tmp_path / "crontab.txt"
+    (bin_dir / "crontab").write_text(
+        f"#!/bin/sh\nif [ \"$1\" = \"-l\" ]; then cat {crontab_file} 2>/dev/null || exit 1; else cat > {crontab_file}; fi\n"
+    )
+    (bin_dir / "crontab").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    line = relay("cron", "-c", "feeds.yaml").output.strip()
+    assert line.startswith("*/5 * * * * /") and " run -c /" in line and ">> /" in line
+    assert relay("cron", "-c", "feeds.yaml", "--install").exit_code == 0
+    assert "nothing changed" in relay("cron", "-c", "feeds.yaml", "--install").output
+    assert crontab_file.read_text().count(" run -c ") == 1
