@@ -36,11 +36,20 @@ def common_options(func: F) -> F:
     """--config, --state-dir, -v, -q, --traceback on every command."""
 
     @click.option(
-        "-c", "--config", "config_path", type=click.Path(path_type=Path), envvar="RELAY_CONFIG",
-        default=Path("feeds.yaml"), show_default=True, help="The feeds.yaml to use (env RELAY_CONFIG).",
+        "-c",
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path),
+        envvar="RELAY_CONFIG",
+        default=Path("feeds.yaml"),
+        show_default=True,
+        help="The feeds.yaml to use (env RELAY_CONFIG).",
     )
     @click.option(
-        "--state-dir", type=click.Path(path_type=Path), envvar="RELAY_STATE_DIR", default=None,
+        "--state-dir",
+        type=click.Path(path_type=Path),
+        envvar="RELAY_STATE_DIR",
+        default=None,
         help="Where relay keeps its state (env RELAY_STATE_DIR; default: the user state folder).",
     )
     @click.option("-v", "--verbose", is_flag=True, help="Say what happened, not only what failed.")
@@ -63,7 +72,11 @@ def common_options(func: F) -> F:
 
 def format_option(func: F) -> F:
     return click.option(
-        "--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+        "--format",
+        "output_format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
         help="text for people, json for scripts.",
     )(func)
 
@@ -114,7 +127,9 @@ def _select_feeds(config: Any, names: tuple[str, ...]) -> list[Any]:
     known = {feed.name for feed in config.feeds}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ConfigError([f"{config.path.name}: no feed named {', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})"])
+        raise ConfigError(
+            [f"{config.path.name}: no feed named {', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})"]
+        )
     return [feed for feed in config.feeds if feed.name in names]
 
 
@@ -145,7 +160,7 @@ def run_lock(state_dir: Path) -> Iterator[None]:
 
 
 @cli.command()
-@click.argument("directory", type=click.Path(path_type=Path), default=Path("."))
+@click.argument("directory", type=click.Path(path_type=Path), default=Path())
 def init(directory: Path) -> None:
     """Write a starter feeds.yaml, templates/ and .env.example into DIRECTORY.
 
@@ -173,7 +188,9 @@ def init(directory: Path) -> None:
         if not target.exists():
             shutil.copyfile(template, target)
             written.append(str(target))
-    click.echo(f"wrote {len(written)} files in {directory}" if written else f"{directory}: nothing to write, all files exist")
+    click.echo(
+        f"wrote {len(written)} files in {directory}" if written else f"{directory}: nothing to write, all files exist"
+    )
 
 
 # check
@@ -217,7 +234,9 @@ def check(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, online
             try:
                 renderer.render(sample, feed, account, Limits(max_characters=account.max_characters or 500))
             except RenderError as exc:
-                problems.append(f"{config.path.name}:{feed.line}: feeds[{index}].template: {feed.template} for {account.platform}: {exc}")
+                problems.append(
+                    f"{config.path.name}:{feed.line}: feeds[{index}].template: {feed.template} for {account.platform}: {exc}"
+                )
     if problems:
         raise ConfigError(problems)
     for warning in config.warnings:
@@ -257,10 +276,18 @@ def check(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, online
 @cli.command()
 @common_options
 @format_option
-@click.option("--all", "all_items", is_flag=True, help="Render every entry as if new (ignore dedupe, backfill, age, pacing).")
+@click.option(
+    "--all", "all_items", is_flag=True, help="Render every entry as if new (ignore dedupe, backfill, age, pacing)."
+)
 @click.option("--feed", "feed_names", multiple=True, metavar="NAME", help="Only this feed (repeatable).")
 def preview(
-    config_path: Path, state_dir: Path, verbose: bool, quiet: bool, output_format: str, all_items: bool, feed_names: tuple[str, ...]
+    config_path: Path,
+    state_dir: Path,
+    verbose: bool,
+    quiet: bool,
+    output_format: str,
+    all_items: bool,
+    feed_names: tuple[str, ...],
 ) -> None:
     """Fetch the feeds and show exactly what the next run would post, per account.
 
@@ -304,28 +331,56 @@ def preview(
     for feed_poll in polls:
         report = feed_poll.report
         feeds_out.append(
-            {"name": report.name, "url": report.url, "status": report.status, "error": report.error,
-             "entries": report.entries, "new": report.new, "warnings": report.warnings}
+            {
+                "name": report.name,
+                "url": report.url,
+                "status": report.status,
+                "error": report.error,
+                "entries": report.entries,
+                "new": report.new,
+                "warnings": report.warnings,
+            }
         )
         feed_title = feed_poll.parsed.title if feed_poll.parsed else ""
         for decision in feed_poll.decisions:
             item = decision.item
             base = {"feed": report.name, "key": item.key, "title": item.title, "link": item.link}
-            targets = decision.accounts if decision.reason is None else {a: ("skip", decision.reason) for a in feed_poll.feed.to}
+            targets = (
+                decision.accounts
+                if decision.reason is None
+                else {a: ("skip", decision.reason) for a in feed_poll.feed.to}
+            )
             for name, (action, reason) in targets.items():
                 account = config.accounts[name]
                 entry: dict[str, Any] = {
-                    **base, "account": name, "platform": account.platform, "text": None, "length": None,
-                    "limit": None, "facets": [], "embed": None, "language": feed_poll.feed.language,
-                    "action": action, "reason": reason,
+                    **base,
+                    "account": name,
+                    "platform": account.platform,
+                    "text": None,
+                    "length": None,
+                    "limit": None,
+                    "facets": [],
+                    "embed": None,
+                    "language": feed_poll.feed.language,
+                    "action": action,
+                    "reason": reason,
                 }
                 if action != "skip" or all_items:
                     try:
-                        post = renderer.render(item, feed_poll.feed, account, account_limits(account, store), feed_title)
+                        post = renderer.render(
+                            item, feed_poll.feed, account, account_limits(account, store), feed_title
+                        )
                     except RenderError as exc:
                         entry.update(action="skip", reason=f"render: {exc}")
                     else:
-                        entry.update(text=post.text, length=post.length, limit=post.limit, facets=list(post.facets), embed=post.embed, language=post.language)
+                        entry.update(
+                            text=post.text,
+                            length=post.length,
+                            limit=post.limit,
+                            facets=list(post.facets),
+                            embed=post.embed,
+                            language=post.language,
+                        )
                         if post.spoiler_text:
                             entry["spoiler_text"] = post.spoiler_text
                 if entry["action"] == "post":
@@ -344,7 +399,9 @@ def preview(
         sys.exit(ExitCode.PARTIAL)
 
 
-def _print_preview(config: Any, feeds: list[dict[str, Any]], posts: list[dict[str, Any]], *, verbose: bool, quiet: bool) -> None:
+def _print_preview(
+    config: Any, feeds: list[dict[str, Any]], posts: list[dict[str, Any]], *, verbose: bool, quiet: bool
+) -> None:
     for feed in feeds:
         if feed["status"] == "error":
             click.echo(f"relay: feed {feed['name']}: {feed['error']}", err=True)
@@ -361,12 +418,14 @@ def _print_preview(config: Any, feeds: list[dict[str, Any]], posts: list[dict[st
         shown = [p for p in mine if p["action"] != "skip" or verbose or p["text"]]
         counts = {a: sum(1 for p in mine if p["action"] == a) for a in ("post", "hold", "skip")}
         click.echo("")
-        click.echo(f"== {name} ({account.platform}): {counts['post']} to post, {counts['hold']} held, {counts['skip']} skipped")
+        click.echo(
+            f"== {name} ({account.platform}): {counts['post']} to post, {counts['hold']} held, {counts['skip']} skipped"
+        )
         for post in shown:
             reason = f" ({post['reason']})" if post["reason"] else ""
             length = f" {post['length']}/{post['limit']}" if post["length"] is not None else ""
             click.echo(f"-- [{post['action']}] {post['feed']}: {truncate(post['title'], 70)}{length}{reason}")
-            if post["text"] and post["action"] != "skip" or (post["text"] and verbose):
+            if (post["text"] and post["action"] != "skip") or (post["text"] and verbose):
                 if post.get("spoiler_text"):
                     click.echo(f"   CW: {post['spoiler_text']}")
                 for line in post["text"].split("\n"):
@@ -422,7 +481,9 @@ def seed(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, feed_na
 @common_options
 @click.option("--dry-run", is_flag=True, help="Take the same path, send nothing, write nothing.")
 @click.option("--feed", "feed_names", multiple=True, metavar="NAME", help="Only this feed (repeatable).")
-def run(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, dry_run: bool, feed_names: tuple[str, ...]) -> None:
+def run(
+    config_path: Path, state_dir: Path, verbose: bool, quiet: bool, dry_run: bool, feed_names: tuple[str, ...]
+) -> None:
     """One cron pass: poll the feeds that are due, queue what is new, post within pacing.
 
     Quiet when all is well; each failure is one line on stderr naming the feed or the
@@ -449,10 +510,7 @@ def _run(config: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbo
     from relay.store import Store, epoch
 
     now = _now()
-    if dry_run:
-        store = _dry_run_store(state_dir)
-    else:
-        store = Store.open(state_dir)
+    store = _dry_run_store(state_dir) if dry_run else Store.open(state_dir)
     states = store.feed_states()
     due = [f for f in feeds if schedule.is_due(states.get(f.name), epoch(now))]
     failed = False
@@ -487,9 +545,15 @@ def _run(config: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbo
             target.close()
     for event in report.events:
         if event.outcome == "failed":
-            click.echo(f"relay: account {event.account}: delivery {event.delivery_id} ({event.feed}: {event.title[:60]}) failed: {event.detail}", err=True)
+            click.echo(
+                f"relay: account {event.account}: delivery {event.delivery_id} ({event.feed}: {event.title[:60]}) failed: {event.detail}",
+                err=True,
+            )
         elif event.outcome == "retry":
-            click.echo(f"relay: account {event.account}: delivery {event.delivery_id} will be retried: {event.detail}", err=True)
+            click.echo(
+                f"relay: account {event.account}: delivery {event.delivery_id} will be retried: {event.detail}",
+                err=True,
+            )
         elif verbose:
             prefix = "would post" if dry_run else "posted"
             click.echo(f"{prefix} to {event.account}: {event.feed}: {event.title[:70]} {event.url}".rstrip())
@@ -503,7 +567,8 @@ def _run(config: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbo
 
 def _has_due_deliveries(store: Any, config: Any, now: float) -> bool:
     row = store.db.execute(
-        "SELECT 1 FROM deliveries WHERE state = 'sending' OR (state = 'queued' AND next_attempt_at <= ?) LIMIT 1", (now,)
+        "SELECT 1 FROM deliveries WHERE state = 'sending' OR (state = 'queued' AND next_attempt_at <= ?) LIMIT 1",
+        (now,),
     ).fetchone()
     return row is not None
 
@@ -560,9 +625,16 @@ def status(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, outpu
     """
     store = _open_existing(state_dir)
     feeds = [
-        {"name": s.name, "url": s.url, "last_polled_at": _iso(s.last_polled_at), "last_ok_at": _iso(s.last_ok_at),
-         "next_due_at": _iso(s.next_due_at), "consecutive_failures": s.consecutive_failures, "last_error": s.last_error,
-         "entries": s.entries}
+        {
+            "name": s.name,
+            "url": s.url,
+            "last_polled_at": _iso(s.last_polled_at),
+            "last_ok_at": _iso(s.last_ok_at),
+            "next_due_at": _iso(s.next_due_at),
+            "consecutive_failures": s.consecutive_failures,
+            "last_error": s.last_error,
+            "entries": s.entries,
+        }
         for s in store.feed_states().values()
     ]
     counts = store.outbox_counts()
@@ -570,14 +642,24 @@ def status(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, outpu
     accounts = []
     for name in names:
         row = store.account_row(name)
-        accounts.append({
-            "name": name, "outbox": counts.get(name, {}), "blocked_until": _iso(row["blocked_until"]),
-            "last_error": row["last_error"], "logins": row["logins"], "last_posted_at": _iso(store.last_posted_at(name)),
-        })
+        accounts.append(
+            {
+                "name": name,
+                "outbox": counts.get(name, {}),
+                "blocked_until": _iso(row["blocked_until"]),
+                "last_error": row["last_error"],
+                "logins": row["logins"],
+                "last_posted_at": _iso(store.last_posted_at(name)),
+            }
+        )
     held = [_delivery_json(d) for d in store.deliveries("d.state = 'held'")]
     failed = [_delivery_json(d) for d in store.deliveries("d.state = 'failed'")]
     if output_format == "json":
-        click.echo(json.dumps({"feeds": feeds, "accounts": accounts, "held": held, "failed": failed}, ensure_ascii=False, indent=2))
+        click.echo(
+            json.dumps(
+                {"feeds": feeds, "accounts": accounts, "held": held, "failed": failed}, ensure_ascii=False, indent=2
+            )
+        )
         return
     click.echo(f"state: {store.path}")
     click.echo("feeds:")
@@ -609,9 +691,19 @@ def _iso(value: float | None) -> str | None:
 
 def _delivery_json(d: Any) -> dict[str, Any]:
     return {
-        "id": d.id, "account": d.account, "feed": d.feed, "title": d.title, "link": d.link, "state": d.state,
-        "attempts": d.attempts, "queued_at": _iso(d.queued_at), "next_attempt_at": _iso(d.next_attempt_at),
-        "posted_at": _iso(d.posted_at), "remote_id": d.remote_id, "url": d.remote_url, "last_error": d.last_error,
+        "id": d.id,
+        "account": d.account,
+        "feed": d.feed,
+        "title": d.title,
+        "link": d.link,
+        "state": d.state,
+        "attempts": d.attempts,
+        "queued_at": _iso(d.queued_at),
+        "next_attempt_at": _iso(d.next_attempt_at),
+        "posted_at": _iso(d.posted_at),
+        "remote_id": d.remote_id,
+        "url": d.remote_url,
+        "last_error": d.last_error,
     }
 
 
@@ -632,7 +724,9 @@ def history(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, outp
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     for d in rows:
-        click.echo(f"{d['posted_at'][:16].replace('T', ' ')} {d['account']} {d['feed']}: {d['title'][:60]} {d['url'] or ''}".rstrip())
+        click.echo(
+            f"{d['posted_at'][:16].replace('T', ' ')} {d['account']} {d['feed']}: {d['title'][:60]} {d['url'] or ''}".rstrip()
+        )
 
 
 @cli.group()
@@ -650,9 +744,16 @@ def queue() -> None:
 @queue.command("list")
 @common_options
 @format_option
-@click.option("--state", "states", multiple=True, type=click.Choice(["queued", "sending", "posted", "failed", "held", "dropped"]),
-              help="Only deliveries in this state (repeatable); default: all but posted and dropped.")
-def queue_list(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, output_format: str, states: tuple[str, ...]) -> None:
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(["queued", "sending", "posted", "failed", "held", "dropped"]),
+    help="Only deliveries in this state (repeatable); default: all but posted and dropped.",
+)
+def queue_list(
+    config_path: Path, state_dir: Path, verbose: bool, quiet: bool, output_format: str, states: tuple[str, ...]
+) -> None:
     """List deliveries with their state and last error."""
     store = _open_existing(state_dir)
     wanted = states or ("queued", "sending", "failed", "held")
@@ -676,7 +777,9 @@ def _change_state(state_dir: Path, ids: tuple[int, ...], allowed_from: tuple[str
             if delivery is None:
                 raise StateError(f"no delivery #{delivery_id} (see `relay queue list`)")
             if delivery.state not in allowed_from:
-                raise StateError(f"delivery #{delivery_id} is {delivery.state}; only {', '.join(allowed_from)} can become {to}")
+                raise StateError(
+                    f"delivery #{delivery_id} is {delivery.state}; only {', '.join(allowed_from)} can become {to}"
+                )
         store.set_state(ids, to, epoch(_now()))
         click.echo(f"{len(ids)} deliveries now {to}")
 
@@ -729,9 +832,13 @@ def _bulk(state_dir: Path, feed: str, from_state: str, to: str) -> None:
 @cli.command()
 @common_options
 @click.option("--every", default=5, show_default=True, help="Minutes between runs.")
-@click.option("--log", "log_path", type=click.Path(path_type=Path), default=None, help="Log file (default: STATE_DIR/relay.log).")
+@click.option(
+    "--log", "log_path", type=click.Path(path_type=Path), default=None, help="Log file (default: STATE_DIR/relay.log)."
+)
 @click.option("--install", is_flag=True, help="Add the line to your crontab (once; running it again changes nothing).")
-def cron(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, every: int, log_path: Path | None, install: bool) -> None:
+def cron(
+    config_path: Path, state_dir: Path, verbose: bool, quiet: bool, every: int, log_path: Path | None, install: bool
+) -> None:
     """Print the crontab line for `relay run`, with absolute paths; --install adds it.
 
     \b

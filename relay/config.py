@@ -251,10 +251,7 @@ def load_config(
     else:
         template_dirs.append((base / "templates").resolve())
 
-    warnings = tuple(
-        f"{filename}: accounts.{name}: ${{{var}}} is not set in the environment"
-        for name, var in missing
-    )
+    warnings = tuple(f"{filename}: accounts.{name}: ${{{var}}} is not set in the environment" for name, var in missing)
     config = Config(path, tuple(feeds), accounts, tuple(template_dirs), warnings)
     if template_exists is not None:
         for feed in feeds:
@@ -361,14 +358,13 @@ def _accounts(
             continue
         _unknown_keys(check, raw, _ACCOUNT_KEYS[platform], where)
         for key in raw:
-            if key in ("token", "app_password") and isinstance(raw[key], str) and raw[key]:
-                if not _ENV_REF.fullmatch(raw[key].strip()):
-                    check.error(
-                        raw.key_lines[key],
-                        f"{where}.{key}",
-                        "secrets never go in feeds.yaml: write ${VARIABLE} and set it in the"
-                        " environment or in .env",
-                    )
+            secret = raw[key] if key in ("token", "app_password") else None
+            if isinstance(secret, str) and secret and not _ENV_REF.fullmatch(secret.strip()):
+                check.error(
+                    raw.key_lines[key],
+                    f"{where}.{key}",
+                    "secrets never go in feeds.yaml: write ${VARIABLE} and set it in the environment or in .env",
+                )
         missing: list[str] = []
         strings: dict[str, str] = {}
         for key in ("instance", "token", "handle", "app_password", "service", "visibility"):
@@ -399,7 +395,9 @@ def _accounts(
             if "max_characters" in raw:
                 value = raw["max_characters"]
                 if not isinstance(value, int) or isinstance(value, bool) or value < 50:
-                    check.error(raw.key_lines["max_characters"], f"{where}.max_characters", "must be a whole number >= 50")
+                    check.error(
+                        raw.key_lines["max_characters"], f"{where}.max_characters", "must be a whole number >= 50"
+                    )
                 else:
                     kwargs["max_characters"] = value
         else:

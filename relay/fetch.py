@@ -209,9 +209,7 @@ def _fetch_http(request: FetchRequest, client: httpx.Client, now: Callable[[], d
         raise FetchError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
 
 
-def _read_capped(
-    chunks: Iterator[bytes], encoding: str, cap: int, deadline: float, total: float
-) -> bytes:
+def _read_capped(chunks: Iterator[bytes], encoding: str, cap: int, deadline: float, total: float) -> bytes:
     """Read raw chunks, decompress them ourselves with a bounded output, stop at the cap or
     the deadline. A gzip bomb never inflates past cap + one chunk."""
     encoding = encoding.strip().lower()
@@ -280,21 +278,29 @@ class Image:
     mime_type: str
 
 
-def fetch_image(url: str, *, max_bytes: int = 8_000_000, timeout: float = 15.0, client: httpx.Client | None = None) -> Image:
+def fetch_image(
+    url: str, *, max_bytes: int = 8_000_000, timeout: float = 15.0, client: httpx.Client | None = None
+) -> Image:
     """An image for a post or a link card: http(s) only, bounded in time and size."""
     if not re.match(r"^https?://", url, re.IGNORECASE):
         raise FetchError(f"image URL is not http(s): {url[:60]!r}")
     own = client is None
     client = client or make_client(max_connections=2)
     try:
-        with client.stream("GET", url, headers={"Accept": "image/*"}, timeout=httpx.Timeout(min(10.0, timeout))) as response:
+        with client.stream(
+            "GET", url, headers={"Accept": "image/*"}, timeout=httpx.Timeout(min(10.0, timeout))
+        ) as response:
             if response.status_code != 200:
                 raise FetchError(f"image: HTTP {response.status_code}")
             mime = response.headers.get("content-type", "").split(";")[0].strip().lower()
             if not mime.startswith("image/"):
                 raise FetchError(f"image: not an image ({mime or 'no content type'})")
             body = _read_capped(
-                response.iter_raw(), response.headers.get("content-encoding", ""), max_bytes, time.monotonic() + timeout, timeout
+                response.iter_raw(),
+                response.headers.get("content-encoding", ""),
+                max_bytes,
+                time.monotonic() + timeout,
+                timeout,
             )
             return Image(body, mime)
     except httpx.HTTPError as exc:

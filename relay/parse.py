@@ -23,7 +23,9 @@ MAX_FIELD_CHARS = 20_000  # feed text beyond this is never looked at
 # 100 KB document can declare one large entity and reference it thousands of times.
 _ENTITY_DECL = re.compile(rb"<!ENTITY\s(?:[^>\"']|\"[^\"]*\"|'[^']*')*>", re.IGNORECASE)
 _HTML_START = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html)[\s>]", re.IGNORECASE | re.DOTALL)
-_IMG_SRC = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*[\"']?([^\"'\s>]+)", re.IGNORECASE)
+_IMG_TAG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
+_IMG_SRC = re.compile(r"\bsrc\s*=\s*[\"']?([^\"'\s>]+)", re.IGNORECASE)
+_IMG_ALT = re.compile(r"\balt\s*=\s*(?:\"([^\"]*)\"|'([^']*)')", re.IGNORECASE)
 _HTTP = re.compile(r"^https?://[^\s/]+", re.IGNORECASE)
 
 
@@ -181,9 +183,11 @@ def _image(entry: Any, html: str) -> tuple[str | None, str]:
             candidates.append((str(enclosure.get("href", "")), ""))
     for thumb in entry.get("media_thumbnail", []) or []:
         candidates.append((str(thumb.get("url", "")), ""))
-    match = _IMG_SRC.search(html)
-    if match:
-        candidates.append((match.group(1), ""))
+    tag = _IMG_TAG.search(html)
+    source = _IMG_SRC.search(tag.group(0)) if tag else None
+    if tag and source:
+        alt = _IMG_ALT.search(tag.group(0))
+        candidates.append((source.group(1), (alt.group(1) or alt.group(2)) if alt else ""))
     for url, alt in candidates:
         if _HTTP.match(url.strip()):
             return url.strip(), clean_text(alt or description)

@@ -130,7 +130,7 @@ def _parse_one(fetched: FetchResult) -> ParsedFeed | str:
         )
     except ParseError as exc:
         return str(exc)
-    except Exception as exc:  # noqa: BLE001 - a parser crash on hostile input stays one feed's error
+    except Exception as exc:
         return f"cannot parse: {type(exc).__name__}: {exc}"
 
 
@@ -233,7 +233,7 @@ _last_tid = 0
 
 def new_tid(now: datetime | None = None) -> str:
     """An atproto TID: 53 bits of microseconds, 10 bits of clock id; monotonic here."""
-    global _last_tid  # noqa: PLW0603 - one monotonic clock per process is the point
+    global _last_tid
     micros = int((now or datetime.now(UTC)).timestamp() * 1_000_000)
     value = (micros << 10) | secrets.randbelow(1024)
     value = max(value, _last_tid + 1)
@@ -391,7 +391,9 @@ def deliver(
         row = store.account_row(name)
         if row["blocked_until"] and row["blocked_until"] > epoch(now):
             until = datetime.fromtimestamp(row["blocked_until"], tz=UTC)
-            report.account_errors.append(f"account {name}: waiting until {until:%Y-%m-%d %H:%M:%S} UTC ({row['last_error']})")
+            report.account_errors.append(
+                f"account {name}: waiting until {until:%Y-%m-%d %H:%M:%S} UTC ({row['last_error']})"
+            )
             continue
         budget, why = schedule.pacing_budget(
             account.pacing,
@@ -411,7 +413,9 @@ def deliver(
             feed = feeds.get(delivery.feed)
             if feed is None:
                 store.mark_failed(delivery.id, f"feed {delivery.feed!r} is no longer in the configuration")
-                report.events.append(DeliveryEvent(name, delivery.id, delivery.feed, delivery.title, "failed", "feed removed"))
+                report.events.append(
+                    DeliveryEvent(name, delivery.id, delivery.feed, delivery.title, "failed", "feed removed")
+                )
                 continue
             if limits is None:
                 try:
@@ -459,7 +463,11 @@ def _deliver_one(
             store.mark_posted(delivery.id, epoch(now), found.remote_id, found.url)
             event("posted", "confirmed after an interrupted attempt", found.url)
             return False
-        if delivery.rkey is None and delivery.last_attempt_at and epoch(now) - delivery.last_attempt_at > IN_DOUBT_RESEND_WINDOW:
+        if (
+            delivery.rkey is None
+            and delivery.last_attempt_at
+            and epoch(now) - delivery.last_attempt_at > IN_DOUBT_RESEND_WINDOW
+        ):
             store.mark_failed(
                 delivery.id,
                 "interrupted more than an hour ago while sending: it may have been posted;"
@@ -494,7 +502,9 @@ def _deliver_one(
             store.mark_failed(delivery.id, f"gave up after {attempts} attempts: {exc}")
             event("failed", f"gave up after {attempts} attempts: {exc}")
             return False
-        retry_at = epoch(exc.retry_at) if exc.retry_at else epoch(now) + schedule.delivery_backoff(attempts).total_seconds()
+        retry_at = (
+            epoch(exc.retry_at) if exc.retry_at else epoch(now) + schedule.delivery_backoff(attempts).total_seconds()
+        )
         store.mark_retry(delivery.id, retry_at, str(exc))
         event("retry", str(exc))
         if exc.retry_at:

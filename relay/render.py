@@ -195,18 +195,17 @@ def render_post(
             raw = template.render(context)
         except jinja2.TemplateError as exc:
             raise RenderError(f"template {template.name}: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - a template's arithmetic on odd feed text, say
+        except Exception as exc:
             raise RenderError(f"template {template.name}: {type(exc).__name__}: {exc}") from None
         return tidy(raw)
 
     if platform == "bluesky":
+
         def fits(text: str) -> bool:
             display, _ = _bluesky_display(text)
-            return (
-                grapheme_length(display) <= BLUESKY_MAX_GRAPHEMES
-                and utf8_length(display) <= BLUESKY_MAX_BYTES
-            )
+            return grapheme_length(display) <= BLUESKY_MAX_GRAPHEMES and utf8_length(display) <= BLUESKY_MAX_BYTES
     else:
+
         def fits(text: str) -> bool:
             return _mastodon_count(text, spoiler_text, limits) <= limits.max_characters
 

@@ -34,7 +34,9 @@ def delivery_backoff(attempts: int) -> timedelta:
     return min(DELIVERY_BACKOFF_BASE * (2 ** max(attempts - 1, 0)), DELIVERY_BACKOFF_MAX)
 
 
-def pacing_budget(pacing: Pacing, *, now: float, last_posted_at: float | None, posted_last_day: int) -> tuple[int, str | None]:
+def pacing_budget(
+    pacing: Pacing, *, now: float, last_posted_at: float | None, posted_last_day: int
+) -> tuple[int, str | None]:
     """How many posts the account may take in this run, and why not more."""
     if last_posted_at is not None and now - last_posted_at < pacing.min_interval.total_seconds():
         wait = int(pacing.min_interval.total_seconds() - (now - last_posted_at))

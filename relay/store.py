@@ -89,7 +89,7 @@ def _v1(db: sqlite3.Connection) -> None:
             limits_at REAL,
             logins INTEGER NOT NULL DEFAULT 0
         );
-        """
+        """,
     )
 
 
@@ -182,7 +182,9 @@ class Store:
             store = cls(db, path, read_only=True)
             version = store._check_version()
             if version < SCHEMA_VERSION:
-                raise StateError(f"{path}: written by an older relay; run `relay run` or `relay status` once to upgrade it")
+                raise StateError(
+                    f"{path}: written by an older relay; run `relay run` or `relay status` once to upgrade it"
+                )
         except sqlite3.DatabaseError as exc:
             raise StateError(f"{path}: not a usable relay state file ({exc})") from None
         return store
@@ -344,7 +346,9 @@ class Store:
         " d.post, i.feed, i.title, i.link, i.payload"
     )
 
-    def deliveries(self, where: str = "1", params: tuple[Any, ...] = (), order: str = "d.id", limit: int | None = None) -> list[Delivery]:
+    def deliveries(
+        self, where: str = "1", params: tuple[Any, ...] = (), order: str = "d.id", limit: int | None = None
+    ) -> list[Delivery]:
         sql = f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries d JOIN items i ON i.id = d.item_id WHERE {where} ORDER BY {order}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"

@@ -61,3 +61,22 @@ def state_dir(tmp_path: Path) -> Path:
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def mastodon_mock() -> Iterator[Any]:
+    from tests.support.servers import start_mastodon_mock
+
+    server = start_mastodon_mock()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pds() -> Iterator[Any]:
+    from tests.support.servers import start_pds
+
+    accounts = ",".join(f"{name}.test:{name}-pass" for name in ("alice", "bob", "carol", "dave", "erin", "frank"))
+    server = start_pds(accounts)
+    yield server
+    server.stop()

@@ -79,7 +79,22 @@ def test_preview_json_contract() -> None:
     for feed in data["feeds"]:
         assert {"name", "url", "status", "error", "entries", "new"} <= set(feed)
         assert feed["status"] in ("ok", "not_modified", "error")
-    keys = {"feed", "key", "title", "link", "account", "platform", "text", "length", "limit", "facets", "embed", "language", "action", "reason"}
+    keys = {
+        "feed",
+        "key",
+        "title",
+        "link",
+        "account",
+        "platform",
+        "text",
+        "length",
+        "limit",
+        "facets",
+        "embed",
+        "language",
+        "action",
+        "reason",
+    }
     for post in data["posts"]:
         assert keys <= set(post)
         assert post["action"] in ("post", "skip", "hold")
@@ -94,17 +109,28 @@ def test_preview_json_contract() -> None:
 
 def test_preview_reports_a_failing_feed_and_goes_on(tmp_path: Path, feed_server: fs.FeedServer) -> None:
     good = feed_server.feed("/good", numbered(2))
-    path = config(tmp_path, f"  - name: good\n    url: {good}\n  - name: broken\n    url: {feed_server.url('/missing')}\n")
+    path = config(
+        tmp_path, f"  - name: good\n    url: {good}\n  - name: broken\n    url: {feed_server.url('/missing')}\n"
+    )
     result = invoke("preview", "-c", str(path))
     assert result.exit_code == 1
     assert "relay: feed broken: HTTP 404 Not Found" in result.output
     assert "item 1" in result.output
 
 
-def test_same_article_through_two_feeds_is_previewed_once_per_account(tmp_path: Path, feed_server: fs.FeedServer) -> None:
+def test_same_article_through_two_feeds_is_previewed_once_per_account(
+    tmp_path: Path, feed_server: fs.FeedServer
+) -> None:
     now = datetime.now(UTC)
-    a = feed_server.feed("/a", rss([{"title": "Article", "link": "https://www.example.org/art?utm_source=rss", "guid": "a1", "published": now}]))
-    b = feed_server.feed("/b", rss([{"title": "Article (relais)", "link": "http://example.org/art/", "guid": "b1", "published": now}]))
+    a = feed_server.feed(
+        "/a",
+        rss(
+            [{"title": "Article", "link": "https://www.example.org/art?utm_source=rss", "guid": "a1", "published": now}]
+        ),
+    )
+    b = feed_server.feed(
+        "/b", rss([{"title": "Article (relais)", "link": "http://example.org/art/", "guid": "b1", "published": now}])
+    )
     path = config(tmp_path, f"  - name: a\n    url: {a}\n  - name: b\n    url: {b}\n")
     data = json.loads(invoke("preview", "-c", str(path), "--format", "json").output)
     posts = [p for p in data["posts"] if p["action"] == "post"]

@@ -32,7 +32,9 @@ feeds:
 def load(tmp_path: Path, text: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
     path = tmp_path / "feeds.yaml"
     path.write_text(text)
-    return load_config(path, environ=env or {}, template_exists=lambda c, n: template_exists(make_environment(c.template_dirs), n))
+    return load_config(
+        path, environ=env or {}, template_exists=lambda c, n: template_exists(make_environment(c.template_dirs), n)
+    )
 
 
 def problems(tmp_path: Path, text: str) -> list[str]:
@@ -124,5 +126,7 @@ def test_bad_regex_and_hashtag(tmp_path: Path) -> None:
 def test_starter_and_example_configurations_are_valid() -> None:
     root = Path(__file__).resolve().parent.parent
     for path in (root / "feeds.yaml", root / "examples/offline/feeds.yaml"):
-        config = load_config(path, environ={}, template_exists=lambda c, n: template_exists(make_environment(c.template_dirs), n))
+        config = load_config(
+            path, environ={}, template_exists=lambda c, n: template_exists(make_environment(c.template_dirs), n)
+        )
         assert config.feeds and set(config.accounts) == {"mastodon", "bluesky"}

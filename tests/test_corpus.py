@@ -53,7 +53,12 @@ def test_feedburner_origlink() -> None:
 
 
 def test_tracking_parameters_never_reach_the_canonical_url() -> None:
-    for name in ("flus__lavertygrenoble.rss.xml", "sfp__humanite.rss.xml", "nodefp__mediacontent-dupes.xml", "flus__blog_basilesimon.atom.xml"):
+    for name in (
+        "flus__lavertygrenoble.rss.xml",
+        "sfp__humanite.rss.xml",
+        "nodefp__mediacontent-dupes.xml",
+        "flus__blog_basilesimon.atom.xml",
+    ):
         for item in items(name):
             assert item.canonical_url and "utm_" not in item.canonical_url and "xtor" not in item.canonical_url
             assert item.link and "utm_" not in item.link

@@ -6,7 +6,10 @@ from relay.dedupe import canonical_url, strip_trackers
 @pytest.mark.parametrize(
     ("a", "b"),
     [
-        ("https://www.laquadrature.net/2024/01/article/?utm_source=rss&utm_medium=rss&utm_campaign=x", "http://laquadrature.net/2024/01/article"),
+        (
+            "https://www.laquadrature.net/2024/01/article/?utm_source=rss&utm_medium=rss&utm_campaign=x",
+            "http://laquadrature.net/2024/01/article",
+        ),
         ("HTTPS://WWW.April.org:443/fr/bar/?b=2&a=1#section", "https://april.org/fr/bar?a=1&b=2"),
         ("https://www.humanite.fr/article-645745#xtor=RSS-1", "https://humanite.fr/article-645745"),
         ("https://example.org/a?fbclid=IwAR0&gclid=1&mc_cid=2&mc_eid=3", "https://example.org/a"),

@@ -54,7 +54,9 @@ def test_hostile_servers_fail_alone_and_quickly(feed_server: fs.FeedServer) -> N
         "empty": (feed_server.add("/empty", fs.static(b"")), "empty body"),
         "refused": ("http://127.0.0.1:9/feed", "connection refused"),
     }
-    requests = [FetchRequest("good", good, timeout=5)] + [FetchRequest(name, url, timeout=5) for name, (url, _) in hostile.items()]
+    requests = [FetchRequest("good", good, timeout=5)] + [
+        FetchRequest(name, url, timeout=5) for name, (url, _) in hostile.items()
+    ]
     start = time.monotonic()
     results = {r.name: r for r in fetch(requests)}
     elapsed = time.monotonic() - start

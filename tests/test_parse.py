@@ -16,11 +16,15 @@ def parse(body: bytes, url: str = "https://example.org/feed", content_type: str 
 
 
 def test_identity_prefers_id_then_link_then_hash() -> None:
-    parsed = parse(rss([
-        {"title": "a", "guid": "  id-1 ", "link": "https://example.org/a"},
-        {"title": "b", "guid": "   ", "link": "https://example.org/b"},
-        {"title": "c", "description": "no link, no id"},
-    ]))
+    parsed = parse(
+        rss(
+            [
+                {"title": "a", "guid": "  id-1 ", "link": "https://example.org/a"},
+                {"title": "b", "guid": "   ", "link": "https://example.org/b"},
+                {"title": "c", "description": "no link, no id"},
+            ]
+        )
+    )
     keys = [item.key for item in parsed.items]
     assert keys[0].startswith("id:") and keys[0].endswith("id-1")
     assert keys[1] == "link:https://example.org/b"  # a blank guid is not an id
@@ -29,14 +33,21 @@ def test_identity_prefers_id_then_link_then_hash() -> None:
 
 
 def test_duplicate_guids_do_not_hide_the_second_item() -> None:
-    parsed = parse(rss([
-        {"title": "a", "guid": "same", "link": "https://example.org/a"},
-        {"title": "b", "guid": "same", "link": "https://example.org/b"},
-    ]))
+    parsed = parse(
+        rss(
+            [
+                {"title": "a", "guid": "same", "link": "https://example.org/a"},
+                {"title": "b", "guid": "same", "link": "https://example.org/b"},
+            ]
+        )
+    )
     assert len({item.key for item in parsed.items}) == 2
 
 
-@pytest.mark.parametrize("link", ["javascript:alert(1)", "data:text/html,<b>x</b>", "vbscript:msgbox", "file:///etc/passwd", "ftp://example.org/x"])
+@pytest.mark.parametrize(
+    "link",
+    ["javascript:alert(1)", "data:text/html,<b>x</b>", "vbscript:msgbox", "file:///etc/passwd", "ftp://example.org/x"],
+)
 def test_non_http_links_are_skipped_with_reason(link: str) -> None:
     [item] = parse(rss([{"title": "x", "link": link, "guid": "1"}])).items
     assert item.link is None
@@ -62,7 +73,9 @@ def test_titles_lose_html_and_entities() -> None:
 
 def test_html_page_is_not_a_feed() -> None:
     with pytest.raises(ParseError, match="HTML page"):
-        parse(b"<!DOCTYPE html><html><head><title>Accueil</title></head><body>hi</body></html>", content_type="text/html")
+        parse(
+            b"<!DOCTYPE html><html><head><title>Accueil</title></head><body>hi</body></html>", content_type="text/html"
+        )
 
 
 def test_empty_document_is_not_a_feed() -> None:

@@ -20,6 +20,7 @@ from relay.render import (
 from relay.text import clean_text, grapheme_length, mastodon_length
 
 ENV = make_environment([])
+DEFAULT_LIMITS = Limits()
 FEED = FeedInfo("quadrature", "La Quadrature du Net", "https://www.laquadrature.net/feed/")
 
 
@@ -27,10 +28,24 @@ def item(title: str = "Titre", summary: str = "Résumé.", link: str = "https://
     return Item("quadrature", "k", link, link, title, summary, published=datetime(2026, 11, 1, tzinfo=UTC))
 
 
-def render(it: Item, platform: str = "mastodon", template: str = "news", hashtags: tuple[str, ...] = ("SantéNumérique",), limits: Limits = Limits(), spoiler: str = ""):  # type: ignore[no-untyped-def]
+def render(
+    it: Item,
+    platform: str = "mastodon",
+    template: str = "news",
+    hashtags: tuple[str, ...] = ("SantéNumérique",),
+    limits: Limits = DEFAULT_LIMITS,
+    spoiler: str = "",
+):  # type: ignore[no-untyped-def]
     return render_post(
-        find_template(ENV, template, platform), it, FEED, platform=platform, account="acct",
-        hashtags=hashtags, language="fr", limits=limits, spoiler_text=spoiler,
+        find_template(ENV, template, platform),
+        it,
+        FEED,
+        platform=platform,
+        account="acct",
+        hashtags=hashtags,
+        language="fr",
+        limits=limits,
+        spoiler_text=spoiler,
     )
 
 
@@ -92,32 +107,64 @@ def test_bluesky_facets_have_byte_offsets_and_full_uri() -> None:
 def test_template_that_hides_the_link_is_refused(tmp_path: Path) -> None:
     (tmp_path / "nolink.j2").write_text("{{ item.title }}")
     env = make_environment([tmp_path])
-    with pytest.raises(RenderError, match="does not show item.link"):
-        render_post(find_template(env, "nolink", "mastodon"), item(), FEED, platform="mastodon", account="a", hashtags=(), language="fr")
+    with pytest.raises(RenderError, match=r"does not show item\.link"):
+        render_post(
+            find_template(env, "nolink", "mastodon"),
+            item(),
+            FEED,
+            platform="mastodon",
+            account="a",
+            hashtags=(),
+            language="fr",
+        )
 
 
 def test_broken_template_is_a_render_error(tmp_path: Path) -> None:
     (tmp_path / "broken.j2").write_text("{{ item.title ")
-    with pytest.raises(RenderError, match="broken.j2"):
+    with pytest.raises(RenderError, match=r"broken\.j2"):
         find_template(make_environment([tmp_path]), "broken", "mastodon")
 
 
 def test_undefined_variable_is_a_render_error(tmp_path: Path) -> None:
     (tmp_path / "typo.j2").write_text("{{ item.titel }} {{ item.link }}")
     with pytest.raises(RenderError):
-        render_post(find_template(make_environment([tmp_path]), "typo", "mastodon"), item(), FEED, platform="mastodon", account="a", hashtags=(), language="fr")
+        render_post(
+            find_template(make_environment([tmp_path]), "typo", "mastodon"),
+            item(),
+            FEED,
+            platform="mastodon",
+            account="a",
+            hashtags=(),
+            language="fr",
+        )
 
 
 def test_sandbox_blocks_unsafe_attributes(tmp_path: Path) -> None:
     (tmp_path / "evil.j2").write_text("{{ item.title.__class__.__mro__ }} {{ item.link }}")
     with pytest.raises(RenderError):
-        render_post(find_template(make_environment([tmp_path]), "evil", "mastodon"), item(), FEED, platform="mastodon", account="a", hashtags=(), language="fr")
+        render_post(
+            find_template(make_environment([tmp_path]), "evil", "mastodon"),
+            item(),
+            FEED,
+            platform="mastodon",
+            account="a",
+            hashtags=(),
+            language="fr",
+        )
 
 
 def test_user_templates_override_builtins(tmp_path: Path) -> None:
     (tmp_path / "news.j2").write_text("MINE {{ item.link }}")
     env = make_environment([tmp_path])
-    post = render_post(find_template(env, "news", "mastodon"), item(), FEED, platform="mastodon", account="a", hashtags=(), language="fr")
+    post = render_post(
+        find_template(env, "news", "mastodon"),
+        item(),
+        FEED,
+        platform="mastodon",
+        account="a",
+        hashtags=(),
+        language="fr",
+    )
     assert post.text == "MINE https://example.org/a"  # beats the built-in news.mastodon.j2
 
 
@@ -127,19 +174,39 @@ ALPHABET = st.characters(
     codec="utf-8",
     exclude_categories=("Cs",),
 )
-SPECIAL = st.sampled_from(["👩‍👩‍👧‍👦", "🇫🇷", "e\u0301", "ש", "مرحبا", "\u202e", "\u200b", "&amp;", "<b>", "@someone", " ", "\n", "é", "🏳️‍🌈"])
+SPECIAL = st.sampled_from(
+    ["👩‍👩‍👧‍👦", "🇫🇷", "e\u0301", "ש", "مرحبا", "\u202e", "\u200b", "&amp;", "<b>", "@someone", " ", "\n", "é", "🏳️‍🌈"]
+)
 TEXT = st.lists(st.one_of(st.text(ALPHABET, max_size=30), SPECIAL), max_size=60).map("".join)
 PATH = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789-_/é%"), max_size=300)
-LINK = st.builds(lambda host, path: f"https://{host}.org/{path}", st.sampled_from(["example", "www.laquadrature", "framablog", "xn--sant-bpa"]), PATH)
-TAGS = st.lists(st.sampled_from(["SantéNumérique", "HealthDataHub", "RGPD", "données_santé", "Cloud"]), max_size=4, unique=True)
+LINK = st.builds(
+    lambda host, path: f"https://{host}.org/{path}",
+    st.sampled_from(["example", "www.laquadrature", "framablog", "xn--sant-bpa"]),
+    PATH,
+)
+TAGS = st.lists(
+    st.sampled_from(["SantéNumérique", "HealthDataHub", "RGPD", "données_santé", "Cloud"]), max_size=4, unique=True
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(title=TEXT, summary=TEXT, link=LINK, hashtags=TAGS, platform=st.sampled_from(["mastodon", "bluesky"]), template=st.sampled_from(["news", "petition"]), limit=st.integers(150, 600))
-def test_property_fits_and_keeps_link_and_facets(title: str, summary: str, link: str, hashtags: list[str], platform: str, template: str, limit: int) -> None:
+@given(
+    title=TEXT,
+    summary=TEXT,
+    link=LINK,
+    hashtags=TAGS,
+    platform=st.sampled_from(["mastodon", "bluesky"]),
+    template=st.sampled_from(["news", "petition"]),
+    limit=st.integers(150, 600),
+)
+def test_property_fits_and_keeps_link_and_facets(
+    title: str, summary: str, link: str, hashtags: list[str], platform: str, template: str, limit: int
+) -> None:
     it = item(title=clean_text(title), summary=clean_text(summary), link=link)
     try:
-        post = render(it, platform=platform, template=template, hashtags=tuple(hashtags), limits=Limits(max_characters=limit))
+        post = render(
+            it, platform=platform, template=template, hashtags=tuple(hashtags), limits=Limits(max_characters=limit)
+        )
     except RenderError as exc:
         assert "do not fit" in str(exc)
         return

@@ -14,8 +14,8 @@ import pytest
 
 from relay.cli import run_lock
 from tests.support.fake_mastodon import FakeMastodon
-from tests.support.feedserver import FeedServer
 from tests.support.feeds import numbered
+from tests.support.feedserver import FeedServer
 from tests.support.relayrun import relay, relay_process
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -29,7 +29,16 @@ def mastodon() -> Iterator[FakeMastodon]:
     server.stop()
 
 
-def write(tmp_path: Path, feed_url: str, mastodon: FakeMastodon, *, extra_feed: str = "", pacing: str = "", second: bool = False, template: str = "news") -> Path:
+def write(
+    tmp_path: Path,
+    feed_url: str,
+    mastodon: FakeMastodon,
+    *,
+    extra_feed: str = "",
+    pacing: str = "",
+    second: bool = False,
+    template: str = "news",
+) -> Path:
     accounts = f"""\
 accounts:
   masto:
@@ -64,7 +73,9 @@ def test_run_posts_then_is_quiet(tmp_path: Path, feed_server: FeedServer, mastod
     assert first.exit_code == 0, first.output
     assert first.output == ""  # quiet under cron
     assert statuses(mastodon) == ["item 2", "item 3", "item 4"]  # backfill 3, oldest first
-    assert all(s["language"] == "fr" and s["visibility"] == "public" and s["idempotency_key"] for s in mastodon.statuses)
+    assert all(
+        s["language"] == "fr" and s["visibility"] == "public" and s["idempotency_key"] for s in mastodon.statuses
+    )
     again = relay("run", "-c", str(config), "-v", env=ENV, now=NOW + timedelta(minutes=2))
     assert again.exit_code == 0 and "not_modified" in again.output
     assert len(mastodon.statuses) == 3
@@ -89,7 +100,9 @@ def test_new_items_after_a_304_are_not_lost(tmp_path: Path, feed_server: FeedSer
     assert sorted(statuses(mastodon)) == ["item 0", "item 1", "item 2"]
 
 
-def test_dry_run_takes_the_same_path_and_writes_nothing(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+def test_dry_run_takes_the_same_path_and_writes_nothing(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon
+) -> None:
     config = write(tmp_path, feed_server.feed("/f", numbered(2, now=NOW)), mastodon)
     state = Path(os.environ["RELAY_STATE_DIR"])
     result = relay("run", "-c", str(config), "--dry-run", "-v", now=NOW)
@@ -98,13 +111,17 @@ def test_dry_run_takes_the_same_path_and_writes_nothing(tmp_path: Path, feed_ser
     assert mastodon.statuses == [] and not (state / "relay.db").exists()
 
 
-def test_missing_secret_stops_run_but_not_preview(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+def test_missing_secret_stops_run_but_not_preview(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon
+) -> None:
     config = write(tmp_path, feed_server.feed("/f", numbered(2, now=NOW)), mastodon)
     result = relay("run", "-c", str(config), now=NOW)
     assert result.exit_code == 2 and "${TOKEN} is not set" in result.output
 
 
-def test_second_run_exits_3_while_the_lock_is_held(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+def test_second_run_exits_3_while_the_lock_is_held(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon
+) -> None:
     config = write(tmp_path, feed_server.feed("/f", numbered(2, now=NOW)), mastodon)
     with run_lock(Path(os.environ["RELAY_STATE_DIR"])):
         result = relay("run", "-c", str(config), env=ENV, now=NOW)
@@ -126,7 +143,9 @@ def test_sigkilled_run_leaves_no_blocking_lock(tmp_path: Path, feed_server: Feed
     assert sorted(statuses(mastodon)) == ["item 0", "item 1"]
 
 
-def test_transient_errors_retry_in_later_runs_exactly_once(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+def test_transient_errors_retry_in_later_runs_exactly_once(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon
+) -> None:
     config = write(tmp_path, feed_server.feed("/f", numbered(1, now=NOW)), mastodon)
     mastodon.fault(status=503, error="maintenance")
     first = relay("run", "-c", str(config), env=ENV, now=NOW)
@@ -140,14 +159,20 @@ def test_transient_errors_retry_in_later_runs_exactly_once(tmp_path: Path, feed_
 def test_rate_limit_waits_until_the_reset_time(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
     config = write(tmp_path, feed_server.feed("/f", numbered(2, now=NOW)), mastodon)
     reset = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
-    mastodon.fault(status=429, error="Too many requests", headers={"X-RateLimit-Reset": reset, "X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "300"})
+    mastodon.fault(
+        status=429,
+        error="Too many requests",
+        headers={"X-RateLimit-Reset": reset, "X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "300"},
+    )
     result = relay("run", "-c", str(config), env=ENV, now=NOW)
     assert result.exit_code == 1 and "rate limited" in result.output and "waiting until" in result.output
     status = json.loads(relay("status", "--format", "json").output)
     assert status["accounts"][0]["blocked_until"] is not None
 
 
-def test_refused_post_is_failed_with_reason_and_not_retried(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+def test_refused_post_is_failed_with_reason_and_not_retried(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon
+) -> None:
     config = write(tmp_path, feed_server.feed("/f", numbered(1, now=NOW)), mastodon)
     mastodon.fault(status=422, error="Validation failed: Text character limit of 500 exceeded")
     result = relay("run", "-c", str(config), env=ENV, now=NOW)
@@ -171,10 +196,15 @@ def test_auth_error_stops_that_account_only(tmp_path: Path, feed_server: FeedSer
     assert [q["account"] for q in queued] == ["masto"] and queued[0]["state"] == "queued"
 
 
-def test_pacing_spreads_a_burst_oldest_first_none_lost_none_twice(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
-    config = write(tmp_path, feed_server.feed("/f", numbered(50, now=NOW)), mastodon,
-                   extra_feed="    backfill: 50\n", pacing="")
-    config.write_text(config.read_text().replace("max_per_run: 10\n  min_interval: 0s", "max_per_run: 3\n  min_interval: 10m"))
+def test_pacing_spreads_a_burst_oldest_first_none_lost_none_twice(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon
+) -> None:
+    config = write(
+        tmp_path, feed_server.feed("/f", numbered(50, now=NOW)), mastodon, extra_feed="    backfill: 50\n", pacing=""
+    )
+    config.write_text(
+        config.read_text().replace("max_per_run: 10\n  min_interval: 0s", "max_per_run: 3\n  min_interval: 10m")
+    )
     runs = 0
     while len(mastodon.statuses) < 50 and runs < 40:
         relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=10 * runs))
@@ -186,7 +216,9 @@ def test_pacing_spreads_a_burst_oldest_first_none_lost_none_twice(tmp_path: Path
 
 def test_pacing_min_interval_and_max_per_day(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
     config = write(tmp_path, feed_server.feed("/f", numbered(10, now=NOW)), mastodon, extra_feed="    backfill: 10\n")
-    config.write_text(config.read_text().replace("min_interval: 0s\n  max_per_day: 1000", "min_interval: 10m\n  max_per_day: 4"))
+    config.write_text(
+        config.read_text().replace("min_interval: 0s\n  max_per_day: 1000", "min_interval: 10m\n  max_per_day: 4")
+    )
     for minutes in (0, 5, 10, 15, 20, 30):
         relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=minutes))
     assert len(mastodon.statuses) == 4  # max_per_run 10, but 4 a day
@@ -208,18 +240,31 @@ def test_flood_guard_holds_then_release(tmp_path: Path, feed_server: FeedServer,
     assert len(mastodon.statuses) == 15 and len(set(statuses(mastodon))) == 15
 
 
-def test_render_failure_is_failed_and_the_run_goes_on(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+def test_render_failure_is_failed_and_the_run_goes_on(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon
+) -> None:
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "fragile.j2").write_text("{{ item.link }} {{ 10 // (item.title | length - 6) }}")
-    config = write(tmp_path, feed_server.feed("/f", numbered(12, now=NOW)), mastodon, template="fragile", extra_feed="    backfill: 12\n")
+    config = write(
+        tmp_path,
+        feed_server.feed("/f", numbered(12, now=NOW)),
+        mastodon,
+        template="fragile",
+        extra_feed="    backfill: 12\n",
+    )
     result = relay("run", "-c", str(config), env=ENV, now=NOW)
     assert result.exit_code == 1 and "render: template fragile.j2: ZeroDivisionError" in result.output, result.output
-    assert statuses(mastodon) == ["https://example.org/item/10 10", "https://example.org/item/11 10"]  # 'item 0'…'item 9' failed, each with its reason
+    assert statuses(mastodon) == [
+        "https://example.org/item/10 10",
+        "https://example.org/item/11 10",
+    ]  # 'item 0'…'item 9' failed, each with its reason
     failed = json.loads(relay("queue", "list", "--format", "json", "--state", "failed").output)
     assert len(failed) == 10 and all("ZeroDivisionError" in f["last_error"] for f in failed)
 
 
-def test_corrupted_or_newer_state_is_a_clear_error(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+def test_corrupted_or_newer_state_is_a_clear_error(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon
+) -> None:
     config = write(tmp_path, feed_server.feed("/f", numbered(1, now=NOW)), mastodon)
     state = Path(os.environ["RELAY_STATE_DIR"])
     state.mkdir(parents=True)
@@ -262,7 +307,7 @@ def test_cron_prints_absolute_paths_and_installs_once(tmp_path: Path, monkeypatc
     bin_dir.mkdir()
     crontab_file = tmp_path / "crontab.txt"
     (bin_dir / "crontab").write_text(
-        f"#!/bin/sh\nif [ \"$1\" = \"-l\" ]; then cat {crontab_file} 2>/dev/null || exit 1; else cat > {crontab_file}; fi\n"
+        f'#!/bin/sh\nif [ "$1" = "-l" ]; then cat {crontab_file} 2>/dev/null || exit 1; else cat > {crontab_file}; fi\n'
     )
     (bin_dir / "crontab").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")

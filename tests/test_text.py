@@ -74,5 +74,8 @@ def test_trailing_punctuation_is_not_part_of_a_url() -> None:
 
 
 def test_long_urls_are_shortened_for_display() -> None:
-    assert shorten_url_for_display("https://www.example.org/2026/11/un-tres-long-chemin-d-article") == "example.org/2026/11/un-tres-lon…"
+    assert (
+        shorten_url_for_display("https://www.example.org/2026/11/un-tres-long-chemin-d-article")
+        == "example.org/2026/11/un-tres-lon…"
+    )
     assert shorten_url_for_display("https://example.org/a") == "example.org/a"

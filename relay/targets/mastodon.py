@@ -4,6 +4,7 @@ inside a cron run: rate limits are reported with their reset time instead."""
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +16,11 @@ from relay.render import Limits, Post
 from relay.store import Store
 from relay.targets.base import PublishError, Receipt
 
-REQUEST_TIMEOUT = 30
+
+
+def request_timeout() -> float:
+    """Seconds per API request; RELAY_REQUEST_TIMEOUT overrides the default 30."""
+    return float(os.environ.get("RELAY_REQUEST_TIMEOUT", "30"))
 LIMITS_MAX_AGE = 86400  # re-read the instance's limits once a day
 DEFAULT_IMAGE_LIMIT = 8_000_000
 DEFAULT_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
@@ -32,7 +37,7 @@ class MastodonTarget:
             access_token=account.token,
             api_base_url=account.instance,
             ratelimit_method="throw",
-            request_timeout=REQUEST_TIMEOUT,
+            request_timeout=request_timeout(),
             version_check_mode="none",
             user_agent=USER_AGENT,
         )
@@ -62,7 +67,9 @@ class MastodonTarget:
             "max_characters": int(_get(statuses, "max_characters") or 500),
             "url_length": int(_get(statuses, "characters_reserved_per_url") or 23),
             "image_size_limit": int(_get(media, "image_size_limit") or DEFAULT_IMAGE_LIMIT),
-            "image_types": [t for t in (_get(media, "supported_mime_types") or DEFAULT_IMAGE_TYPES) if str(t).startswith("image/")],
+            "image_types": [
+                t for t in (_get(media, "supported_mime_types") or DEFAULT_IMAGE_TYPES) if str(t).startswith("image/")
+            ],
         }
         if self.store:
             self.store.update_account(self.account.name, limits=limits, limits_at=time.time())
@@ -103,7 +110,10 @@ class MastodonTarget:
             if image.mime_type not in limits.get("image_types", DEFAULT_IMAGE_TYPES):
                 raise FetchError(f"image type {image.mime_type} is not accepted by the instance")
             media = self._call(
-                self.api.media_post, image.data, mime_type=image.mime_type, description=post.image_alt[:1500] or None,
+                self.api.media_post,
+                image.data,
+                mime_type=image.mime_type,
+                description=post.image_alt[:1500] or None,
                 file_name="image." + image.mime_type.split("/")[-1],
             )
             return _get(media, "id")
@@ -144,7 +154,11 @@ class MastodonTarget:
             return method(*args, **kwargs)
         except MastodonRatelimitError:
             reset = getattr(self.api, "ratelimit_reset", None)
-            retry_at = datetime.fromtimestamp(reset, tz=UTC) if reset and reset > time.time() else datetime.now(UTC) + timedelta(minutes=5)
+            retry_at = (
+                datetime.fromtimestamp(reset, tz=UTC)
+                if reset and reset > time.time()
+                else datetime.now(UTC) + timedelta(minutes=5)
+            )
             raise PublishError(f"rate limited by {where}", transient=True, retry_at=retry_at) from None
         except MastodonNetworkError as exc:
             raise PublishError(f"network error talking to {where}: {_first_line(exc)}", transient=True) from None
@@ -166,10 +180,14 @@ class MastodonTarget:
                     auth=True,
                 ) from None
             if status == 429:
-                raise PublishError(f"rate limited by {where}", transient=True, retry_at=datetime.now(UTC) + timedelta(minutes=5)) from None
+                raise PublishError(
+                    f"rate limited by {where}", transient=True, retry_at=datetime.now(UTC) + timedelta(minutes=5)
+                ) from None
             if status == 408 or (isinstance(status, int) and status >= 500):
                 raise PublishError(f"{where} answered {status} {_message(exc)}".rstrip(), transient=True) from None
-            raise PublishError(f"{where} refused the post: {status} {_message(exc)}".rstrip(), transient=False) from None
+            raise PublishError(
+                f"{where} refused the post: {status} {_message(exc)}".rstrip(), transient=False
+            ) from None
         except MastodonError as exc:
             raise PublishError(f"{where}: {_first_line(exc)}", transient=False) from None
 

@@ -46,10 +46,10 @@ class FakeMastodon:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 fake._handle(self, "GET")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 fake._handle(self, "POST")
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -90,19 +90,37 @@ class FakeMastodon:
             return self._send(handler, fault.status, {"error": fault.error}, fault.headers)
         token = (handler.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
         if path == "/api/v2/instance":
-            return self._send(handler, 200, {
-                "domain": "fake.example", "version": "4.3.0",
-                "configuration": {
-                    "statuses": {"max_characters": self.max_characters, "characters_reserved_per_url": 23},
-                    "media_attachments": {"image_size_limit": 16_777_216, "supported_mime_types": ["image/jpeg", "image/png"]},
+            return self._send(
+                handler,
+                200,
+                {
+                    "domain": "fake.example",
+                    "version": "4.3.0",
+                    "configuration": {
+                        "statuses": {"max_characters": self.max_characters, "characters_reserved_per_url": 23},
+                        "media_attachments": {
+                            "image_size_limit": 16_777_216,
+                            "supported_mime_types": ["image/jpeg", "image/png"],
+                        },
+                    },
                 },
-            })
+            )
         if token not in self.tokens:
             return self._send(handler, 401, {"error": "The access token is invalid"})
         if path == "/api/v1/accounts/verify_credentials":
-            return self._send(handler, 200, {"id": "1", "acct": self.tokens[token], "display_name": "Collectif", "username": self.tokens[token]})
+            return self._send(
+                handler,
+                200,
+                {"id": "1", "acct": self.tokens[token], "display_name": "Collectif", "username": self.tokens[token]},
+            )
         if path == "/api/v2/media" and method == "POST":
-            media = {"id": str(next(self.ids)), "type": "image", "url": f"{self.url}/media/1", "bytes": len(raw), "raw": raw[:0]}
+            media = {
+                "id": str(next(self.ids)),
+                "type": "image",
+                "url": f"{self.url}/media/1",
+                "bytes": len(raw),
+                "raw": raw[:0],
+            }
             with self.lock:
                 self.media.append({"id": media["id"], "bytes": len(raw), "body": raw})
             return self._send(handler, 200, {k: v for k, v in media.items() if k != "raw"})
@@ -115,13 +133,22 @@ class FakeMastodon:
                 else:
                     text = str(params.get("status", ""))
                     if len(text) > self.max_characters:
-                        return self._send(handler, 422, {"error": "Validation failed: Text character limit of 500 exceeded"})
+                        return self._send(
+                            handler, 422, {"error": "Validation failed: Text character limit of 500 exceeded"}
+                        )
                     number = next(self.ids)
                     status = {
-                        "id": str(number), "url": f"{self.url}/@{self.tokens[token]}/{number}", "uri": f"{self.url}/statuses/{number}",
-                        "content": text, "visibility": params.get("visibility"), "language": params.get("language"),
-                        "spoiler_text": params.get("spoiler_text") or "", "sensitive": params.get("sensitive"),
-                        "media_ids": params.get("media_ids"), "account": self.tokens[token], "idempotency_key": key,
+                        "id": str(number),
+                        "url": f"{self.url}/@{self.tokens[token]}/{number}",
+                        "uri": f"{self.url}/statuses/{number}",
+                        "content": text,
+                        "visibility": params.get("visibility"),
+                        "language": params.get("language"),
+                        "spoiler_text": params.get("spoiler_text") or "",
+                        "sensitive": params.get("sensitive"),
+                        "media_ids": params.get("media_ids"),
+                        "account": self.tokens[token],
+                        "idempotency_key": key,
                     }
                     self.statuses.append(status)
                     if key:
@@ -147,7 +174,9 @@ class FakeMastodon:
                 return self._send(handler, 200, list(self.statuses))
         return self._send(handler, 404, {"error": "unknown control"})
 
-    def _send(self, handler: BaseHTTPRequestHandler, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, handler: BaseHTTPRequestHandler, status: int, body: Any, headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(body).encode()
         try:
             handler.send_response(status)

@@ -8,7 +8,9 @@ from xml.sax.saxutils import escape
 
 
 def rss(items: list[dict[str, str | datetime]], title: str = "Test feed") -> bytes:
-    parts = [f"<?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel><title>{escape(title)}</title><link>https://example.org/</link>"]
+    parts = [
+        f"<?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel><title>{escape(title)}</title><link>https://example.org/</link>"
+    ]
     for item in items:
         parts.append("<item>")
         for key in ("title", "link", "guid", "description"):
@@ -23,7 +25,9 @@ def rss(items: list[dict[str, str | datetime]], title: str = "Test feed") -> byt
     return "".join(parts).encode("utf-8")
 
 
-def numbered(count: int, *, start: int = 0, now: datetime | None = None, prefix: str = "item", host: str = "example.org") -> bytes:
+def numbered(
+    count: int, *, start: int = 0, now: datetime | None = None, prefix: str = "item", host: str = "example.org"
+) -> bytes:
     """count items, newest first, one hour apart, each with a guid and a link."""
     now = now or datetime.now(UTC)
     return rss(

@@ -43,7 +43,7 @@ class FeedServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 with server.lock:
                     server.hits[path] = server.hits.get(path, 0) + 1
@@ -94,14 +94,18 @@ class FeedServer:
         self.routes[path] = handler
         return self.url(path)
 
-    def feed(self, path: str, body: bytes, content_type: str = "application/rss+xml; charset=utf-8", etag: str | None = None) -> str:
+    def feed(
+        self, path: str, body: bytes, content_type: str = "application/rss+xml; charset=utf-8", etag: str | None = None
+    ) -> str:
         """A well-behaved feed with ETag / Last-Modified support."""
         tag = etag or f'"{zlib.crc32(body):08x}"'
 
         def handler(request: Request) -> Response:
             if request.headers.get("if-none-match") == tag:
                 return Response(304, b"", {"ETag": tag})
-            return Response(200, body, {"Content-Type": content_type, "ETag": tag, "Last-Modified": "Tue, 24 Nov 2026 08:00:00 GMT"})
+            return Response(
+                200, body, {"Content-Type": content_type, "ETag": tag, "Last-Modified": "Tue, 24 Nov 2026 08:00:00 GMT"}
+            )
 
         return self.add(path, handler)
 

@@ -22,11 +22,18 @@ def relay(*args: str, env: dict[str, str] | None = None, now: datetime | None = 
     return CliRunner().invoke(cli, list(args), env=environment, catch_exceptions=False)
 
 
-def relay_process(*args: str, env: dict[str, str] | None = None, now: datetime | None = None, **kwargs: Any) -> subprocess.Popen[str]:
+def relay_process(
+    *args: str, env: dict[str, str] | None = None, now: datetime | None = None, **kwargs: Any
+) -> subprocess.Popen[str]:
     environment = {**os.environ, **(env or {})}
     if now is not None:
         environment["RELAY_NOW"] = now.isoformat()
     return subprocess.Popen(
-        [sys.executable, "-m", "relay", *args], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        cwd=Path(__file__).resolve().parents[2], **kwargs,
+        [sys.executable, "-m", "relay", *args],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        **kwargs,
     )

@@ -1,0 +1,307 @@
+"""Bluesky, through the atproto SDK: one login, then the saved session (refreshed tokens are
+saved again); each post written with the record key (a TID) chosen when it was queued, and
+read back after any error, so a retry can never post twice. Link cards carry a thumbnail
+re-encoded under the lexicon's 1,000,000-byte limit."""
+
+from __future__ import annotations
+
+import os
+import io
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from typing import Any
+
+from relay.config import Account
+from relay.errors import FetchError
+from relay.fetch import fetch_image, make_client
+from relay.render import Limits, Post
+from relay.store import Store
+from relay.targets.base import PublishError, Receipt
+
+THUMB_MAX_BYTES = 1_000_000
+THUMB_MAX_SIDE = 1200
+PAGE_MAX_BYTES = 2_000_000
+
+
+def request_timeout() -> float:
+    """Seconds per API request; RELAY_REQUEST_TIMEOUT overrides the default 30."""
+    return float(os.environ.get("RELAY_REQUEST_TIMEOUT", "30"))
+_SESSION_ERRORS = ("ExpiredToken", "InvalidToken", "AuthenticationRequired", "AuthMissing")
+
+
+class BlueskyTarget:
+    def __init__(self, account: Account, store: Store | None) -> None:
+        self.account = account
+        self.store = store
+        self.warnings: list[str] = []
+        self._client: Any = None
+        self._did: str | None = None
+        self.logged_in_with_password = False
+
+    # session
+
+    def _new_client(self) -> Any:
+        from atproto import Client
+
+        client = Client(base_url=self.account.service, request=_request(request_timeout()))
+
+        def saved(event: Any, session: Any) -> None:
+            if self.store is not None:
+                self.store.save_session(self.account.name, session.export(), time.time())
+
+        client.on_session_change(saved)
+        return client
+
+    def _session(self) -> Any:
+        if self._client is not None:
+            return self._client
+        saved = self.store.session(self.account.name) if self.store else None
+        if saved:
+            client = self._new_client()
+            try:
+                client.login(session_string=saved, fetch_bsky_profile=False)
+                self._client, self._did = client, client._session.did
+                return client
+            except Exception:  # noqa: BLE001 - an unusable saved session means: log in again
+                pass
+        return self._login()
+
+    def _login(self) -> Any:
+        from atproto_client.exceptions import AtProtocolError
+
+        client = self._new_client()
+        try:
+            client.login(self.account.handle, self.account.app_password, fetch_bsky_profile=False)
+        except AtProtocolError as exc:
+            raise self._error(exc, "login") from None
+        finally:
+            if self.store is not None:
+                self.store.count_login(self.account.name)
+        self.logged_in_with_password = True
+        self._client, self._did = client, client._session.did
+        return client
+
+    def _call(self, action: str, function: Any) -> Any:
+        """Run function(client); on a dead session, log in once and try again."""
+        from atproto_client.exceptions import AtProtocolError
+
+        client = self._session()
+        try:
+            return function(client)
+        except AtProtocolError as exc:
+            if _is_session_error(exc) and not self.logged_in_with_password:
+                self._client = None
+                if self.store is not None:
+                    self.store.save_session(self.account.name, None, time.time())
+                client = self._login()
+                try:
+                    return function(client)
+                except AtProtocolError as again:
+                    raise self._error(again, action) from None
+            raise self._error(exc, action) from None
+
+    # target protocol
+
+    def limits(self) -> Limits:
+        return Limits()
+
+    def publish(self, post: Post, *, idempotency_key: str, rkey: str | None) -> Receipt:
+        from atproto import models
+
+        if rkey is None:
+            raise PublishError("delivery has no record key", transient=False)
+        client = self._session()
+        embed = self._embed(client, post)
+        record = models.AppBskyFeedPost.Record(
+            text=post.text,
+            created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            langs=[post.language],
+            facets=[_facet(f) for f in post.facets] or None,
+            embed=embed,
+        )
+        try:
+            self._call("post", lambda c: c.app.bsky.feed.post.create(self._did, record, rkey=rkey))
+        except PublishError as exc:
+            # A retry of a post that landed fails (500 "already a value at key"); the
+            # record itself says whether it is there.
+            if exc.auth:
+                raise
+            try:
+                found = self.find(idempotency_key=idempotency_key, rkey=rkey)
+            except PublishError:
+                found = None
+            if found is not None:
+                return found
+            raise
+        return self._receipt(rkey)
+
+    def find(self, *, idempotency_key: str, rkey: str | None) -> Receipt | None:
+        from atproto_client.exceptions import AtProtocolError
+
+        if rkey is None:
+            return None
+        client = self._session()
+        try:
+            client.app.bsky.feed.post.get(self._did, rkey)
+        except AtProtocolError as exc:
+            response = getattr(exc, "response", None)
+            content = getattr(response, "content", None)
+            if getattr(content, "error", None) == "RecordNotFound" or getattr(response, "status_code", None) == 404:
+                return None
+            raise self._error(exc, "read back") from None
+        return self._receipt(rkey)
+
+    def check(self) -> str:
+        self._session()
+        how = "logged in with the app password" if self.logged_in_with_password else "saved session reused"
+        return f"@{self._client._session.handle} ({self._did}) on {self.account.service}; {how}"
+
+    def close(self) -> None:
+        pass
+
+    def _receipt(self, rkey: str) -> Receipt:
+        uri = f"at://{self._did}/app.bsky.feed.post/{rkey}"
+        handle = self._client._session.handle if self._client else self.account.handle
+        return Receipt(remote_id=uri, url=f"https://bsky.app/profile/{handle}/post/{rkey}")
+
+    # link card
+
+    def _embed(self, client: Any, post: Post) -> Any:
+        from atproto import models
+
+        if not post.embed:
+            return None
+        external = dict(post.embed["external"])
+        image_url = post.image
+        if not external.get("description") or not image_url:
+            page = _open_graph(external["uri"])
+            external["title"] = external.get("title") or page.get("og:title", "")
+            external["description"] = external.get("description") or page.get("og:description", "")
+            image_url = image_url or page.get("og:image")
+        thumb = None
+        if image_url:
+            try:
+                data = make_thumbnail(fetch_image(image_url, max_bytes=10_000_000).data)
+                thumb = self._call("upload the card image", lambda c: c.upload_blob(data)).blob
+            except (FetchError, PublishError, OSError, ValueError) as exc:
+                self.warnings.append(f"account {self.account.name}: {external['uri']}: link card without image ({exc})")
+        return models.AppBskyEmbedExternal.Main(
+            external=models.AppBskyEmbedExternal.External(
+                uri=external["uri"], title=external.get("title") or "", description=external.get("description") or "", thumb=thumb
+            )
+        )
+
+    # errors
+
+    def _error(self, exc: Exception, action: str) -> PublishError:
+        from atproto_client.exceptions import NetworkError, RateLimitExceededError
+
+        where = f"{self.account.service} ({action})"
+        if isinstance(exc, RateLimitExceededError):
+            reset = exc.reset_at
+            if reset is None and exc.retry_after is not None:
+                reset = datetime.now(UTC) + timedelta(seconds=exc.retry_after)
+            retry_at = reset or datetime.now(UTC) + timedelta(minutes=5)
+            return PublishError(f"rate limited by {where}", transient=True, retry_at=retry_at)
+        if isinstance(exc, NetworkError):
+            return PublishError(f"network error talking to {where}: {type(exc).__name__}", transient=True)
+        response = getattr(exc, "response", None)
+        status = getattr(response, "status_code", None)
+        content = getattr(response, "content", None)
+        detail = " ".join(str(x) for x in (getattr(content, "error", ""), getattr(content, "message", "")) if x) or str(exc)
+        if status == 401 or _is_session_error(exc):
+            return PublishError(
+                f"{where} refused the login ({detail}): check the handle and RELAY_* app password in the environment",
+                transient=False,
+                auth=True,
+            )
+        if status is not None and (status >= 500 or status == 408):
+            return PublishError(f"{where} answered {status} {detail}", transient=True)
+        return PublishError(f"{where} refused the post: {status} {detail}", transient=False)
+
+
+def _is_session_error(exc: Exception) -> bool:
+    response = getattr(exc, "response", None)
+    content = getattr(response, "content", None)
+    return getattr(content, "error", None) in _SESSION_ERRORS
+
+
+def _request(timeout: float) -> Any:
+    from atproto_client.request import Request
+
+    return Request(timeout=timeout)
+
+
+def _facet(data: dict[str, Any]) -> Any:
+    from atproto import models
+
+    features = []
+    for feature in data["features"]:
+        if feature["$type"].endswith("#link"):
+            features.append(models.AppBskyRichtextFacet.Link(uri=feature["uri"]))
+        elif feature["$type"].endswith("#tag"):
+            features.append(models.AppBskyRichtextFacet.Tag(tag=feature["tag"]))
+    index = data["index"]
+    return models.AppBskyRichtextFacet.Main(
+        index=models.AppBskyRichtextFacet.ByteSlice(byte_start=index["byteStart"], byte_end=index["byteEnd"]),
+        features=features,
+    )
+
+
+def make_thumbnail(data: bytes) -> bytes:
+    """Any image → a JPEG under 1,000,000 bytes (Pillow), smaller and softer until it fits."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = 50_000_000  # a decompression bomb is an error, not our memory
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        picture = image.convert("RGB")
+    side = THUMB_MAX_SIDE
+    quality = 85
+    while True:
+        candidate = picture.copy()
+        candidate.thumbnail((side, side))
+        out = io.BytesIO()
+        candidate.save(out, format="JPEG", quality=quality, optimize=True)
+        if out.tell() < THUMB_MAX_BYTES:
+            return out.getvalue()
+        if quality > 50:
+            quality -= 15
+        else:
+            side = int(side * 0.75)
+            if side < 64:
+                raise ValueError("image cannot be made small enough")
+
+
+class _OpenGraph(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag != "meta":
+            return
+        values = dict(attrs)
+        key = values.get("property") or values.get("name") or ""
+        if key in ("og:title", "og:description", "og:image", "description") and values.get("content"):
+            self.found.setdefault("og:description" if key == "description" else key, values["content"] or "")
+
+
+def _open_graph(url: str) -> dict[str, str]:
+    """og: tags of the article page, fetched with the same bounds as feeds; {} on any error."""
+    from relay.fetch import FetchRequest, fetch_one
+    from relay.text import clean_text
+
+    with make_client(max_connections=2) as client:
+        result = fetch_one(FetchRequest("card", url, max_bytes=PAGE_MAX_BYTES, timeout=15), client)
+    if result.status != "ok":
+        return {}
+    parser = _OpenGraph()
+    head = result.body[:PAGE_MAX_BYTES].decode("utf-8", "replace")
+    parser.feed(head.split("</head>", 1)[0])
+    found = {k: clean_text(v) for k, v in parser.found.items()}
+    if "og:image" in found and not re.match(r"^https?://", found["og:image"]):
+        del found["og:image"]
+    return found

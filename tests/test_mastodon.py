@@ -1,0 +1,183 @@
+"""The Mastodon target against mastodon-mock (PyPI) running as a real HTTP server on
+loopback, with Mastodon.py talking HTTP to it."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relay.text import mastodon_length
+from tests.support.feedserver import FeedServer, Response
+from tests.support.feeds import numbered, rss
+from tests.support.relayrun import relay
+from tests.support.servers import MastodonMock
+
+pytestmark = pytest.mark.mastodon
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def account(mastodon_mock: MastodonMock) -> str:
+    """A fresh account (token) per test: statuses and idempotency keys start empty."""
+    return mastodon_mock.new_user(f"u{uuid.uuid4().hex[:10]}")
+
+
+def write(tmp_path: Path, mastodon_mock: MastodonMock, feed_url: str, *, extra: str = "", accounts: str = "") -> Path:
+    path = tmp_path / "feeds.yaml"
+    path.write_text(
+        "defaults:\n  every: 1m\n  backfill: 5\n  hashtags: [SantéNumérique]\n"
+        f"accounts:\n  masto:\n    platform: mastodon\n    instance: {mastodon_mock.url}\n    token: ${{TOKEN}}\n"
+        f"    visibility: unlisted\n{accounts}"
+        "pacing:\n  max_per_run: 10\n  min_interval: 0s\n"
+        f"feeds:\n  - name: f\n    url: {feed_url}\n{extra}"
+    )
+    return path
+
+
+def png() -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_post_and_read_back(tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str) -> None:
+    image = feed_server.add("/img.png", lambda r: Response(200, png(), {"Content-Type": "image/png"}))
+    body = rss([{"title": "Données de santé : @cnil répond", "link": "https://example.org/a?utm_source=rss", "guid": "a",
+                 "description": f'<p>Un résumé.</p><img src="{image}" alt="une image">', "published": NOW}])
+    feed = feed_server.feed("/f", body)
+    config = write(tmp_path, mastodon_mock, feed, extra="    content_warning: Santé\n    images: true\n    language: fr\n")
+    result = relay("run", "-c", str(config), env={"TOKEN": account})
+    assert result.exit_code == 0, result.output
+    [status] = mastodon_mock.statuses(account)
+    assert "https://example.org/a" in status["content"] and "utm_source" not in status["content"]
+    assert "@cnil" not in status["content"]
+    assert status["visibility"] == "unlisted"
+    assert status["language"] == "fr"
+    assert status["spoiler_text"] == "Santé" and status["sensitive"] is True
+    [media] = status["media_attachments"]
+    assert media["type"] == "image" and media["description"] == "une image"
+    history = json.loads(relay("history", "--format", "json").output)
+    assert history[0]["remote_id"] == status["id"]
+
+
+def test_instance_limits_are_read_and_cached(tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str) -> None:
+    config = write(tmp_path, mastodon_mock, feed_server.feed("/f", numbered(1, now=NOW)))
+    result = relay("check", "--online", "-c", str(config), env={"TOKEN": account})
+    assert result.exit_code == 0, result.output
+    assert "account masto: @" in result.output and "characters" in result.output
+    status = json.loads(relay("status", "--format", "json").output)
+    assert status["accounts"][0]["name"] == "masto"
+
+
+def test_check_online_reports_a_bad_token(tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock) -> None:
+    config = write(tmp_path, mastodon_mock, feed_server.feed("/f", numbered(1, now=NOW)))
+    result = relay("check", "--online", "-c", str(config), env={"TOKEN": "wrong"})
+    assert result.exit_code == 1 and "refused the token" in result.output
+
+
+def test_429_then_503_retried_in_later_runs_exactly_one_status(tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str) -> None:
+    config = write(tmp_path, mastodon_mock, feed_server.feed("/f", numbered(1, now=NOW)))
+    env = {"TOKEN": account}
+    mastodon_mock.fault(match={"methods": ["POST"], "path": "/api/v1/statuses"}, effect={"type": "ratelimit"}, count=1)
+    first = relay("run", "-c", str(config), env=env, now=NOW)
+    assert first.exit_code == 1 and "rate limited" in first.output and "waiting until" in first.output
+    mastodon_mock.fault(match={"methods": ["POST"], "path": "/api/v1/statuses"}, effect={"type": "status", "status": 503}, count=1)
+    second = relay("run", "-c", str(config), env=env, now=NOW + timedelta(minutes=6))
+    assert second.exit_code == 1 and "503" in second.output
+    third = relay("run", "-c", str(config), env=env, now=NOW + timedelta(minutes=10))
+    assert third.exit_code == 0, third.output
+    assert len(mastodon_mock.statuses(account)) == 1
+
+
+def test_422_is_failed_with_the_server_message(tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str) -> None:
+    config = write(tmp_path, mastodon_mock, feed_server.feed("/f", numbered(1, now=NOW)))
+    mastodon_mock.fault(
+        match={"methods": ["POST"], "path": "/api/v1/statuses"},
+        effect={"type": "status", "status": 422, "body": {"error": "Validation failed: Text character limit of 500 exceeded"}},
+        count=1,
+    )
+    result = relay("run", "-c", str(config), env={"TOKEN": account}, now=NOW)
+    assert result.exit_code == 1 and "character limit of 500 exceeded" in result.output
+    relay("run", "-c", str(config), env={"TOKEN": account}, now=NOW + timedelta(hours=2))
+    assert mastodon_mock.statuses(account) == []
+    [failed] = json.loads(relay("queue", "list", "--state", "failed", "--format", "json").output)
+    assert "422" in failed["last_error"]
+
+
+def test_bad_token_stops_that_account_and_the_other_posts(tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str) -> None:
+    second = f"  other:\n    platform: mastodon\n    instance: {mastodon_mock.url}\n    token: ${{TOKEN2}}\n"
+    config = write(tmp_path, mastodon_mock, feed_server.feed("/f", numbered(1, now=NOW)), accounts=second)
+    result = relay("run", "-c", str(config), env={"TOKEN": "not-a-token", "TOKEN2": account}, now=NOW)
+    assert result.exit_code == 1 and "account masto:" in result.output and "refused the token" in result.output
+    assert len(mastodon_mock.statuses(account)) == 1
+
+
+def test_timeout_after_the_server_accepted_then_one_status(
+    tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import requests
+
+    config = write(tmp_path, mastodon_mock, feed_server.feed("/f", numbered(1, now=NOW)))
+    env = {"TOKEN": account}
+    original = requests.Session.send
+
+    def accepted_then_timeout(self: Any, request: Any, **kwargs: Any) -> Any:
+        response = original(self, request, **kwargs)  # the server creates the status…
+        if request.method == "POST" and request.url.endswith("/api/v1/statuses"):
+            raise requests.exceptions.ReadTimeout("read timed out")  # …and relay never hears it
+        return response
+
+    monkeypatch.setattr(requests.Session, "send", accepted_then_timeout)
+    first = relay("run", "-c", str(config), env=env, now=NOW)
+    assert first.exit_code == 1 and "network error" in first.output and "will be retried" in first.output
+    assert len(mastodon_mock.statuses(account)) == 1
+    monkeypatch.setattr(requests.Session, "send", original)
+    relay("run", "-c", str(config), env=env, now=NOW + timedelta(minutes=5))
+    assert len(mastodon_mock.statuses(account)) == 1
+    assert json.loads(relay("status", "--format", "json").output)["accounts"][0]["outbox"] == {"posted": 1}
+
+
+@pytest.mark.parametrize(("when", "part"), [("before", "/api/v2/instance"), ("before", "/api/v1/statuses"), ("after", "/api/v1/statuses")])
+def test_sigkill_at_each_stage_then_exactly_once(tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str, when: str, part: str) -> None:
+    config = write(tmp_path, mastodon_mock, feed_server.feed("/f", numbered(3, now=NOW)))
+    killed = subprocess.run(
+        [sys.executable, "-m", "tests.support.killpoint", when, part, "--", "run", "-c", str(config)],
+        env={**_env(), "TOKEN": account}, capture_output=True, cwd=Path(__file__).parent.parent, check=False,
+    )
+    assert killed.returncode == -9, killed.stderr
+    result = relay("run", "-c", str(config), env={"TOKEN": account}, now=NOW + timedelta(minutes=1))
+    assert result.exit_code == 0, result.output
+    contents = sorted(s["content"].split("<")[0] for s in mastodon_mock.statuses(account))
+    assert len(mastodon_mock.statuses(account)) == 3, contents
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+URL = st.builds(lambda path: f"https://example.org/{path}", st.text(st.sampled_from("abcdefghij0123456789-_/"), max_size=80))
+WORDS = st.lists(st.one_of(st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp")), max_size=12), URL, st.sampled_from(["👩‍👩‍👧‍👦", "é", "e\u0301", "🇫🇷", "#Santé"])), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(words=WORDS, spoiler=st.text(max_size=20))
+def test_own_counter_agrees_with_mastodon_py(words: list[str], spoiler: Any) -> None:
+    from mastodon import Mastodon
+
+    text = " ".join(words)
+    assert mastodon_length(text, spoiler) == Mastodon.get_status_length(text, spoiler)
