@@ -539,11 +539,14 @@ def _run(config: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbo
 
     targets = {name: make_target(account, store, dry_run=dry_run) for name, account in config.accounts.items()}
     try:
-        report = deliver(config, store, targets, _now)
+        delivered = deliver(config, store, targets, _now)
     finally:
         for target in targets.values():
             target.close()
-    for event in report.events:
+    for target in targets.values():
+        for warning in target.warnings:
+            click.echo(f"warning: {warning}", err=True)
+    for event in delivered.events:
         if event.outcome == "failed":
             click.echo(
                 f"relay: account {event.account}: delivery {event.delivery_id} ({event.feed}: {event.title[:60]}) failed: {event.detail}",
@@ -557,12 +560,12 @@ def _run(config: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbo
         elif verbose:
             prefix = "would post" if dry_run else "posted"
             click.echo(f"{prefix} to {event.account}: {event.feed}: {event.title[:70]} {event.url}".rstrip())
-    for line in report.account_errors:
+    for line in delivered.account_errors:
         click.echo(f"relay: {line}", err=True)
     if verbose:
-        for name, why in report.pacing.items():
+        for name, why in delivered.pacing.items():
             click.echo(f"pacing {name}: {why}")
-    return failed or report.failed
+    return failed or delivered.failed
 
 
 def _has_due_deliveries(store: Any, config: Any, now: float) -> bool:

@@ -114,9 +114,9 @@ def entry_to_item(entry: Any, feed_name: str) -> Item:
 
     raw_link = str(entry.get("feedburner_origlink") or entry.get("link") or "").strip()
     if not raw_link:
-        for link in entry.get("links", []):
-            if link.get("rel", "alternate") == "alternate" and link.get("href"):
-                raw_link = str(link["href"]).strip()
+        for candidate in entry.get("links", []):
+            if candidate.get("rel", "alternate") == "alternate" and candidate.get("href"):
+                raw_link = str(candidate["href"]).strip()
                 break
     link: str | None = None
     skip_reason = None
@@ -186,8 +186,8 @@ def _image(entry: Any, html: str) -> tuple[str | None, str]:
     tag = _IMG_TAG.search(html)
     source = _IMG_SRC.search(tag.group(0)) if tag else None
     if tag and source:
-        alt = _IMG_ALT.search(tag.group(0))
-        candidates.append((source.group(1), (alt.group(1) or alt.group(2)) if alt else ""))
+        alt_match = _IMG_ALT.search(tag.group(0))
+        candidates.append((source.group(1), (alt_match.group(1) or alt_match.group(2)) if alt_match else ""))
     for url, alt in candidates:
         if _HTTP.match(url.strip()):
             return url.strip(), clean_text(alt or description)

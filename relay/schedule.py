@@ -23,7 +23,7 @@ def next_due_after_success(feed: Feed, now: float) -> float:
 
 def next_due_after_failure(feed: Feed, failures: int, now: float, retry_after: float | None) -> float:
     """Exponential backoff: a failing feed is not hammered every run."""
-    delay = min(feed.every * (2 ** min(failures, 10)), max(MAX_FEED_BACKOFF, feed.every))
+    delay = min(feed.every * (1 << min(failures, 10)), max(MAX_FEED_BACKOFF, feed.every))
     due = now + delay.total_seconds()
     if retry_after is not None:
         due = max(due, retry_after)
@@ -31,7 +31,7 @@ def next_due_after_failure(feed: Feed, failures: int, now: float, retry_after: f
 
 
 def delivery_backoff(attempts: int) -> timedelta:
-    return min(DELIVERY_BACKOFF_BASE * (2 ** max(attempts - 1, 0)), DELIVERY_BACKOFF_MAX)
+    return min(DELIVERY_BACKOFF_BASE * (1 << max(attempts - 1, 0)), DELIVERY_BACKOFF_MAX)
 
 
 def pacing_budget(

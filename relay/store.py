@@ -419,7 +419,7 @@ class Store:
         row = self.db.execute(
             "SELECT MAX(posted_at) FROM deliveries WHERE account = ? AND state = 'posted'", (account,)
         ).fetchone()
-        return row[0]
+        return None if row[0] is None else float(row[0])
 
     def outbox_counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}

@@ -43,7 +43,8 @@ def write(tmp_path: Path, pds: Pds, handle: str, feed_url: str, *, extra: str = 
 
 def records(pds: Pds, did: str) -> list[dict[str, Any]]:
     response = httpx.get(
-        f"{pds.url}/xrpc/com.atproto.repo.listRecords", params={"repo": did, "collection": "app.bsky.feed.post", "limit": 100}
+        f"{pds.url}/xrpc/com.atproto.repo.listRecords",
+        params={"repo": did, "collection": "app.bsky.feed.post", "limit": 100},
     )
     response.raise_for_status()
     return list(response.json()["records"])
@@ -52,7 +53,11 @@ def records(pds: Pds, did: str) -> list[dict[str, Any]]:
 def jpeg(width: int = 1600, height: int = 1200, noise: bool = True) -> bytes:
     from PIL import Image
 
-    image = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3)) if noise else Image.new("RGB", (width, height), (20, 90, 200))
+    image = (
+        Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
+        if noise
+        else Image.new("RGB", (width, height), (20, 90, 200))
+    )
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=95)
     return out.getvalue()
@@ -64,9 +69,24 @@ def test_post_with_facets_and_card_read_back(tmp_path: Path, feed_server: FeedSe
     assert len(picture) > 1_000_000  # must be re-encoded to fit the card's limit
     image = feed_server.add("/photo.jpg", lambda r: Response(200, picture, {"Content-Type": "image/jpeg"}))
     link = "https://www.example.org/2026/11/donnees-de-sante-un-tres-long-chemin-d-article-qui-depasse"
-    body = rss([{"title": "Données de santé 🇫🇷 : le Conseil d'État saisi", "link": link, "guid": "1",
-                 "description": f'<p>Le collectif dépose un recours.</p><img src="{image}">', "published": NOW}])
-    config = write(tmp_path, pds, "alice.test", feed_server.feed("/f", body), extra="    hashtags: [SantéNumérique, HealthDataHub]\n")
+    body = rss(
+        [
+            {
+                "title": "Données de santé 🇫🇷 : le Conseil d'État saisi",
+                "link": link,
+                "guid": "1",
+                "description": f'<p>Le collectif dépose un recours.</p><img src="{image}">',
+                "published": NOW,
+            }
+        ]
+    )
+    config = write(
+        tmp_path,
+        pds,
+        "alice.test",
+        feed_server.feed("/f", body),
+        extra="    hashtags: [SantéNumérique, HealthDataHub]\n",
+    )
     result = relay("run", "-c", str(config), env={"PASSWORD": "alice-pass"})
     assert result.exit_code == 0, result.output
     [record] = records(pds, alice["did"])
@@ -80,24 +100,41 @@ def test_post_with_facets_and_card_read_back(tmp_path: Path, feed_server: FeedSe
     shown = raw[link_facet["index"]["byteStart"] : link_facet["index"]["byteEnd"]].decode()
     assert shown.startswith("example.org/2026/11/") and shown.endswith("…")
     tags = [f for f in value["facets"] if f["features"][0]["$type"].endswith("#tag")]
-    assert sorted(raw[t["index"]["byteStart"] : t["index"]["byteEnd"]].decode() for t in tags) == ["#HealthDataHub", "#SantéNumérique"]
+    assert sorted(raw[t["index"]["byteStart"] : t["index"]["byteEnd"]].decode() for t in tags) == [
+        "#HealthDataHub",
+        "#SantéNumérique",
+    ]
     external = value["embed"]["external"]
     assert value["embed"]["$type"] == "app.bsky.embed.external"
     assert external["uri"] == link
     assert external["title"] == "Données de santé 🇫🇷 : le Conseil d'État saisi"
     assert external["description"] == "Le collectif dépose un recours."
     thumb = external["thumb"]
-    blob = httpx.get(f"{pds.url}/xrpc/com.atproto.sync.getBlob", params={"did": alice["did"], "cid": thumb["ref"]["$link"]})
+    blob = httpx.get(
+        f"{pds.url}/xrpc/com.atproto.sync.getBlob", params={"did": alice["did"], "cid": thumb["ref"]["$link"]}
+    )
     assert blob.content == make_thumbnail(picture)
     assert len(blob.content) < 1_000_000 and thumb["mimeType"] == "image/jpeg"
 
 
-def test_card_from_open_graph_when_the_item_has_no_summary_or_image(tmp_path: Path, feed_server: FeedServer, pds: Pds) -> None:
+def test_card_from_open_graph_when_the_item_has_no_summary_or_image(
+    tmp_path: Path, feed_server: FeedServer, pds: Pds
+) -> None:
     bob = pds.account("bob.test")
-    image = feed_server.add("/og.jpg", lambda r: Response(200, jpeg(200, 100, noise=False), {"Content-Type": "image/jpeg"}))
-    page = feed_server.add("/article", lambda r: Response(200, (
-        '<html><head><meta property="og:title" content="Titre OG"><meta property="og:description" content="Description OG">'
-        f'<meta property="og:image" content="{image}"></head><body>x</body></html>').encode(), {"Content-Type": "text/html"}))
+    image = feed_server.add(
+        "/og.jpg", lambda r: Response(200, jpeg(200, 100, noise=False), {"Content-Type": "image/jpeg"})
+    )
+    page = feed_server.add(
+        "/article",
+        lambda r: Response(
+            200,
+            (
+                '<html><head><meta property="og:title" content="Titre OG"><meta property="og:description" content="Description OG">'
+                f'<meta property="og:image" content="{image}"></head><body>x</body></html>'
+            ).encode(),
+            {"Content-Type": "text/html"},
+        ),
+    )
     body = rss([{"title": "Sans résumé", "link": page, "guid": "og", "published": NOW}])
     config = write(tmp_path, pds, "bob.test", feed_server.feed("/f", body))
     assert relay("run", "-c", str(config), env={"PASSWORD": "bob-pass"}).exit_code == 0
@@ -109,8 +146,17 @@ def test_card_from_open_graph_when_the_item_has_no_summary_or_image(tmp_path: Pa
 
 def test_missing_image_posts_without_thumbnail(tmp_path: Path, feed_server: FeedServer, pds: Pds) -> None:
     carol = pds.account("carol.test")
-    body = rss([{"title": "Image cassée", "link": "https://example.org/x", "guid": "x", "published": NOW,
-                 "description": f'Résumé <img src="{feed_server.url("/missing.jpg")}">'}])
+    body = rss(
+        [
+            {
+                "title": "Image cassée",
+                "link": "https://example.org/x",
+                "guid": "x",
+                "published": NOW,
+                "description": f'Résumé <img src="{feed_server.url("/missing.jpg")}">',
+            }
+        ]
+    )
     config = write(tmp_path, pds, "carol.test", feed_server.feed("/f", body))
     result = relay("run", "-c", str(config), env={"PASSWORD": "carol-pass"})
     assert result.exit_code == 0, result.output
@@ -118,16 +164,22 @@ def test_missing_image_posts_without_thumbnail(tmp_path: Path, feed_server: Feed
     assert "thumb" not in record["value"]["embed"]["external"]
 
 
-def test_one_login_over_fifty_runs_and_refreshes_are_saved(tmp_path: Path, feed_server: FeedServer, pds: Pds, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_login_over_fifty_runs_and_refreshes_are_saved(
+    tmp_path: Path, feed_server: FeedServer, pds: Pds, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dave = pds.account("dave.test")
     state: dict[str, int] = {"count": 1}
-    feed_server.add("/f", lambda r: Response(200, numbered(state["count"], now=NOW), {"Content-Type": "application/rss+xml"}))
+    feed_server.add(
+        "/f", lambda r: Response(200, numbered(state["count"], now=NOW), {"Content-Type": "application/rss+xml"})
+    )
     config = write(tmp_path, pds, "dave.test", feed_server.url("/f"))
     for run in range(50):
         state["count"] = run + 1
         result = relay("run", "-c", str(config), env={"PASSWORD": "dave-pass"}, now=NOW + timedelta(minutes=2 * run))
         assert result.exit_code == 0, (run, result.output)
-    assert len(records(pds, dave["did"])) == 50, relay("queue", "list", "--state", "queued", "--state", "failed", "--state", "sending").output
+    assert len(records(pds, dave["did"])) == 50, relay(
+        "queue", "list", "--state", "queued", "--state", "failed", "--state", "sending"
+    ).output
     status = json.loads(relay("status", "--format", "json").output)
     assert status["accounts"][0]["logins"] == 1
 
@@ -138,25 +190,34 @@ def test_one_login_over_fifty_runs_and_refreshes_are_saved(tmp_path: Path, feed_
     with monkeypatch.context() as patch:
         patch.setattr(Client, "_should_refresh_session", lambda self: True)  # the access token is near expiry
         state["count"] = 51
-        assert relay("run", "-c", str(config), env={"PASSWORD": "dave-pass"}, now=NOW + timedelta(hours=3)).exit_code == 0
+        assert (
+            relay("run", "-c", str(config), env={"PASSWORD": "dave-pass"}, now=NOW + timedelta(hours=3)).exit_code == 0
+        )
     after = store.session("sky")
     assert after and after != before  # the refreshed tokens were saved
     state["count"] = 52
     last = relay("run", "-v", "-c", str(config), env={"PASSWORD": "dave-pass"}, now=NOW + timedelta(hours=4))
     assert last.exit_code == 0, last.output
     assert json.loads(relay("status", "--format", "json").output)["accounts"][0]["logins"] == 1
-    texts = sorted(r["value"]["text"].split("\n")[0] + " " + r["uri"].rsplit("/", 1)[1] for r in records(pds, dave["did"]))
+    texts = sorted(
+        r["value"]["text"].split("\n")[0] + " " + r["uri"].rsplit("/", 1)[1] for r in records(pds, dave["did"])
+    )
     assert len(texts) == 52, texts
 
 
 @pytest.mark.parametrize(("when", "part"), [("before", "createRecord"), ("after", "createRecord")])
-def test_sigkill_around_the_write_then_exactly_one_record(tmp_path: Path, feed_server: FeedServer, pds: Pds, when: str, part: str) -> None:
+def test_sigkill_around_the_write_then_exactly_one_record(
+    tmp_path: Path, feed_server: FeedServer, pds: Pds, when: str, part: str
+) -> None:
     erin = pds.account("erin.test")
     before = len(records(pds, erin["did"]))
     config = write(tmp_path, pds, "erin.test", feed_server.feed("/f", numbered(2, now=NOW, prefix=when)))
     killed = subprocess.run(
         [sys.executable, "-m", "tests.support.killpoint", when, part, "--", "run", "-c", str(config)],
-        env={**os.environ, "PASSWORD": "erin-pass"}, capture_output=True, cwd=ROOT, check=False,
+        env={**os.environ, "PASSWORD": "erin-pass"},
+        capture_output=True,
+        cwd=ROOT,
+        check=False,
     )
     assert killed.returncode == -9, killed.stderr
     result = relay("run", "-c", str(config), env={"PASSWORD": "erin-pass"}, now=NOW + timedelta(minutes=1))
@@ -166,7 +227,14 @@ def test_sigkill_around_the_write_then_exactly_one_record(tmp_path: Path, feed_s
 
 
 def _target(pds: Pds, tmp_path: Path, handle: str) -> BlueskyTarget:
-    account = Account(name="sky", platform="bluesky", pacing=Pacing(), handle=handle, app_password=handle.split(".")[0] + "-pass", service=pds.url)
+    account = Account(
+        name="sky",
+        platform="bluesky",
+        pacing=Pacing(),
+        handle=handle,
+        app_password=handle.split(".")[0] + "-pass",
+        service=pds.url,
+    )
     return BlueskyTarget(account, Store.open(tmp_path / "direct"))
 
 
@@ -184,7 +252,9 @@ def test_text_at_the_limits_is_accepted_by_the_pds(pds: Pds, tmp_path: Path, tex
     from relay.pipeline import new_tid
 
     target = _target(pds, tmp_path, "frank.test")
-    post = Post(platform="bluesky", account="sky", text=text, length=grapheme_length(text), limit=300, language="fr", link="")
+    post = Post(
+        platform="bluesky", account="sky", text=text, length=grapheme_length(text), limit=300, language="fr", link=""
+    )
     receipt = target.publish(post, idempotency_key="k", rkey=new_tid())
     assert receipt.remote_id.startswith("at://")
 
@@ -214,7 +284,10 @@ def test_create_session_rate_limit_stops_logging_in(tmp_path: Path, feed_server:
     limited = start_pds("gina.test:gina-pass", rate_limits=True)
     try:
         for _ in range(30):  # use up the 30 logins per 5 minutes
-            httpx.post(f"{limited.url}/xrpc/com.atproto.server.createSession", json={"identifier": "gina.test", "password": "gina-pass"})
+            httpx.post(
+                f"{limited.url}/xrpc/com.atproto.server.createSession",
+                json={"identifier": "gina.test", "password": "gina-pass"},
+            )
         config = write(tmp_path, limited, "gina.test", feed_server.feed("/f", numbered(1, now=NOW)))
         first = relay("run", "-c", str(config), env={"PASSWORD": "gina-pass"})
         assert first.exit_code == 1 and "rate limited" in first.output and "waiting until" in first.output

@@ -55,10 +55,21 @@ def png() -> bytes:
 
 def test_post_and_read_back(tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str) -> None:
     image = feed_server.add("/img.png", lambda r: Response(200, png(), {"Content-Type": "image/png"}))
-    body = rss([{"title": "Données de santé : @cnil répond", "link": "https://example.org/a?utm_source=rss", "guid": "a",
-                 "description": f'<p>Un résumé.</p><img src="{image}" alt="une image">', "published": NOW}])
+    body = rss(
+        [
+            {
+                "title": "Données de santé : @cnil répond",
+                "link": "https://example.org/a?utm_source=rss",
+                "guid": "a",
+                "description": f'<p>Un résumé.</p><img src="{image}" alt="une image">',
+                "published": NOW,
+            }
+        ]
+    )
     feed = feed_server.feed("/f", body)
-    config = write(tmp_path, mastodon_mock, feed, extra="    content_warning: Santé\n    images: true\n    language: fr\n")
+    config = write(
+        tmp_path, mastodon_mock, feed, extra="    content_warning: Santé\n    images: true\n    language: fr\n"
+    )
     result = relay("run", "-c", str(config), env={"TOKEN": account})
     assert result.exit_code == 0, result.output
     [status] = mastodon_mock.statuses(account)
@@ -73,7 +84,9 @@ def test_post_and_read_back(tmp_path: Path, feed_server: FeedServer, mastodon_mo
     assert history[0]["remote_id"] == status["id"]
 
 
-def test_instance_limits_are_read_and_cached(tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str) -> None:
+def test_instance_limits_are_read_and_cached(
+    tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str
+) -> None:
     config = write(tmp_path, mastodon_mock, feed_server.feed("/f", numbered(1, now=NOW)))
     result = relay("check", "--online", "-c", str(config), env={"TOKEN": account})
     assert result.exit_code == 0, result.output
@@ -88,13 +101,17 @@ def test_check_online_reports_a_bad_token(tmp_path: Path, feed_server: FeedServe
     assert result.exit_code == 1 and "refused the token" in result.output
 
 
-def test_429_then_503_retried_in_later_runs_exactly_one_status(tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str) -> None:
+def test_429_then_503_retried_in_later_runs_exactly_one_status(
+    tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str
+) -> None:
     config = write(tmp_path, mastodon_mock, feed_server.feed("/f", numbered(1, now=NOW)))
     env = {"TOKEN": account}
     mastodon_mock.fault(match={"methods": ["POST"], "path": "/api/v1/statuses"}, effect={"type": "ratelimit"}, count=1)
     first = relay("run", "-c", str(config), env=env, now=NOW)
     assert first.exit_code == 1 and "rate limited" in first.output and "waiting until" in first.output
-    mastodon_mock.fault(match={"methods": ["POST"], "path": "/api/v1/statuses"}, effect={"type": "status", "status": 503}, count=1)
+    mastodon_mock.fault(
+        match={"methods": ["POST"], "path": "/api/v1/statuses"}, effect={"type": "status", "status": 503}, count=1
+    )
     second = relay("run", "-c", str(config), env=env, now=NOW + timedelta(minutes=6))
     assert second.exit_code == 1 and "503" in second.output
     third = relay("run", "-c", str(config), env=env, now=NOW + timedelta(minutes=10))
@@ -102,11 +119,17 @@ def test_429_then_503_retried_in_later_runs_exactly_one_status(tmp_path: Path, f
     assert len(mastodon_mock.statuses(account)) == 1
 
 
-def test_422_is_failed_with_the_server_message(tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str) -> None:
+def test_422_is_failed_with_the_server_message(
+    tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str
+) -> None:
     config = write(tmp_path, mastodon_mock, feed_server.feed("/f", numbered(1, now=NOW)))
     mastodon_mock.fault(
         match={"methods": ["POST"], "path": "/api/v1/statuses"},
-        effect={"type": "status", "status": 422, "body": {"error": "Validation failed: Text character limit of 500 exceeded"}},
+        effect={
+            "type": "status",
+            "status": 422,
+            "body": {"error": "Validation failed: Text character limit of 500 exceeded"},
+        },
         count=1,
     )
     result = relay("run", "-c", str(config), env={"TOKEN": account}, now=NOW)
@@ -117,7 +140,9 @@ def test_422_is_failed_with_the_server_message(tmp_path: Path, feed_server: Feed
     assert "422" in failed["last_error"]
 
 
-def test_bad_token_stops_that_account_and_the_other_posts(tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str) -> None:
+def test_bad_token_stops_that_account_and_the_other_posts(
+    tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str
+) -> None:
     second = f"  other:\n    platform: mastodon\n    instance: {mastodon_mock.url}\n    token: ${{TOKEN2}}\n"
     config = write(tmp_path, mastodon_mock, feed_server.feed("/f", numbered(1, now=NOW)), accounts=second)
     result = relay("run", "-c", str(config), env={"TOKEN": "not-a-token", "TOKEN2": account}, now=NOW)
@@ -150,12 +175,19 @@ def test_timeout_after_the_server_accepted_then_one_status(
     assert json.loads(relay("status", "--format", "json").output)["accounts"][0]["outbox"] == {"posted": 1}
 
 
-@pytest.mark.parametrize(("when", "part"), [("before", "/api/v2/instance"), ("before", "/api/v1/statuses"), ("after", "/api/v1/statuses")])
-def test_sigkill_at_each_stage_then_exactly_once(tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str, when: str, part: str) -> None:
+@pytest.mark.parametrize(
+    ("when", "part"), [("before", "/api/v2/instance"), ("before", "/api/v1/statuses"), ("after", "/api/v1/statuses")]
+)
+def test_sigkill_at_each_stage_then_exactly_once(
+    tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str, when: str, part: str
+) -> None:
     config = write(tmp_path, mastodon_mock, feed_server.feed("/f", numbered(3, now=NOW)))
     killed = subprocess.run(
         [sys.executable, "-m", "tests.support.killpoint", when, part, "--", "run", "-c", str(config)],
-        env={**_env(), "TOKEN": account}, capture_output=True, cwd=Path(__file__).parent.parent, check=False,
+        env={**_env(), "TOKEN": account},
+        capture_output=True,
+        cwd=Path(__file__).parent.parent,
+        check=False,
     )
     assert killed.returncode == -9, killed.stderr
     result = relay("run", "-c", str(config), env={"TOKEN": account}, now=NOW + timedelta(minutes=1))
@@ -170,8 +202,17 @@ def _env() -> dict[str, str]:
     return dict(os.environ)
 
 
-URL = st.builds(lambda path: f"https://example.org/{path}", st.text(st.sampled_from("abcdefghij0123456789-_/"), max_size=80))
-WORDS = st.lists(st.one_of(st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp")), max_size=12), URL, st.sampled_from(["👩‍👩‍👧‍👦", "é", "e\u0301", "🇫🇷", "#Santé"])), max_size=30)
+URL = st.builds(
+    lambda path: f"https://example.org/{path}", st.text(st.sampled_from("abcdefghij0123456789-_/"), max_size=80)
+)
+WORDS = st.lists(
+    st.one_of(
+        st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp")), max_size=12),
+        URL,
+        st.sampled_from(["👩‍👩‍👧‍👦", "é", "e\u0301", "🇫🇷", "#Santé"]),
+    ),
+    max_size=30,
+)
 
 
 @settings(max_examples=300, deadline=None)

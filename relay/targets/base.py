@@ -36,6 +36,8 @@ class PublishError(Exception):
 
 
 class Target(Protocol):
+    warnings: list[str]  # one line each, shown after the run (an image left out, a fallback)
+
     def limits(self) -> Limits:
         """The text limits the renderer must respect for this account."""
 

@@ -28,6 +28,8 @@ PAGE_MAX_BYTES = 2_000_000
 def request_timeout() -> float:
     """Seconds per API request; RELAY_REQUEST_TIMEOUT overrides the default 30."""
     return float(os.environ.get("RELAY_REQUEST_TIMEOUT", "30"))
+
+
 _SESSION_ERRORS = ("ExpiredToken", "InvalidToken", "AuthenticationRequired", "AuthMissing")
 
 
@@ -189,7 +191,10 @@ class BlueskyTarget:
                 self.warnings.append(f"account {self.account.name}: {external['uri']}: link card without image ({exc})")
         return models.AppBskyEmbedExternal.Main(
             external=models.AppBskyEmbedExternal.External(
-                uri=external["uri"], title=external.get("title") or "", description=external.get("description") or "", thumb=thumb
+                uri=external["uri"],
+                title=external.get("title") or "",
+                description=external.get("description") or "",
+                thumb=thumb,
             )
         )
 
@@ -210,7 +215,9 @@ class BlueskyTarget:
         response = getattr(exc, "response", None)
         status = getattr(response, "status_code", None)
         content = getattr(response, "content", None)
-        detail = " ".join(str(x) for x in (getattr(content, "error", ""), getattr(content, "message", "")) if x) or str(exc)
+        detail = " ".join(str(x) for x in (getattr(content, "error", ""), getattr(content, "message", "")) if x) or str(
+            exc
+        )
         if status == 401 or _is_session_error(exc):
             return PublishError(
                 f"{where} refused the login ({detail}): check the handle and RELAY_* app password in the environment",

@@ -12,6 +12,7 @@ class DryRunTarget:
         self.account = account
         self._limits = limits or Limits(max_characters=account.max_characters or 500)
         self.posts: list[Post] = []
+        self.warnings: list[str] = []
 
     def limits(self) -> Limits:
         return self._limits

@@ -17,10 +17,11 @@ from relay.store import Store
 from relay.targets.base import PublishError, Receipt
 
 
-
 def request_timeout() -> float:
     """Seconds per API request; RELAY_REQUEST_TIMEOUT overrides the default 30."""
     return float(os.environ.get("RELAY_REQUEST_TIMEOUT", "30"))
+
+
 LIMITS_MAX_AGE = 86400  # re-read the instance's limits once a day
 DEFAULT_IMAGE_LIMIT = 8_000_000
 DEFAULT_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")

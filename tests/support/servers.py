@@ -70,7 +70,19 @@ def start_mastodon_mock() -> MastodonMock:
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="mastodon-mock-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(
-        [sys.executable, "-m", "mastodon_mock", "serve", "--in-memory", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "mastodon_mock",
+            "serve",
+            "--in-memory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -125,7 +137,9 @@ def start_pds(accounts: str, *, rate_limits: bool = False) -> Pds:
     }
     shutil.copyfile(START_PDS, PDS_DIR / "start_pds.mjs")
     log = (run_dir / "pds.log").open("wb")
-    process = subprocess.Popen([str(node), str(PDS_DIR / "start_pds.mjs")], cwd=PDS_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [str(node), str(PDS_DIR / "start_pds.mjs")], cwd=PDS_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if ready.exists() and ready.stat().st_size:
