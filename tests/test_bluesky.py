@@ -20,8 +20,8 @@ from relay.render import Post
 from relay.store import Store
 from relay.targets.bluesky import BlueskyTarget, make_thumbnail
 from relay.text import grapheme_length
-from tests.support.feedserver import FeedServer, Response
 from tests.support.feeds import numbered, rss
+from tests.support.feedserver import FeedServer, Response
 from tests.support.relayrun import relay
 from tests.support.servers import Pds, start_pds
 

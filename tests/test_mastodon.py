@@ -7,7 +7,6 @@ import io
 import json
 import subprocess
 import sys
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.text import mastodon_length
-from tests.support.feedserver import FeedServer, Response
 from tests.support.feeds import numbered, rss
+from tests.support.feedserver import FeedServer, Response
 from tests.support.relayrun import relay
 from tests.support.servers import MastodonMock
 

@@ -5,8 +5,8 @@ re-encoded under the lexicon's 1,000,000-byte limit."""
 
 from __future__ import annotations
 
-import os
 import io
+import os
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -64,10 +64,13 @@ class BlueskyTarget:
             client = self._new_client()
             try:
                 client.login(session_string=saved, fetch_bsky_profile=False)
+            except Exception as exc:  # an unusable saved session means: log in again
+                self.warnings.append(
+                    f"account {self.account.name}: saved session unusable ({type(exc).__name__}); logging in"
+                )
+            else:
                 self._client, self._did = client, client._session.did
                 return client
-            except Exception:  # noqa: BLE001 - an unusable saved session means: log in again
-                pass
         return self._login()
 
     def _login(self) -> Any:
