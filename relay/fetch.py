@@ -52,7 +52,7 @@ class FetchResult:
     http_status: int | None = None
 
 
-def make_client(max_connections: int = 16) -> httpx.Client:
+def make_client(max_connections: int = 32) -> httpx.Client:
     return httpx.Client(
         headers={
             "User-Agent": USER_AGENT,
@@ -70,7 +70,7 @@ def fetch_all(
     requests: Iterable[FetchRequest],
     client: httpx.Client,
     *,
-    workers: int = 16,
+    workers: int = 32,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> list[FetchResult]:
     """Fetch every request concurrently; results come back in the order of requests."""

@@ -42,6 +42,7 @@ class FakeMastodon:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            wbufsize = -1  # one write per response: no delayed-ACK stall between headers and body
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -74,9 +75,11 @@ class FakeMastodon:
         return None
 
     def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
-        path = handler.path.split("?")[0]
+        path = handler.path.split("?")[0].rstrip("/")
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
+        if len(raw) < length:
+            return None  # the client died while sending: like a real server, ignore the incomplete request
         with self.lock:
             self.requests.append((method, path))
         if self.latency:

@@ -1,0 +1,125 @@
+"""The delivery engine's own cost: queue N items and deliver them to the dry-run target
+(no network: the engine's overhead per item), then to relay's fake Mastodon server over
+HTTP on loopback (end to end). Then the state file size and `relay status` time after
+100,000 items.
+
+    python bench/engine.py [--items 10000] [--http-items 1000] [--stored 100000]"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from common import ROOT, command_ms
+
+from relay.config import load_config
+from relay.dedupe import fingerprint
+from relay.models import Item, ParsedFeed
+from relay.pipeline import FeedPoll, FeedReport, decide_all, deliver, record_poll
+from relay.store import Store, epoch
+from relay.targets.dry_run import DryRunTarget
+from tests.support.fake_mastodon import FakeMastodon
+
+
+def config_text(url: str, items: int) -> str:
+    return (
+        f"defaults:\n  backfill: {items}\n  flood_threshold: {items}\n  max_age: 3650d\n"
+        f"accounts:\n  masto:\n    platform: mastodon\n    instance: {url}\n    token: ${{TOKEN}}\n"
+        f"pacing:\n  max_per_run: {items}\n  min_interval: 0s\n  max_per_day: {items}\n"
+        "feeds:\n  - name: f\n    url: https://example.org/feed\n"
+    )
+
+
+def items(count: int, now: datetime) -> tuple[Item, ...]:
+    return tuple(
+        Item(
+            "f",
+            f"id:{n}",
+            f"https://example.org/{n}",
+            f"example.org/{n}",
+            f"Article {n}",
+            "Un résumé. " * 10,
+            published=now - timedelta(seconds=n),
+        )
+        for n in range(count)
+    )
+
+
+def queue_and_deliver(count: int, url: str, target_factory: object, now: datetime) -> tuple[float, float]:
+    tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
+    (tmp / "feeds.yaml").write_text(config_text(url, count))
+    config = load_config(tmp / "feeds.yaml", environ={"TOKEN": "good-token"})
+    store = Store.open(tmp / "state")
+    feed_poll = FeedPoll(
+        config.feeds[0], FeedReport("f", "", "ok"), parsed=ParsedFeed("f", "", count, items(count, now))
+    )
+    start = time.perf_counter()
+    decide_all([feed_poll], store, {}, now)
+    record_poll(store, config, feed_poll, now)
+    queued = time.perf_counter() - start
+    target = target_factory(config.accounts["masto"])  # type: ignore[operator]
+    start = time.perf_counter()
+    report = deliver(config, store, {"masto": target}, lambda: now)
+    delivered = time.perf_counter() - start
+    assert sum(1 for e in report.events if e.outcome == "posted") == count, report.account_errors
+    return queued, delivered
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--http-items", type=int, default=1_000)
+    parser.add_argument("--stored", type=int, default=100_000)
+    args = parser.parse_args()
+    now = datetime.now(UTC)
+
+    queued, delivered = queue_and_deliver(args.items, "https://mastodon.example", DryRunTarget, now)
+    print(f"engine: {args.items} items to the dry-run target")
+    print(f"  queue (decide + record): {queued:6.2f} s  = {queued / args.items * 1000:.3f} ms per item")
+    print(f"  deliver (render + outbox + send): {delivered:6.2f} s  = {delivered / args.items * 1000:.3f} ms per item")
+
+    fake = FakeMastodon()
+    from relay.targets.mastodon import MastodonTarget
+
+    queued, delivered = queue_and_deliver(args.http_items, fake.url, lambda account: MastodonTarget(account, None), now)
+    fake.stop()
+    print(f"engine: {args.http_items} items to relay's fake Mastodon server over HTTP (Mastodon.py)")
+    print(
+        f"  deliver: {delivered:6.2f} s  = {delivered / args.http_items * 1000:.2f} ms per item ({len(fake.statuses)} statuses)"
+    )
+
+    tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
+    store = Store.open(tmp / "state")
+    start = time.perf_counter()
+    with store.transaction():
+        for n in range(args.stored):
+            item_id = store.insert_item(
+                "f",
+                fingerprint(f"id:{n}"),
+                fingerprint(f"example.org/{n}"),
+                f"Article {n}",
+                f"https://example.org/{n}",
+                epoch(now),
+                epoch(now),
+                {"title": f"Article {n}"},
+            )
+            store.insert_delivery(item_id, "masto", "posted", f"key{n}", None, epoch(now))
+    store.db.execute("UPDATE deliveries SET posted_at = ?", (epoch(now),))
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    filled = time.perf_counter() - start
+    size = (tmp / "state" / "relay.db").stat().st_size
+    env = {**os.environ, "RELAY_STATE_DIR": str(tmp / "state")}
+    median, best = command_ms([sys.executable, "-m", "relay", "status"], runs=5, env=env)
+    subprocess.run([sys.executable, "-m", "relay", "status"], env=env, check=True, capture_output=True, cwd=ROOT)
+    print(f"state: {args.stored:,} items and deliveries written in {filled:.1f} s; relay.db {size / 1e6:.1f} MB")
+    print(f"  relay status: median {median:.0f} ms, best {best:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
