@@ -757,7 +757,12 @@ def queue() -> None:
 def queue_list(
     config_path: Path, state_dir: Path, verbose: bool, quiet: bool, output_format: str, states: tuple[str, ...]
 ) -> None:
-    """List deliveries with their state and last error."""
+    """List deliveries with their state and last error.
+
+    \b
+    Example:
+      relay queue list --state failed --state held
+    """
     store = _open_existing(state_dir)
     wanted = states or ("queued", "sending", "failed", "held")
     marks = ",".join("?" * len(wanted))
@@ -791,7 +796,12 @@ def _change_state(state_dir: Path, ids: tuple[int, ...], allowed_from: tuple[str
 @common_options
 @click.argument("ids", nargs=-1, type=int, required=True)
 def queue_retry(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, ids: tuple[int, ...]) -> None:
-    """Queue failed (or dropped) deliveries again, with their attempts reset."""
+    """Queue failed (or dropped) deliveries again, with their attempts reset.
+
+    \b
+    Example:
+      relay queue retry 42 43
+    """
     _change_state(state_dir, ids, ("failed", "dropped"), "queued")
 
 
@@ -799,7 +809,12 @@ def queue_retry(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, 
 @common_options
 @click.argument("ids", nargs=-1, type=int, required=True)
 def queue_drop(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, ids: tuple[int, ...]) -> None:
-    """Never post these deliveries (queued, held or failed)."""
+    """Never post these deliveries (queued, held or failed).
+
+    \b
+    Example:
+      relay queue drop 42
+    """
     _change_state(state_dir, ids, ("queued", "held", "failed"), "dropped")
 
 
@@ -807,7 +822,12 @@ def queue_drop(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, i
 @common_options
 @click.argument("feed")
 def queue_release(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, feed: str) -> None:
-    """Queue every held delivery of FEED (after a flood guard); pacing still applies."""
+    """Queue every held delivery of FEED (after a flood guard); pacing still applies.
+
+    \b
+    Example:
+      relay queue release quadrature
+    """
     _bulk(state_dir, feed, "held", "queued")
 
 
@@ -815,7 +835,12 @@ def queue_release(config_path: Path, state_dir: Path, verbose: bool, quiet: bool
 @common_options
 @click.argument("feed")
 def queue_drop_held(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, feed: str) -> None:
-    """Drop every held delivery of FEED (a site migration that changed every id)."""
+    """Drop every held delivery of FEED (a site migration that changed every id).
+
+    \b
+    Example:
+      relay queue drop-held quadrature
+    """
     _bulk(state_dir, feed, "held", "dropped")
 
 

@@ -298,3 +298,16 @@ def test_create_session_rate_limit_stops_logging_in(tmp_path: Path, feed_server:
         assert "waiting until" in relay("status").output
     finally:
         limited.stop()
+
+
+def test_a_retry_of_a_post_that_landed_is_success_not_a_second_post(pds: Pds, tmp_path: Path) -> None:
+    from relay.pipeline import new_tid
+
+    frank = pds.account("frank.test")
+    target = _target(pds, tmp_path, "frank.test")
+    post = Post(platform="bluesky", account="sky", text="une seule fois", length=14, limit=300, language="fr", link="")
+    rkey = new_tid()
+    first = target.publish(post, idempotency_key="k", rkey=rkey)
+    second = target.publish(post, idempotency_key="k", rkey=rkey)  # the PDS answers 500 "already a value at key"
+    assert first == second
+    assert sum(1 for r in records(pds, frank["did"]) if r["uri"].endswith(rkey)) == 1

@@ -221,3 +221,37 @@ def test_own_counter_agrees_with_mastodon_py(words: list[str], spoiler: Any) -> 
 
     text = " ".join(words)
     assert mastodon_length(text, spoiler) == Mastodon.get_status_length(text, spoiler)
+
+
+def test_unreadable_instance_limits_fall_back_with_a_warning(
+    tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str
+) -> None:
+    config = write(tmp_path, mastodon_mock, feed_server.feed("/f", numbered(1, now=NOW)))
+    for path in ("/api/v2/instance", "/api/v2/instance/"):
+        mastodon_mock.fault(match={"methods": ["GET"], "path": path}, effect={"type": "status", "status": 503}, count=1)
+    result = relay("run", "-c", str(config), env={"TOKEN": account})
+    assert result.exit_code == 0, result.output
+    assert "cannot read the instance's limits" in result.output and "using 500 characters, 23 per URL" in result.output
+    assert len(mastodon_mock.statuses(account)) == 1
+
+
+def test_unreachable_image_posts_without_it_and_names_the_item(
+    tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str
+) -> None:
+    body = rss(
+        [
+            {
+                "title": "Sans image",
+                "link": "https://example.org/no-image",
+                "guid": "n",
+                "published": NOW,
+                "description": f'<img src="{feed_server.url("/gone.png")}" alt="x">',
+            }
+        ]
+    )
+    config = write(tmp_path, mastodon_mock, feed_server.feed("/f", body), extra="    images: true\n")
+    result = relay("run", "-c", str(config), env={"TOKEN": account})
+    assert result.exit_code == 0, result.output
+    assert "https://example.org/no-image: posted without its image (image: HTTP 404)" in result.output
+    [status] = mastodon_mock.statuses(account)
+    assert status["media_attachments"] == []

@@ -104,6 +104,18 @@ def test_bluesky_facets_have_byte_offsets_and_full_uri() -> None:
     assert post.language == "fr"
 
 
+def render_own(folder: Path, name: str):  # type: ignore[no-untyped-def]
+    return render_post(
+        find_template(make_environment([folder]), name, "mastodon"),
+        item(),
+        FEED,
+        platform="mastodon",
+        account="a",
+        hashtags=(),
+        language="fr",
+    )
+
+
 def test_template_that_hides_the_link_is_refused(tmp_path: Path) -> None:
     (tmp_path / "nolink.j2").write_text("{{ item.title }}")
     env = make_environment([tmp_path])
@@ -128,29 +140,13 @@ def test_broken_template_is_a_render_error(tmp_path: Path) -> None:
 def test_undefined_variable_is_a_render_error(tmp_path: Path) -> None:
     (tmp_path / "typo.j2").write_text("{{ item.titel }} {{ item.link }}")
     with pytest.raises(RenderError):
-        render_post(
-            find_template(make_environment([tmp_path]), "typo", "mastodon"),
-            item(),
-            FEED,
-            platform="mastodon",
-            account="a",
-            hashtags=(),
-            language="fr",
-        )
+        render_own(tmp_path, "typo")
 
 
 def test_sandbox_blocks_unsafe_attributes(tmp_path: Path) -> None:
     (tmp_path / "evil.j2").write_text("{{ item.title.__class__.__mro__ }} {{ item.link }}")
     with pytest.raises(RenderError):
-        render_post(
-            find_template(make_environment([tmp_path]), "evil", "mastodon"),
-            item(),
-            FEED,
-            platform="mastodon",
-            account="a",
-            hashtags=(),
-            language="fr",
-        )
+        render_own(tmp_path, "evil")
 
 
 def test_user_templates_override_builtins(tmp_path: Path) -> None:

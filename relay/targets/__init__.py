@@ -12,9 +12,10 @@ if TYPE_CHECKING:
 
 def make_target(account: Account, store: Store, *, dry_run: bool = False) -> Target:
     if dry_run:
+        from relay.pipeline import account_limits
         from relay.targets.dry_run import DryRunTarget
 
-        return DryRunTarget(account)
+        return DryRunTarget(account, account_limits(account, store))
     if account.platform == "mastodon":
         from relay.targets.mastodon import MastodonTarget
 

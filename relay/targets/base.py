@@ -3,11 +3,17 @@ Receipt, or raise PublishError saying whether a retry can help."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from relay.render import Limits, Post
+
+
+def request_timeout() -> float:
+    """Seconds per API request; RELAY_REQUEST_TIMEOUT overrides the default 30."""
+    return float(os.environ.get("RELAY_REQUEST_TIMEOUT", "30"))
 
 
 @dataclass(frozen=True)

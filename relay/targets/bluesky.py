@@ -6,7 +6,6 @@ re-encoded under the lexicon's 1,000,000-byte limit."""
 from __future__ import annotations
 
 import io
-import os
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -18,16 +17,11 @@ from relay.errors import FetchError
 from relay.fetch import fetch_image, make_client
 from relay.render import Limits, Post
 from relay.store import Store
-from relay.targets.base import PublishError, Receipt
+from relay.targets.base import PublishError, Receipt, request_timeout
 
 THUMB_MAX_BYTES = 1_000_000
 THUMB_MAX_SIDE = 1200
 PAGE_MAX_BYTES = 2_000_000
-
-
-def request_timeout() -> float:
-    """Seconds per API request; RELAY_REQUEST_TIMEOUT overrides the default 30."""
-    return float(os.environ.get("RELAY_REQUEST_TIMEOUT", "30"))
 
 
 _SESSION_ERRORS = ("ExpiredToken", "InvalidToken", "AuthenticationRequired", "AuthMissing")

@@ -4,7 +4,6 @@ inside a cron run: rate limits are reported with their reset time instead."""
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,13 +13,7 @@ from relay.errors import FetchError
 from relay.fetch import USER_AGENT, fetch_image
 from relay.render import Limits, Post
 from relay.store import Store
-from relay.targets.base import PublishError, Receipt
-
-
-def request_timeout() -> float:
-    """Seconds per API request; RELAY_REQUEST_TIMEOUT overrides the default 30."""
-    return float(os.environ.get("RELAY_REQUEST_TIMEOUT", "30"))
-
+from relay.targets.base import PublishError, Receipt, request_timeout
 
 LIMITS_MAX_AGE = 86400  # re-read the instance's limits once a day
 DEFAULT_IMAGE_LIMIT = 8_000_000

@@ -1,0 +1,75 @@
+"""`relay preview` over a set of hostile feeds, as a real process: one error line per bad
+feed within its deadline, the good feed still previewed, peak memory bounded."""
+
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support import feedserver as fs
+from tests.support.feeds import numbered
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_hostile_feeds_each_fail_alone_with_bounded_memory(tmp_path: Path, feed_server: fs.FeedServer) -> None:
+    entity = "A" * 10_000
+    entity_bomb = (
+        f'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY big "{entity}">]><rss version="2.0"><channel><title>t</title>'
+        f"<item><title>{'&big;' * 10_000}</title><link>https://example.org/bomb</link><guid>b</guid></item></channel></rss>"
+    ).encode()
+    feeds = {
+        "good": (feed_server.feed("/good", numbered(3)), None),
+        "trickle": (feed_server.add("/trickle", fs.trickle(60)), "too slow"),
+        "gzipbomb": (feed_server.add("/bomb", fs.gzip_bomb()), "body over 10,000,000 bytes"),
+        "forty_mb": (feed_server.add("/big", fs.big_body()), "body over 10,000,000 bytes"),
+        "html": (
+            feed_server.add("/html", fs.static(b"<!DOCTYPE html><html><body>Accueil</body></html>", "text/html")),
+            "an HTML page, not a feed",
+        ),
+        "empty": (feed_server.add("/empty", fs.static(b"")), "empty body"),
+        "error500": (feed_server.add("/500", fs.status(500)), "HTTP 500"),
+        "loop": (feed_server.add("/loop", fs.redirect_loop("/loop")), "more than 5 redirects"),
+        "notfound": (feed_server.url("/missing"), "HTTP 404"),
+        "refused": ("http://127.0.0.1:9/feed", "connection refused"),
+        "entities": (feed_server.add("/entities", fs.static(entity_bomb)), None),
+    }
+    lines = [
+        "defaults:\n  timeout: 8s\n  backfill: 5\naccounts:\n  masto:\n    platform: mastodon\n    instance: https://m.example\n    token: ${T}\nfeeds:"
+    ]
+    lines += [f"  - name: {name}\n    url: {url}" for name, (url, _) in feeds.items()]
+    (tmp_path / "feeds.yaml").write_text("\n".join(lines) + "\n")
+    start = time.monotonic()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "relay",
+            "preview",
+            "-c",
+            str(tmp_path / "feeds.yaml"),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    elapsed = time.monotonic() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("relay: feed ")]
+    for name, (_, message) in feeds.items():
+        mine = [line for line in errors if line.startswith(f"relay: feed {name}: ")]
+        if message is None:
+            assert not mine, mine
+        else:
+            assert len(mine) == 1 and message in mine[0], (name, errors)
+    assert "item 2" in result.stdout  # the good feed is previewed
+    assert "AAAAAAAAAA" * 100 not in result.stdout  # the entity was never expanded
+    assert elapsed < 30
+    assert peak_mb < 500, peak_mb
+    assert not (tmp_path / "state").exists()
