@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,11 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture
-def account(mastodon_mock: MastodonMock) -> str:
-    """A fresh account (token) per test: statuses and idempotency keys start empty."""
-    return mastodon_mock.new_user(f"u{uuid.uuid4().hex[:10]}")
+def account(mastodon_mock: MastodonMock) -> Iterator[str]:
+    """A fresh account (token) per test: statuses and idempotency keys start empty, and no
+    fault injected by a test outlives it."""
+    yield mastodon_mock.new_user(f"u{uuid.uuid4().hex[:10]}")
+    mastodon_mock.clear_faults()
 
 
 def write(tmp_path: Path, mastodon_mock: MastodonMock, feed_url: str, *, extra: str = "", accounts: str = "") -> Path:
@@ -103,17 +106,21 @@ def test_check_online_reports_a_bad_token(tmp_path: Path, feed_server: FeedServe
 def test_429_then_503_retried_in_later_runs_exactly_one_status(
     tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str
 ) -> None:
-    config = write(tmp_path, mastodon_mock, feed_server.feed("/f", numbered(1, now=NOW)))
+    # the mock's X-RateLimit-Reset is real time + 5 minutes: these runs use the real clock
+    config = write(tmp_path, mastodon_mock, feed_server.feed("/f", numbered(1, now=datetime.now(UTC))))
     env = {"TOKEN": account}
     mastodon_mock.fault(match={"methods": ["POST"], "path": "/api/v1/statuses"}, effect={"type": "ratelimit"}, count=1)
-    first = relay("run", "-c", str(config), env=env, now=NOW)
-    assert first.exit_code == 1 and "rate limited" in first.output and "waiting until" in first.output
+    first = relay("run", "-c", str(config), env=env)
+    assert first.exit_code == 1 and "rate limited" in first.output and "waiting until" in first.output, first.output
+    early = relay("run", "-c", str(config), env=env, now=datetime.now(UTC) + timedelta(minutes=2))
+    assert early.exit_code == 0 and early.output == ""  # the server's reset is not reached yet: nothing sent
     mastodon_mock.fault(
         match={"methods": ["POST"], "path": "/api/v1/statuses"}, effect={"type": "status", "status": 503}, count=1
     )
-    second = relay("run", "-c", str(config), env=env, now=NOW + timedelta(minutes=6))
-    assert second.exit_code == 1 and "503" in second.output
-    third = relay("run", "-c", str(config), env=env, now=NOW + timedelta(minutes=10))
+    later = datetime.now(UTC) + timedelta(minutes=6)
+    second = relay("run", "-c", str(config), env=env, now=later)
+    assert second.exit_code == 1 and "503" in second.output, second.output
+    third = relay("run", "-c", str(config), env=env, now=later + timedelta(minutes=4))
     assert third.exit_code == 0, third.output
     assert len(mastodon_mock.statuses(account)) == 1
 

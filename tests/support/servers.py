@@ -47,6 +47,9 @@ class MastodonMock:
     def fault(self, **spec: Any) -> None:
         httpx.post(self.url + "/api/v1/_mock/faults", json=spec).raise_for_status()
 
+    def clear_faults(self) -> None:
+        httpx.delete(self.url + "/api/v1/_mock/faults").raise_for_status()
+
     def new_user(self, username: str) -> str:
         response = httpx.post(self.url + "/api/v1/_mock/dev_user", json={"username": username})
         response.raise_for_status()
