@@ -430,6 +430,9 @@ def _print_preview(
                     click.echo(f"   CW: {post['spoiler_text']}")
                 for line in post["text"].split("\n"):
                     click.echo(f"   | {line}")
+                if post["embed"]:
+                    card = post["embed"]["external"]
+                    click.echo(f"   [card] {card['title']} — {truncate(card['description'], 80)} <{card['uri']}>")
         skipped = counts["skip"] - sum(1 for p in shown if p["action"] == "skip")
         if skipped:
             click.echo(f"   ({skipped} skipped entries not shown; -v lists them with their reasons)")

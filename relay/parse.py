@@ -138,7 +138,7 @@ def entry_to_item(entry: Any, feed_name: str) -> Item:
 
     published = None
     for name in ("published_parsed", "updated_parsed", "created_parsed"):
-        parsed = entry.get(name)
+        parsed = dict.get(entry, name)  # plain lookup: no deprecated updated→published fallback
         if parsed:
             try:
                 published = datetime.fromtimestamp(calendar.timegm(parsed), tz=UTC)

@@ -68,6 +68,9 @@ def test_preview_offline_example_shows_posts_and_writes_nothing(tmp_path: Path) 
     assert result.exit_code == 0, result.output
     assert "== mastodon (mastodon)" in result.output and "== bluesky (bluesky)" in result.output
     assert "{{ 7*7 }} raisons" in result.output
+    assert (
+        "[card] Health Data Hub : le Conseil d’État saisi une nouvelle fois — Le collectif SantéNathon" in result.output
+    )
     assert "javascript:" not in result.output
     assert not state.exists()
 
