@@ -67,6 +67,7 @@ class Feed:
     content_warning: str = ""
     sensitive: bool = False
     images: bool = False
+    visibility: str = ""  # Mastodon: overrides the account's visibility when set
     line: int = 0
 
 
@@ -168,7 +169,7 @@ class _Checker:
 _FEED_KEYS = {
     "name", "url", "every", "max_age", "backfill", "template", "language", "hashtags", "to",
     "include", "exclude", "max_bytes", "timeout", "flood_threshold", "content_warning",
-    "sensitive", "images",
+    "sensitive", "images", "visibility",
 }  # fmt: skip
 _DEFAULT_KEYS = _FEED_KEYS - {"name", "url"}
 _ACCOUNT_KEYS = {
@@ -194,6 +195,7 @@ _BUILTIN_DEFAULTS: dict[str, Any] = {
     "content_warning": "",
     "sensitive": False,
     "images": False,
+    "visibility": "",
 }
 
 
@@ -495,7 +497,7 @@ def _feeds(
                 value = _BUILTIN_DEFAULTS[key]
             ints[key] = value
         strings: dict[str, str] = {}
-        for key in ("template", "language", "content_warning"):
+        for key in ("template", "language", "content_warning", "visibility"):
             value = merged[key]
             if not isinstance(value, str):
                 problem(key, f"{value!r} must be a string")
@@ -503,6 +505,8 @@ def _feeds(
             strings[key] = value.strip()
         if not re.match(r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$", strings["language"]):
             problem("language", f"{strings['language']!r} is not a language tag (like fr or fr-FR)")
+        if strings["visibility"] and strings["visibility"] not in VISIBILITIES:
+            problem("visibility", f"{strings['visibility']!r} is not one of: {', '.join(VISIBILITIES)}")
         if not re.match(r"^[A-Za-z0-9_-]+$", strings["template"]):
             problem("template", f"{strings['template']!r} is not a template name (like news)")
         lists: dict[str, tuple[str, ...]] = {}
@@ -557,6 +561,7 @@ def _feeds(
                 template=strings["template"],
                 language=strings["language"],
                 content_warning=strings["content_warning"],
+                visibility=strings["visibility"],
                 hashtags=tuple(hashtags),
                 include=lists["include"],
                 exclude=lists["exclude"],

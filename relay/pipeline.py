@@ -335,6 +335,7 @@ class Renderer:
             spoiler_text=feed.content_warning,
             sensitive=feed.sensitive,
             images=feed.images,
+            visibility=feed.visibility,
         )
 
 

@@ -60,6 +60,7 @@ class Post:
     image: str | None = None
     image_alt: str = ""
     attach_image: bool = False  # Mastodon: upload the item's image with the post
+    visibility: str = ""  # Mastodon: the feed's visibility; empty means the account's
     warnings: tuple[str, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
@@ -78,6 +79,7 @@ class Post:
             "image": self.image,
             "image_alt": self.image_alt,
             "attach_image": self.attach_image,
+            "visibility": self.visibility,
             "warnings": list(self.warnings),
         }
 
@@ -98,6 +100,7 @@ class Post:
             image=data.get("image"),
             image_alt=data.get("image_alt", ""),
             attach_image=data.get("attach_image", False),
+            visibility=data.get("visibility", ""),
             warnings=tuple(data.get("warnings", ())),
         )
 
@@ -168,6 +171,7 @@ def render_post(
     spoiler_text: str = "",
     sensitive: bool = False,
     images: bool = False,
+    visibility: str = "",
 ) -> Post:
     """Render and fit one item for one account. Raises RenderError."""
     if item.link is None:
@@ -249,6 +253,7 @@ def render_post(
         image=item.image,
         image_alt=item.image_alt or item.title,
         attach_image=images and item.image is not None,
+        visibility=visibility,
     )
 
 

@@ -70,14 +70,17 @@ def test_post_and_read_back(tmp_path: Path, feed_server: FeedServer, mastodon_mo
     )
     feed = feed_server.feed("/f", body)
     config = write(
-        tmp_path, mastodon_mock, feed, extra="    content_warning: Santé\n    images: true\n    language: fr\n"
+        tmp_path,
+        mastodon_mock,
+        feed,
+        extra="    content_warning: Santé\n    images: true\n    language: fr\n    visibility: private\n",
     )
     result = relay("run", "-c", str(config), env={"TOKEN": account})
     assert result.exit_code == 0, result.output
     [status] = mastodon_mock.statuses(account)
     assert "https://example.org/a" in status["content"] and "utm_source" not in status["content"]
     assert "@cnil" not in status["content"]
-    assert status["visibility"] == "unlisted"
+    assert status["visibility"] == "private"  # the feed's, over the account's unlisted
     assert status["language"] == "fr"
     assert status["spoiler_text"] == "Santé" and status["sensitive"] is True
     [media] = status["media_attachments"]

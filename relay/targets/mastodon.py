@@ -87,7 +87,7 @@ class MastodonTarget:
         status = self._call(
             self.api.status_post,
             post.text,
-            visibility=self.account.visibility,
+            visibility=post.visibility or self.account.visibility,
             language=post.language,
             spoiler_text=post.spoiler_text or None,
             sensitive=post.sensitive or bool(post.spoiler_text),
