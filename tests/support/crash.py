@@ -1,6 +1,10 @@
 """SIGKILL a real `relay run` at random points, again and again, then let it finish, and
 count: every item must reach every account exactly once. Used by tests/test_crash.py and
-bench/crash_sweep.py (which reports the figures)."""
+bench/crash_sweep.py (which reports the figures).
+
+Every run has work to do: the feed, like a real one, shows its newest WINDOW items and gains
+GROWTH new ones per run, as many deliveries as pacing lets one run send, so the outbox never
+runs dry and kills land in polling, in sends, and between them."""
 
 from __future__ import annotations
 
@@ -19,8 +23,10 @@ from tests.support.feeds import numbered
 from tests.support.feedserver import FeedServer, Response
 from tests.support.relayrun import relay_process
 
-ITEMS = 160
 ACCOUNTS = {"masto": "token-a", "other": "token-b"}
+WINDOW = 60  # items the feed shows
+START = 30  # items in the feed at the first run
+GROWTH = 3  # new items per run: 6 deliveries, what one run may send (max_per_run 3, 2 accounts)
 
 
 @dataclass
@@ -28,6 +34,7 @@ class SweepResult:
     kills: int = 0
     finished_before_kill: int = 0
     stages: Counter[str] = field(default_factory=Counter)
+    items: int = 0
     statuses: int = 0
     duplicates: int = 0
     missing: int = 0
@@ -36,18 +43,16 @@ class SweepResult:
     seconds: float = 0.0
 
 
-def _config(tmp: Path, feed_url: str, fake: FakeMastodon) -> Path:
+def _config(path: Path, feed_url: str, fake: FakeMastodon, max_per_run: int) -> None:
     accounts = "".join(
         f"  {name}:\n    platform: mastodon\n    instance: {fake.url}\n    token: ${{TOKEN_{name.upper()}}}\n"
         for name in ACCOUNTS
     )
-    path = tmp / "feeds.yaml"
     path.write_text(
-        f"defaults:\n  every: 1m\n  backfill: {ITEMS}\n  flood_threshold: {ITEMS}\naccounts:\n{accounts}"
-        "pacing:\n  max_per_run: 4\n  min_interval: 0s\n  max_per_day: 1000\n"
+        f"defaults:\n  every: 1m\n  backfill: 1000\n  flood_threshold: 1000\naccounts:\n{accounts}"
+        f"pacing:\n  max_per_run: {max_per_run}\n  min_interval: 0s\n  max_per_day: 100000\n"
         f"feeds:\n  - name: f\n    url: {feed_url}\n"
     )
-    return path
 
 
 def _stage(state: Path, fake: FakeMastodon) -> str:
@@ -56,15 +61,12 @@ def _stage(state: Path, fake: FakeMastodon) -> str:
         return "before any state was written"
     with sqlite3.connect(db_path) as db:
         sending = [row[0] for row in db.execute("SELECT idempotency_key FROM deliveries WHERE state = 'sending'")]
-        counts = dict(db.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall())
     accepted = {s["idempotency_key"] for s in fake.statuses}
     if any(key in accepted for key in sending):
         return "after the server accepted, before relay recorded it"
     if sending:
         return "after marking sending, before the server accepted"
-    if not counts:
-        return "while polling (nothing queued yet)"
-    return "between deliveries, or after the run's last one"
+    return "starting, polling, or between deliveries"
 
 
 def sweep(tmp: Path, kills: int, seed: int = 1) -> SweepResult:
@@ -73,22 +75,27 @@ def sweep(tmp: Path, kills: int, seed: int = 1) -> SweepResult:
     start = time.monotonic()
     now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
     fake = FakeMastodon(tokens={token: name for name, token in ACCOUNTS.items()})
-    fake.latency = 0.1  # each request takes a while, so kills land inside runs
+    fake.latency = 0.06  # each request takes a while, so kills land inside runs
     feeds = FeedServer().start()
-    visible = {"count": 3}
-    feeds.add(
-        "/f", lambda r: Response(200, numbered(visible["count"], now=now), {"Content-Type": "application/rss+xml"})
-    )
+    total = {"items": START}
+
+    def feed(request: object) -> Response:
+        count = min(WINDOW, total["items"])
+        body = numbered(count, start=total["items"] - count, now=now + timedelta(days=1))
+        return Response(200, body, {"Content-Type": "application/rss+xml"})
+
+    url = feeds.add("/f", feed)
     state = tmp / "state"
     env = {"RELAY_STATE_DIR": str(state), **{f"TOKEN_{n.upper()}": t for n, t in ACCOUNTS.items()}}
-    config = _config(tmp, feeds.url("/f"), fake)
+    config = tmp / "feeds.yaml"
+    _config(config, url, fake, max_per_run=GROWTH)
+    number = 0
     try:
-        number = 0
-        while result.kills < kills and number < kills * 3:
+        while result.kills < kills and number < kills * 4:
             number += 1
-            visible["count"] = min(ITEMS, 4 + 4 * number)  # a backlog: every run has posts to make
+            total["items"] += GROWTH
             process = relay_process("run", "-c", str(config), env=env, now=now + timedelta(minutes=number))
-            time.sleep(rng.uniform(0.05, 1.4))
+            time.sleep(rng.uniform(0.05, 1.2))
             if process.poll() is None:
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait()
@@ -97,22 +104,27 @@ def sweep(tmp: Path, kills: int, seed: int = 1) -> SweepResult:
             else:
                 process.communicate()
                 result.finished_before_kill += 1
-        visible["count"] = ITEMS
-        later = now + timedelta(minutes=number)
-        while result.final_runs < 60:
+        # let it finish: no more kills, no more new items, no latency, a large budget
+        fake.latency = 0.0
+        _config(config, url, fake, max_per_run=100_000)
+        expected_deliveries = total["items"] * len(ACCOUNTS)
+        while result.final_runs < 20:
             result.final_runs += 1
-            process = relay_process("run", "-c", str(config), env=env, now=later + timedelta(minutes=result.final_runs))
-            process.communicate(timeout=120)
+            process = relay_process(
+                "run", "-c", str(config), env=env, now=now + timedelta(minutes=number + result.final_runs)
+            )
+            process.communicate(timeout=300)
             with sqlite3.connect(state / "relay.db") as db:
                 left = db.execute("SELECT COUNT(*) FROM deliveries WHERE state != 'posted'").fetchone()[0]
-                total = db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
-            if left == 0 and total == ITEMS * len(ACCOUNTS):
+                queued = db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
+            if left == 0 and queued == expected_deliveries:
                 break
     finally:
         feeds.stop()
         fake.stop()
     seen = Counter((s["account"], s["content"].split("\n")[0]) for s in fake.statuses)
-    expected = {(name, f"item {n}") for name in ACCOUNTS for n in range(ITEMS)}
+    expected = {(name, f"item {n}") for name in ACCOUNTS for n in range(total["items"])}
+    result.items = total["items"]
     result.statuses = len(fake.statuses)
     result.duplicates = sum(count - 1 for count in seen.values() if count > 1)
     result.missing = len(expected - set(seen))
