@@ -118,17 +118,8 @@ def render_own(folder: Path, name: str):  # type: ignore[no-untyped-def]
 
 def test_template_that_hides_the_link_is_refused(tmp_path: Path) -> None:
     (tmp_path / "nolink.j2").write_text("{{ item.title }}")
-    env = make_environment([tmp_path])
     with pytest.raises(RenderError, match=r"does not show item\.link"):
-        render_post(
-            find_template(env, "nolink", "mastodon"),
-            item(),
-            FEED,
-            platform="mastodon",
-            account="a",
-            hashtags=(),
-            language="fr",
-        )
+        render_own(tmp_path, "nolink")
 
 
 def test_broken_template_is_a_render_error(tmp_path: Path) -> None:
@@ -151,16 +142,7 @@ def test_sandbox_blocks_unsafe_attributes(tmp_path: Path) -> None:
 
 def test_user_templates_override_builtins(tmp_path: Path) -> None:
     (tmp_path / "news.j2").write_text("MINE {{ item.link }}")
-    env = make_environment([tmp_path])
-    post = render_post(
-        find_template(env, "news", "mastodon"),
-        item(),
-        FEED,
-        platform="mastodon",
-        account="a",
-        hashtags=(),
-        language="fr",
-    )
+    post = render_own(tmp_path, "news")
     assert post.text == "MINE https://example.org/a"  # beats the built-in news.mastodon.j2
 
 
