@@ -502,7 +502,8 @@ def run(
     if missing and not dry_run:
         raise ConfigError([f"{w} (relay run needs it)" for w in missing])
     feeds = _select_feeds(config, feed_names)
-    with run_lock(state_dir):
+    # a dry run works on a scratch copy of the state: it takes no lock and writes nothing
+    with contextlib.nullcontext() if dry_run else run_lock(state_dir):
         failed = _run(config, state_dir, feeds, dry_run=dry_run, verbose=verbose, quiet=quiet)
     if failed:
         sys.exit(ExitCode.PARTIAL)
@@ -539,6 +540,7 @@ def _run(config: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbo
         return failed
     from relay.pipeline import deliver
     from relay.targets import make_target
+    from relay.text import truncate
 
     targets = {name: make_target(account, store, dry_run=dry_run) for name, account in config.accounts.items()}
     try:
@@ -562,7 +564,7 @@ def _run(config: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbo
             )
         elif verbose:
             prefix = "would post" if dry_run else "posted"
-            click.echo(f"{prefix} to {event.account}: {event.feed}: {event.title[:70]} {event.url}".rstrip())
+            click.echo(f"{prefix} to {event.account}: {event.feed}: {truncate(event.title, 70)} {event.url}".rstrip())
     for line in delivered.account_errors:
         click.echo(f"relay: {line}", err=True)
     if verbose:
@@ -674,7 +676,7 @@ def status(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, outpu
         if s.last_error:
             line += f", FAILING x{s.consecutive_failures}: {s.last_error}"
         click.echo(line)
-    click.echo("accounts:")
+    click.echo("accounts:" if accounts else "accounts: nothing queued or posted yet")
     for account in accounts:
         outbox = ", ".join(f"{n} {state}" for state, n in sorted(account["outbox"].items())) or "nothing yet"
         line = f"  {account['name']}: {outbox}"
@@ -876,7 +878,8 @@ def cron(
     Example:
       relay cron -c ~/relay/feeds.yaml --install
     """
-    executable = shutil.which("relay") or f"{sys.executable} -m relay"
+    beside_python = Path(sys.executable).parent / "relay"
+    executable = str(beside_python) if beside_python.exists() else shutil.which("relay") or f"{sys.executable} -m relay"
     log = (log_path or state_dir / "relay.log").resolve()
     command = (
         f"{executable} run -c {shlex.quote(str(config_path.resolve()))}"

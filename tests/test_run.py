@@ -108,7 +108,7 @@ def test_dry_run_takes_the_same_path_and_writes_nothing(
     result = relay("run", "-c", str(config), "--dry-run", "-v", now=NOW)
     assert result.exit_code == 0, result.output
     assert "would post to masto: f: item 0" in result.output
-    assert mastodon.statuses == [] and not (state / "relay.db").exists()
+    assert mastodon.statuses == [] and not state.exists()
 
 
 def test_missing_secret_stops_run_but_not_preview(
