@@ -248,9 +248,8 @@ def check(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, online
         from relay.targets import make_target
         from relay.targets.base import PublishError
 
-        missing = [w for w in config.warnings]
-        if missing:
-            raise ConfigError(missing)
+        if config.warnings:
+            raise ConfigError(list(config.warnings))
         store = Store.open(state_dir)
         for name, account in config.accounts.items():
             target = make_target(account, store)
@@ -498,9 +497,8 @@ def run(
       */5 * * * * relay run -c /home/me/relay/feeds.yaml >> /home/me/relay/relay.log 2>&1
     """
     config = _load(config_path)
-    missing = [w for w in config.warnings]
-    if missing and not dry_run:
-        raise ConfigError([f"{w} (relay run needs it)" for w in missing])
+    if config.warnings and not dry_run:
+        raise ConfigError([f"{w} (relay run needs it)" for w in config.warnings])
     feeds = _select_feeds(config, feed_names)
     # a dry run works on a scratch copy of the state: it takes no lock and writes nothing
     with contextlib.nullcontext() if dry_run else run_lock(state_dir):
@@ -536,7 +534,7 @@ def _run(config: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbo
                 click.echo(f"warning: feed {report.name}: {warning}", err=True)
     elif verbose:
         click.echo("no feed is due")
-    if not _has_due_deliveries(store, config, epoch(now)):
+    if not _has_due_deliveries(store, epoch(now)):
         return failed
     from relay.pipeline import deliver
     from relay.targets import make_target
@@ -573,7 +571,7 @@ def _run(config: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbo
     return failed or delivered.failed
 
 
-def _has_due_deliveries(store: Any, config: Any, now: float) -> bool:
+def _has_due_deliveries(store: Any, now: float) -> bool:
     row = store.db.execute(
         "SELECT 1 FROM deliveries WHERE state = 'sending' OR (state = 'queued' AND next_attempt_at <= ?) LIMIT 1",
         (now,),

@@ -9,7 +9,6 @@ import json
 import multiprocessing
 import os
 import secrets
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -518,7 +517,3 @@ def _deliver_one(
     store.mark_posted(delivery.id, epoch(clock()), receipt.remote_id, receipt.url)
     event("posted", url=receipt.url)
     return False
-
-
-def monotonic_ms(start: float) -> int:
-    return int((time.monotonic() - start) * 1000)

@@ -305,9 +305,6 @@ class Store:
         ).fetchone()
         return row[0] if row else None
 
-    def canonical_seen(self, canonical: bytes) -> bool:
-        return self.db.execute("SELECT 1 FROM items WHERE canonical = ? LIMIT 1", (canonical,)).fetchone() is not None
-
     def insert_item(
         self,
         feed: str,
