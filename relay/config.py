@@ -1,6 +1,11 @@
 """feeds.yaml → frozen, validated models. ${ENV} secrets from the environment (or a .env
 file next to feeds.yaml). No network, no state. Every problem is reported as
-'file:line: field: message', all of them at once."""
+'file:line: field: message', all of them at once, each one short and on one line.
+
+The file is written by the user but may be edited by others or copied from anywhere, so
+reading it must stay cheap and safe: YAML aliases cannot multiply the document, duplicate
+keys are errors, user values are shown shortened, and a value that came from ${VAR} is shown
+as ${VAR}, never as the secret itself."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
@@ -18,10 +24,20 @@ from relay.errors import ConfigError
 
 PLATFORMS = ("mastodon", "bluesky")
 VISIBILITIES = ("public", "unlisted", "private")
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+# Aliases may repeat values, but never multiply the document: expansion beyond both of
+# these is refused before anything is built from it (a 5000-feed file is ~125,000 values,
+# written out, so it passes the second bound).
+MAX_EXPANDED_VALUES = 100_000
+MAX_EXPANSION_FACTOR = 2
+SHOWN_CHARACTERS = 60
+SECRET_MIN_LENGTH = 4  # shorter values would mask ordinary words in every message
+_DURATION = re.compile(r"^\s*(\d{1,9})\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# The lookbehind starts a match only at the beginning of a run of scheme characters, so a
+# long hostile line is scanned once, not once per character.
+_CREDENTIALS = re.compile(r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]*://)([^\s/?#@:]*):([^\s/?#@]+)@")
 
 
 @dataclass(frozen=True)
@@ -38,12 +54,12 @@ class Account:
     pacing: Pacing
     # Mastodon
     instance: str = ""
-    token: str = ""
+    token: str = field(default="", repr=False)
     visibility: str = "public"
     max_characters: int | None = None  # overrides the instance's limit
     # Bluesky
     handle: str = ""
-    app_password: str = ""
+    app_password: str = field(default="", repr=False)
     service: str = "https://bsky.social"
     missing_secrets: tuple[str, ...] = ()
 
@@ -51,7 +67,7 @@ class Account:
 @dataclass(frozen=True)
 class Feed:
     name: str
-    url: str
+    url: str  # as written, ${VAR} included: what is shown and what state remembers
     every: timedelta
     max_age: timedelta
     backfill: int
@@ -64,11 +80,25 @@ class Feed:
     max_bytes: int = 10_000_000
     timeout: timedelta = timedelta(seconds=30)
     flood_threshold: int = 10
+    flood_threshold_day: int = 50
     content_warning: str = ""
     sensitive: bool = False
     images: bool = False
     visibility: str = ""  # Mastodon: overrides the account's visibility when set
     line: int = 0
+    fetch_url: str = field(default="", repr=False)  # url with ${VAR} substituted; never shown
+
+    def __post_init__(self) -> None:
+        if not self.fetch_url:
+            object.__setattr__(self, "fetch_url", self.url)
+
+
+@dataclass(frozen=True)
+class Network:
+    """Where content-derived URLs (images, link-card pages, redirects) may lead. Feeds
+    themselves are trusted to be where the user says."""
+
+    allow_private: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +108,9 @@ class Config:
     accounts: Mapping[str, Account]
     template_dirs: tuple[Path, ...]
     warnings: tuple[str, ...] = field(default=())
+    network: Network = Network()
+    # (value, variable) for every value substituted from ${VAR}, longest first
+    secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def feed(self, name: str) -> Feed:
         for feed in self.feeds:
@@ -85,20 +118,49 @@ class Config:
                 return feed
         raise KeyError(name)
 
+    def redact(self, text: str) -> str:
+        """The text as it may be shown: every substituted secret back to ${VAR}, and the
+        password of any URL with credentials masked."""
+        for value, variable in self.secrets:
+            text = text.replace(value, f"${{{variable}}}")
+        return mask_credentials(text)
+
+
+def mask_credentials(text: str) -> str:
+    """scheme://user:password@host → scheme://user:***@host, anywhere in the text."""
+    return _CREDENTIALS.sub(r"\1\2:***@", text)
+
+
+def _show(value: object) -> str:
+    """A user value for a message: its repr, at most SHOWN_CHARACTERS long."""
+    text = repr(value[: SHOWN_CHARACTERS + 1] if isinstance(value, str) else value)
+    return text if len(text) <= SHOWN_CHARACTERS else text[: SHOWN_CHARACTERS - 1] + "…"
+
+
+def _field(key: object, limit: int = SHOWN_CHARACTERS) -> str:
+    """A user-written key as part of a field name: printable, one line, shortened."""
+    text = str(key)
+    if not text.isprintable():
+        text = repr(text)[1:-1]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 def parse_duration(value: object) -> timedelta | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if not isinstance(value, str):
+    try:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return timedelta(seconds=value)
+        if not isinstance(value, str):
+            return None
+        match = _DURATION.match(value)
+        if not match:
+            return None
+        return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    except OverflowError:
         return None
-    match = _DURATION.match(value)
-    if not match:
-        return None
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
 def _duration_hint(value: object) -> str:
-    match = re.match(r"^\s*(\d+)\s*([a-zA-Z]+)", str(value))
+    match = re.match(r"^\s*(\d{1,9})\s*([a-zA-Z]+)", value) if isinstance(value, str) else None
     if match:
         unit = match.group(2).lower()[0]
         if unit in _UNITS:
@@ -144,11 +206,125 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _child_path(path: str, key_node: yaml.Node) -> str:
+    name = _field(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+    return f"{path}.{name}" if path else name
+
+
+def _read_yaml(source: str, filename: str) -> tuple[Any, list[str]]:
+    """Parse feeds.yaml: compose the node graph, refuse aliases that multiply it, find
+    duplicate keys, and only then build the values. Returns the data and the duplicate-key
+    problems (reported with every other problem)."""
+    loader = _Loader(source)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, []
+        _bound_aliases(node, filename)
+        duplicates = _duplicate_keys(loader, node, filename)
+        return loader.construct_document(node), duplicates
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([f"{filename}:{line}: invalid YAML: {_field(reason, 200)}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{filename}:1: invalid YAML: nested too deeply"]) from None
+    finally:
+        loader.dispose()
+
+
+def _bound_aliases(root: yaml.Node, filename: str) -> None:
+    """Count the values the document would hold with every alias expanded (memoised per
+    node, so this is linear in what is written) and refuse a document that aliases multiply."""
+    sizes: dict[int, int] = {}
+    first_seen: dict[int, tuple[yaml.Node, str]] = {}
+    repeated: set[int] = set()
+
+    def size(node: yaml.Node, path: str) -> int:
+        key = id(node)
+        if key in sizes:
+            if sizes[key] < 0:
+                raise ConfigError(
+                    [f"{filename}:{_line(node)}: {path or 'document'}: a YAML alias refers to the value that holds it"]
+                )
+            repeated.add(key)
+            return sizes[key]
+        sizes[key] = -1
+        first_seen[key] = (node, path)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                total += size(key_node, path) + size(value_node, _child_path(path, key_node))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, child in enumerate(node.value):
+                total += size(child, f"{path}[{index}]")
+        sizes[key] = total
+        return total
+
+    expanded = size(root, "")
+    written = len(sizes)
+    limit = max(MAX_EXPANDED_VALUES, MAX_EXPANSION_FACTOR * written)
+    if expanded <= limit:
+        return
+    worst = max(repeated, key=lambda key: sizes[key])
+    node, path = first_seen[worst]
+    raise ConfigError(
+        [
+            f"{filename}:{_line(node)}: {path or 'document'}: YAML aliases expand the file to {expanded:,} values,"
+            f" over the limit of {limit:,}: write the repeated values out"
+        ]
+    )
+
+
+def _duplicate_keys(loader: _Loader, root: yaml.Node, filename: str) -> list[str]:
+    problems: list[str] = []
+    visited: set[int] = set()
+
+    def walk(node: yaml.Node, path: str) -> None:
+        if id(node) in visited:
+            return
+        visited.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first_lines: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                child = _child_path(path, key_node)
+                if isinstance(key_node, yaml.ScalarNode):
+                    # the key as the mapping will hold it: `1` and "1" are the same key
+                    name = str(loader.construct_object(key_node))
+                    if name in first_lines:
+                        problems.append(
+                            f"{filename}:{_line(key_node)}: {child}: duplicate key (first at line {first_lines[name]})"
+                        )
+                    else:
+                        first_lines[name] = _line(key_node)
+                walk(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, f"{path}[{index}]")
+
+    walk(root, "")
+    return problems
+
+
 def read_dotenv(path: Path) -> dict[str, str]:
+    """KEY=value lines of a .env file; a file that cannot be read is a ConfigError naming it."""
     values: dict[str, str] = {}
     if not path.is_file():
         return values
-    for raw in path.read_text(encoding="utf-8").splitlines():
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}): save it as UTF-8"]
+        ) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
@@ -166,10 +342,39 @@ class _Checker:
         self.problems.append(f"{self.filename}:{line}: {where}: {message}")
 
 
+class _Secrets:
+    """What ${VAR} substitution found: the values to redact and the variables not set."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.found: dict[str, str] = {}  # value → variable
+
+    def substitute(self, value: str, missing: list[str], *, in_url: bool = False) -> str:
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            found = self.env.get(name, "")
+            if not found:
+                missing.append(name)
+                return ""
+            if len(found) >= SECRET_MIN_LENGTH:
+                self.found.setdefault(found, name)
+                # an HTTP library may show the URL percent-encoded
+                encoded = quote(found, safe="")
+                if in_url and encoded != found:
+                    self.found.setdefault(encoded, name)
+            return found
+
+        return _ENV_REF.sub(replace, value)
+
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        # longest first, so a secret that contains another is replaced whole
+        return tuple(sorted(self.found.items(), key=lambda pair: -len(pair[0])))
+
+
 _FEED_KEYS = {
     "name", "url", "every", "max_age", "backfill", "template", "language", "hashtags", "to",
-    "include", "exclude", "max_bytes", "timeout", "flood_threshold", "content_warning",
-    "sensitive", "images", "visibility",
+    "include", "exclude", "max_bytes", "timeout", "flood_threshold", "flood_threshold_day",
+    "content_warning", "sensitive", "images", "visibility",
 }  # fmt: skip
 _DEFAULT_KEYS = _FEED_KEYS - {"name", "url"}
 _ACCOUNT_KEYS = {
@@ -177,7 +382,8 @@ _ACCOUNT_KEYS = {
     "bluesky": {"platform", "handle", "app_password", "service", "pacing"},
 }
 _PACING_KEYS = {"max_per_run", "min_interval", "max_per_day"}
-_TOP_KEYS = {"defaults", "accounts", "pacing", "feeds", "templates"}
+_NETWORK_KEYS = {"allow_private"}
+_TOP_KEYS = {"defaults", "accounts", "pacing", "feeds", "templates", "network"}
 
 _BUILTIN_DEFAULTS: dict[str, Any] = {
     "every": "15m",
@@ -192,6 +398,7 @@ _BUILTIN_DEFAULTS: dict[str, Any] = {
     "max_bytes": 10_000_000,
     "timeout": "30s",
     "flood_threshold": 10,
+    "flood_threshold_day": 50,
     "content_warning": "",
     "sensitive": False,
     "images": False,
@@ -213,13 +420,7 @@ def load_config(
         raise ConfigError([f"{path}: no such file (try `relay init` or --config)"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot read: {exc}"]) from None
-    try:
-        data = yaml.load(source, Loader=_Loader)  # noqa: S506 (SafeLoader subclass)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError([f"{filename}:{line}: invalid YAML: {reason}"]) from None
+    data, duplicates = _read_yaml(source, filename)
     if data is None:
         data = _Lined()
         data.line, data.key_lines = 1, {}
@@ -228,11 +429,17 @@ def load_config(
 
     env = dict(read_dotenv(path.parent / ".env"))
     env.update(environ if environ is not None else os.environ)
+    secrets = _Secrets(env)
     check = _Checker(filename)
+    check.problems.extend(duplicates)
     _unknown_keys(check, data, _TOP_KEYS, "")
 
     pacing = _pacing(check, data.get("pacing"), "pacing", data.key_lines.get("pacing", 1))
-    accounts, missing = _accounts(check, data, env, pacing)
+    accounts, missing = _accounts(check, data, secrets, pacing)
+    warnings = [
+        f"{filename}: accounts.{_field(name)}: ${{{var}}} is not set in the environment" for name, var in missing
+    ]
+    network = _network(check, data)
     defaults = dict(_BUILTIN_DEFAULTS)
     raw_defaults = data.get("defaults")
     if raw_defaults is not None:
@@ -241,7 +448,7 @@ def load_config(
             defaults.update(raw_defaults)
         else:
             check.error(data.key_lines["defaults"], "defaults", "must be a mapping")
-    feeds = _feeds(check, data, defaults, raw_defaults, accounts)
+    feeds = _feeds(check, data, defaults, raw_defaults, accounts, secrets, warnings)
 
     base = path.parent
     template_dirs = []
@@ -253,16 +460,16 @@ def load_config(
     else:
         template_dirs.append((base / "templates").resolve())
 
-    warnings = tuple(f"{filename}: accounts.{name}: ${{{var}}} is not set in the environment" for name, var in missing)
-    config = Config(path, tuple(feeds), accounts, tuple(template_dirs), warnings)
+    config = Config(
+        path, tuple(feeds), accounts, tuple(template_dirs), tuple(warnings), network=network, secrets=secrets.pairs()
+    )
     if template_exists is not None:
-        for feed in feeds:
+        for index, feed in enumerate(feeds):
             if not template_exists(config, feed.template):
-                index = next(i for i, f in enumerate(feeds) if f is feed)
                 check.error(
                     feed.line,
                     f"feeds[{index}].template",
-                    f"no template {feed.template!r} (looked for {feed.template}.j2 in "
+                    f"no template {_show(feed.template)} (looked for {_field(feed.template)}.j2 in "
                     + ", ".join(str(d) for d in template_dirs)
                     + " and the built-ins)",
                 )
@@ -278,7 +485,7 @@ def _unknown_keys(check: _Checker, mapping: _Lined, allowed: set[str], where: st
             hint = _close_match(key, allowed)
             check.error(
                 mapping.key_lines.get(key, mapping.line),
-                f"{prefix}{key}",
+                f"{prefix}{_field(key)}",
                 "unknown key" + (f" (did you mean {hint!r}?)" if hint else ""),
             )
 
@@ -303,7 +510,7 @@ def _pacing(check: _Checker, raw: object, where: str, line: int, base: Pacing | 
         if key in raw:
             value = raw[key]
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                check.error(raw.key_lines[key], f"{where}.{key}", f"{value!r} is not a whole number >= 0")
+                check.error(raw.key_lines[key], f"{where}.{key}", f"{_show(value)} is not a whole number >= 0")
             else:
                 values[key] = value
     if "min_interval" in raw:
@@ -313,26 +520,30 @@ def _pacing(check: _Checker, raw: object, where: str, line: int, base: Pacing | 
             check.error(
                 raw.key_lines["min_interval"],
                 f"{where}.min_interval",
-                f"{value!r} is not a duration{_duration_hint(value)}",
+                f"{_show(value)} is not a duration{_duration_hint(value)}",
             )
         else:
             values["min_interval"] = duration
     return Pacing(**{**pacing.__dict__, **values})
 
 
-def _substitute(value: str, env: Mapping[str, str], missing: list[str]) -> str:
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in env or env[name] == "":
-            missing.append(name)
-            return ""
-        return env[name]
-
-    return _ENV_REF.sub(replace, value)
+def _network(check: _Checker, data: _Lined) -> Network:
+    raw = data.get("network")
+    if raw is None:
+        return Network()
+    if not isinstance(raw, _Lined):
+        check.error(data.key_lines["network"], "network", "must be a mapping (like {allow_private: false})")
+        return Network()
+    _unknown_keys(check, raw, _NETWORK_KEYS, "network")
+    allow_private = raw.get("allow_private", False)
+    if not isinstance(allow_private, bool):
+        check.error(raw.key_lines["allow_private"], "network.allow_private", "must be true or false")
+        allow_private = False
+    return Network(allow_private=allow_private)
 
 
 def _accounts(
-    check: _Checker, data: _Lined, env: Mapping[str, str], pacing: Pacing
+    check: _Checker, data: _Lined, secrets: _Secrets, pacing: Pacing
 ) -> tuple[dict[str, Account], list[tuple[str, str]]]:
     accounts: dict[str, Account] = {}
     missing_all: list[tuple[str, str]] = []
@@ -343,7 +554,7 @@ def _accounts(
         check.error(data.key_lines["accounts"], "accounts", "must be a mapping of account names")
         return accounts, missing_all
     for name, raw in raw_accounts.items():
-        where = f"accounts.{name}"
+        where = f"accounts.{_field(name)}"
         line = raw_accounts.key_lines[name]
         if not _NAME.match(name):
             check.error(line, where, "account names use letters, digits, '.', '_' and '-'")
@@ -355,7 +566,7 @@ def _accounts(
             check.error(
                 raw.key_lines.get("platform", line),
                 f"{where}.platform",
-                f"{platform!r} is not one of: {', '.join(PLATFORMS)}",
+                f"{_show(platform)} is not one of: {', '.join(PLATFORMS)}",
             )
             continue
         _unknown_keys(check, raw, _ACCOUNT_KEYS[platform], where)
@@ -369,12 +580,15 @@ def _accounts(
                 )
         missing: list[str] = []
         strings: dict[str, str] = {}
+        # messages show what was written (${VAR}), never what the environment put there
+        written: dict[str, str] = {}
         for key in ("instance", "token", "handle", "app_password", "service", "visibility"):
             if key in raw:
                 if not isinstance(raw[key], str):
                     check.error(raw.key_lines[key], f"{where}.{key}", "must be a string")
                     continue
-                strings[key] = _substitute(raw[key], env, missing)
+                written[key] = raw[key]
+                strings[key] = secrets.substitute(raw[key], missing)
         kwargs: dict[str, Any] = dict(strings)
         if platform == "mastodon":
             instance = strings.get("instance", "")
@@ -382,7 +596,7 @@ def _accounts(
                 check.error(
                     raw.key_lines.get("instance", line),
                     f"{where}.instance",
-                    f"{instance!r} is not an instance URL (like https://mastodon.social)",
+                    f"{_show(written.get('instance', ''))} is not an instance URL (like https://mastodon.social)",
                 )
             kwargs["instance"] = instance.rstrip("/")
             if "token" not in raw:
@@ -392,7 +606,7 @@ def _accounts(
                 check.error(
                     raw.key_lines.get("visibility", line),
                     f"{where}.visibility",
-                    f"{visibility!r} is not one of: {', '.join(VISIBILITIES)}",
+                    f"{_show(written.get('visibility', ''))} is not one of: {', '.join(VISIBILITIES)}",
                 )
             if "max_characters" in raw:
                 value = raw["max_characters"]
@@ -408,7 +622,7 @@ def _accounts(
                 check.error(
                     raw.key_lines.get("handle", line),
                     f"{where}.handle",
-                    f"{handle!r} is not a handle (like collectif.bsky.social)",
+                    f"{_show(written.get('handle', ''))} is not a handle (like collectif.bsky.social)",
                 )
             kwargs["handle"] = handle.lstrip("@")
             if "app_password" not in raw:
@@ -417,7 +631,11 @@ def _accounts(
                 )
             service = strings.get("service", "https://bsky.social")
             if not re.match(r"^https?://[^/\s]+", service):
-                check.error(raw.key_lines.get("service", line), f"{where}.service", f"{service!r} is not a URL")
+                check.error(
+                    raw.key_lines.get("service", line),
+                    f"{where}.service",
+                    f"{_show(written.get('service', ''))} is not a URL",
+                )
             kwargs["service"] = service.rstrip("/")
         account_pacing = _pacing(check, raw.get("pacing"), f"{where}.pacing", raw.key_lines.get("pacing", line), pacing)
         accounts[name] = Account(
@@ -437,6 +655,8 @@ def _feeds(
     defaults: dict[str, Any],
     raw_defaults: object,
     accounts: Mapping[str, Account],
+    secrets: _Secrets,
+    warnings: list[str],
 ) -> list[Feed]:
     raw_feeds = data.get("feeds")
     if raw_feeds is None:
@@ -468,47 +688,56 @@ def _feeds(
 
         name = merged.get("name")
         if not isinstance(name, str) or not _NAME.match(name):
-            problem("name", f"{name!r} is not a feed name (letters, digits, '.', '_', '-')")
+            problem("name", f"{_show(name)} is not a feed name (letters, digits, '.', '_', '-')")
             name = f"feed{index}"
         elif name in names:
-            problem("name", f"{name!r} is used by another feed")
+            problem("name", f"{_show(name)} is used by another feed")
         names.add(name)
         url = merged.get("url")
+        fetch_url = ""
         if not isinstance(url, str) or not url.strip():
             problem("url", "missing: an http(s) URL, a file:// URL or a local path")
             url = ""
-        elif re.match(r"^[a-z][a-z0-9+.-]*://", url, re.IGNORECASE) and not re.match(
-            r"^(https?|file)://", url, re.IGNORECASE
-        ):
-            problem("url", f"{url!r}: only http, https and file URLs are fetched")
+        else:
+            url = url.strip()
+            missing: list[str] = []
+            fetch_url = secrets.substitute(url, missing, in_url=True)
+            warnings.extend(
+                f"{check.filename}:{line_of('url')}: {where}.url: ${{{var}}} is not set in the environment"
+                for var in missing
+            )
+            if re.match(r"^[a-z][a-z0-9+.-]*://", fetch_url, re.IGNORECASE) and not re.match(
+                r"^(https?|file)://", fetch_url, re.IGNORECASE
+            ):
+                problem("url", f"{_show(mask_credentials(url))}: only http, https and file URLs are fetched")
         durations: dict[str, timedelta] = {}
         for key in ("every", "max_age", "timeout"):
             duration = parse_duration(merged[key])
             if duration is None or duration.total_seconds() <= 0:
-                problem(key, f"{merged[key]!r} is not a duration{_duration_hint(merged[key])}")
+                problem(key, f"{_show(merged[key])} is not a duration{_duration_hint(merged[key])}")
                 duration = parse_duration(_BUILTIN_DEFAULTS[key])
             assert duration is not None
             durations[key] = duration
         ints: dict[str, int] = {}
-        for key, low in (("backfill", 0), ("max_bytes", 1024), ("flood_threshold", 1)):
+        for key, low in (("backfill", 0), ("max_bytes", 1024), ("flood_threshold", 1), ("flood_threshold_day", 1)):
             value = merged[key]
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                problem(key, f"{value!r} is not a whole number >= {low}")
+                problem(key, f"{_show(value)} is not a whole number >= {low}")
                 value = _BUILTIN_DEFAULTS[key]
             ints[key] = value
         strings: dict[str, str] = {}
         for key in ("template", "language", "content_warning", "visibility"):
             value = merged[key]
             if not isinstance(value, str):
-                problem(key, f"{value!r} must be a string")
+                problem(key, f"{_show(value)} must be a string")
                 value = _BUILTIN_DEFAULTS[key]
             strings[key] = value.strip()
         if not re.match(r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$", strings["language"]):
-            problem("language", f"{strings['language']!r} is not a language tag (like fr or fr-FR)")
+            problem("language", f"{_show(strings['language'])} is not a language tag (like fr or fr-FR)")
         if strings["visibility"] and strings["visibility"] not in VISIBILITIES:
-            problem("visibility", f"{strings['visibility']!r} is not one of: {', '.join(VISIBILITIES)}")
+            problem("visibility", f"{_show(strings['visibility'])} is not one of: {', '.join(VISIBILITIES)}")
         if not re.match(r"^[A-Za-z0-9_-]+$", strings["template"]):
-            problem("template", f"{strings['template']!r} is not a template name (like news)")
+            problem("template", f"{_show(strings['template'])} is not a template name (like news)")
         lists: dict[str, tuple[str, ...]] = {}
         for key in ("hashtags", "include", "exclude"):
             value = merged[key]
@@ -522,7 +751,7 @@ def _feeds(
         for tag in lists["hashtags"]:
             tag = tag.lstrip("#")
             if not re.fullmatch(r"\w+", tag):
-                problem("hashtags", f"{tag!r} is not a hashtag (letters, digits and _ only)")
+                problem("hashtags", f"{_show(tag)} is not a hashtag (letters, digits and _ only)")
             hashtags.append(tag)
         for key in ("include", "exclude"):
             for pattern in lists[key]:
@@ -530,7 +759,7 @@ def _feeds(
                     try:
                         re.compile(pattern[1:-1])
                     except re.error as exc:
-                        problem(key, f"{pattern!r} is not a valid regex: {exc}")
+                        problem(key, f"{_show(pattern)} is not a valid regex: {exc}")
         to = merged["to"]
         if to is None:
             to = list(accounts)
@@ -541,8 +770,8 @@ def _feeds(
             to = []
         for account in to:
             if account not in accounts:
-                known = ", ".join(accounts) or "none defined"
-                problem("to", f"account {account!r} is not defined under accounts: ({known})")
+                known = ", ".join(_field(a) for a in accounts) or "none defined"
+                problem("to", f"account {_show(account)} is not defined under accounts: ({known})")
         bools: dict[str, bool] = {}
         for key in ("sensitive", "images"):
             if not isinstance(merged[key], bool):
@@ -551,13 +780,15 @@ def _feeds(
         feeds.append(
             Feed(
                 name=name,
-                url=url.strip(),
+                url=url,
+                fetch_url=fetch_url,
                 every=durations["every"],
                 max_age=durations["max_age"],
                 timeout=durations["timeout"],
                 backfill=ints["backfill"],
                 max_bytes=ints["max_bytes"],
                 flood_threshold=ints["flood_threshold"],
+                flood_threshold_day=ints["flood_threshold_day"],
                 template=strings["template"],
                 language=strings["language"],
                 content_warning=strings["content_warning"],
