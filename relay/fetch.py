@@ -1,11 +1,13 @@
-"""HTTP and local fetching of feeds: timeouts, a total deadline per feed, a body cap
-enforced while streaming and after decompression, conditional GET, redirects capped,
-concurrency with at most two connections per host. Returns bytes; never parses."""
+"""HTTP and local fetching of feeds, pages and images: a total deadline per request (DNS,
+connect, headers, body and redirects, through relay.netguard), a body cap enforced while
+streaming and after decompression, conditional GET, redirects capped, concurrency with at
+most two connections per host. Feeds from feeds.yaml are fetched from wherever the user
+says; pages and images named by feed content only from public addresses, unless the
+configuration lifts that policy. Returns bytes; never parses."""
 
 from __future__ import annotations
 
 import email.utils
-import re
 import threading
 import time
 import zlib
@@ -20,6 +22,7 @@ import httpx
 
 from relay import __version__
 from relay.errors import FetchError
+from relay.netguard import RefusedAddress, deadline, deadline_passed, make_transport
 
 USER_AGENT = f"relay/{__version__} (+https://github.com/relay-campaigns/relay; feed relay bot)"
 MAX_REDIRECTS = 5
@@ -35,6 +38,7 @@ class FetchRequest:
     last_modified: str | None = None
     max_bytes: int = 10_000_000
     timeout: float = 30.0
+    content_types: tuple[str, ...] = ()  # when set, any other type is refused before reading
 
 
 @dataclass(frozen=True)
@@ -50,10 +54,14 @@ class FetchResult:
     error: str | None = None
     retry_after: datetime | None = None
     http_status: int | None = None
+    refused: bool = False  # the network policy refused the address
 
 
-def make_client(max_connections: int = 32) -> httpx.Client:
+def make_client(max_connections: int = 32, *, public_only: bool = False) -> httpx.Client:
+    """A client over the guarded transport; public_only for URLs that came from feed content
+    (every redirect hop goes through the same transport, so each is checked again)."""
     return httpx.Client(
+        transport=make_transport(public_only=public_only, max_connections=max_connections),
         headers={
             "User-Agent": USER_AGENT,
             "Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.8, */*;q=0.1",
@@ -61,7 +69,6 @@ def make_client(max_connections: int = 32) -> httpx.Client:
         },
         follow_redirects=True,
         max_redirects=MAX_REDIRECTS,
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         timeout=httpx.Timeout(10.0),
     )
 
@@ -103,7 +110,10 @@ def fetch_one(
             return _fetch_file(request)
         if scheme not in ("http", "https"):
             raise FetchError(f"unsupported URL scheme {scheme!r}")
-        return _fetch_http(request, client, now)
+        with deadline(request.timeout):
+            return _fetch_http(request, client, now)
+    except RefusedAddress as exc:
+        return FetchResult(request.name, request.url, "error", error=str(exc), refused=True)
     except FetchError as exc:
         return FetchResult(request.name, request.url, "error", error=str(exc))
     except _HttpStatusError as exc:
@@ -148,7 +158,7 @@ def _fetch_http(request: FetchRequest, client: httpx.Client, now: Callable[[], d
         headers["If-None-Match"] = request.etag
     if request.last_modified:
         headers["If-Modified-Since"] = request.last_modified
-    deadline = time.monotonic() + request.timeout
+    ends = time.monotonic() + request.timeout
     per_read = min(10.0, request.timeout)
     timeout = httpx.Timeout(per_read, connect=min(10.0, request.timeout), pool=request.timeout)
     try:
@@ -174,11 +184,15 @@ def _fetch_http(request: FetchRequest, client: httpx.Client, now: Callable[[], d
                 )
             if response.status_code != 200:
                 raise FetchError(f"unexpected HTTP {response.status_code}")
+            if request.content_types:
+                mime = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                if mime not in request.content_types:
+                    raise FetchError(f"not a page ({mime or 'no content type'})")
             body = _read_capped(
                 response.iter_raw(),
                 response.headers.get("content-encoding", ""),
                 request.max_bytes,
-                deadline,
+                ends,
                 request.timeout,
             )
             if not body.strip():
@@ -197,6 +211,8 @@ def _fetch_http(request: FetchRequest, client: httpx.Client, now: Callable[[], d
     except httpx.TooManyRedirects:
         raise FetchError(f"more than {MAX_REDIRECTS} redirects (a redirect loop?)") from None
     except httpx.TimeoutException:
+        if deadline_passed():
+            raise FetchError(f"timed out: no complete answer within {request.timeout:g}s") from None
         raise FetchError(f"timed out (no answer within {per_read:g}s)") from None
     except httpx.ConnectError as exc:
         reason = str(exc) or "connection failed"
@@ -225,7 +241,7 @@ def _read_capped(chunks: Iterator[bytes], encoding: str, cap: int, deadline: flo
     raw_deflate_tried = False
     for chunk in chunks:
         if time.monotonic() > deadline:
-            raise FetchError(f"too slow: body not complete within {total:g}s")
+            raise FetchError(f"timed out: no complete answer within {total:g}s")
         if decompressor is None:
             pieces = [chunk]
         else:
@@ -250,7 +266,7 @@ def _read_capped(chunks: Iterator[bytes], encoding: str, cap: int, deadline: flo
                 raise FetchError(f"body over {cap:,} bytes (raise max_bytes to allow it)")
             parts.append(piece)
     if time.monotonic() > deadline:
-        raise FetchError(f"too slow: body not complete within {total:g}s")
+        raise FetchError(f"timed out: no complete answer within {total:g}s")
     return b"".join(parts)
 
 
@@ -279,17 +295,27 @@ class Image:
 
 
 def fetch_image(
-    url: str, *, max_bytes: int = 8_000_000, timeout: float = 15.0, client: httpx.Client | None = None
+    url: str,
+    *,
+    max_bytes: int = 8_000_000,
+    timeout: float = 15.0,
+    client: httpx.Client | None = None,
+    allow_private: bool = False,
 ) -> Image:
-    """An image for a post or a link card: http(s) only, bounded in time and size."""
-    if not re.match(r"^https?://", url, re.IGNORECASE):
+    """An image for a post or a link card: http(s) only, from a public address unless
+    allow_private, an image/* content type checked before the body is read, bounded in
+    time (in total, redirects included) and in size."""
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
         raise FetchError(f"image URL is not http(s): {url[:60]!r}")
     own = client is None
-    client = client or make_client(max_connections=2)
+    client = client or make_client(max_connections=2, public_only=not allow_private)
     try:
-        with client.stream(
-            "GET", url, headers={"Accept": "image/*"}, timeout=httpx.Timeout(min(10.0, timeout))
-        ) as response:
+        with (
+            deadline(timeout),
+            client.stream(
+                "GET", url, headers={"Accept": "image/*"}, timeout=httpx.Timeout(min(10.0, timeout))
+            ) as response,
+        ):
             if response.status_code != 200:
                 raise FetchError(f"image: HTTP {response.status_code}")
             mime = response.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -303,6 +329,12 @@ def fetch_image(
                 timeout,
             )
             return Image(body, mime)
+    except FetchError as exc:
+        raise FetchError(f"image: {exc}" if not str(exc).startswith("image:") else str(exc)) from None
+    except httpx.TooManyRedirects:
+        raise FetchError(f"image: more than {MAX_REDIRECTS} redirects") from None
+    except httpx.TimeoutException:
+        raise FetchError(f"image: timed out: no complete answer within {timeout:g}s") from None
     except httpx.HTTPError as exc:
         raise FetchError(f"image: {type(exc).__name__}: {exc}") from None
     finally:

@@ -45,7 +45,7 @@ def test_gzip_body_is_decompressed(feed_server: fs.FeedServer) -> None:
 def test_hostile_servers_fail_alone_and_quickly(feed_server: fs.FeedServer) -> None:
     good = feed_server.feed("/good", numbered(5))
     hostile = {
-        "trickle": (feed_server.add("/trickle", fs.trickle(60)), "too slow"),
+        "trickle": (feed_server.add("/trickle", fs.trickle(60)), "timed out: no complete answer within 5s"),
         "bomb": (feed_server.add("/bomb", fs.gzip_bomb()), "body over 10,000,000 bytes"),
         "big": (feed_server.add("/big", fs.big_body()), "body over 10,000,000 bytes"),
         "error500": (feed_server.add("/500", fs.status(500)), "HTTP 500"),

@@ -10,7 +10,9 @@ if TYPE_CHECKING:
     from relay.targets.base import Target
 
 
-def make_target(account: Account, store: Store, *, dry_run: bool = False) -> Target:
+def make_target(account: Account, store: Store, *, dry_run: bool = False, allow_private: bool = False) -> Target:
+    """allow_private lifts the network policy for pages and images named by feed content
+    (feeds.yaml `network: {allow_private: true}`)."""
     if dry_run:
         from relay.pipeline import account_limits
         from relay.targets.dry_run import DryRunTarget
@@ -19,7 +21,7 @@ def make_target(account: Account, store: Store, *, dry_run: bool = False) -> Tar
     if account.platform == "mastodon":
         from relay.targets.mastodon import MastodonTarget
 
-        return MastodonTarget(account, store)
+        return MastodonTarget(account, store, allow_private=allow_private)
     from relay.targets.bluesky import BlueskyTarget
 
-    return BlueskyTarget(account, store)
+    return BlueskyTarget(account, store, allow_private=allow_private)

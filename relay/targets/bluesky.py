@@ -1,11 +1,12 @@
 """Bluesky, through the atproto SDK: one login, then the saved session (refreshed tokens are
 saved again); each post written with the record key (a TID) chosen when it was queued, and
 read back after any error, so a retry can never post twice. Link cards carry a thumbnail
-re-encoded under the lexicon's 1,000,000-byte limit."""
+re-encoded under the lexicon's 1,000,000-byte limit (relay.images). Every request to the
+PDS has a total deadline; the article page and images named by the item are fetched only
+from public addresses unless the configuration allows private ones."""
 
 from __future__ import annotations
 
-import io
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,12 +16,13 @@ from typing import Any
 from relay.config import Account
 from relay.errors import FetchError
 from relay.fetch import fetch_image, make_client
+from relay.images import THUMB_MAX_BYTES, ImageError, make_thumbnail
 from relay.render import Limits, Post
 from relay.store import Store
 from relay.targets.base import PublishError, Receipt, request_timeout
 
-THUMB_MAX_BYTES = 1_000_000
-THUMB_MAX_SIDE = 1200
+__all__ = ["THUMB_MAX_BYTES", "BlueskyTarget", "make_thumbnail"]
+
 PAGE_MAX_BYTES = 2_000_000
 
 
@@ -28,9 +30,10 @@ _SESSION_ERRORS = ("ExpiredToken", "InvalidToken", "AuthenticationRequired", "Au
 
 
 class BlueskyTarget:
-    def __init__(self, account: Account, store: Store | None) -> None:
+    def __init__(self, account: Account, store: Store | None, *, allow_private: bool = False) -> None:
         self.account = account
         self.store = store
+        self.allow_private = allow_private
         self.warnings: list[str] = []
         self._client: Any = None
         self._did: str | None = None
@@ -175,17 +178,34 @@ class BlueskyTarget:
         external = dict(post.embed["external"])
         image_url = post.image
         if not external.get("description") or not image_url:
-            page = _open_graph(external["uri"])
+            page, refused = _open_graph(external["uri"], allow_private=self.allow_private)
+            if refused:
+                self.warnings.append(
+                    f"account {self.account.name}: {external['uri']}: link card from the item only ({refused})"
+                )
             external["title"] = external.get("title") or page.get("og:title", "")
             external["description"] = external.get("description") or page.get("og:description", "")
             image_url = image_url or page.get("og:image")
         thumb = None
         if image_url:
             try:
-                data = make_thumbnail(fetch_image(image_url, max_bytes=10_000_000).data)
-                thumb = self._call("upload the card image", lambda c: c.upload_blob(data)).blob
-            except (FetchError, PublishError, OSError, ValueError) as exc:
-                self.warnings.append(f"account {self.account.name}: {external['uri']}: link card without image ({exc})")
+                data = make_thumbnail(
+                    fetch_image(image_url, max_bytes=10_000_000, allow_private=self.allow_private).data
+                )
+            except Exception as exc:  # no image problem, of any kind, may stop the post
+                reason = str(exc) if isinstance(exc, FetchError | ImageError) else f"{type(exc).__name__}: {exc}"
+                self.warnings.append(
+                    f"account {self.account.name}: {external['uri']}: link card without image ({reason})"
+                )
+            else:
+                try:
+                    thumb = self._call("upload the card image", lambda c: c.upload_blob(data)).blob
+                except PublishError as exc:
+                    if exc.auth:
+                        raise
+                    self.warnings.append(
+                        f"account {self.account.name}: {external['uri']}: link card without image ({exc})"
+                    )
         return models.AppBskyEmbedExternal.Main(
             external=models.AppBskyEmbedExternal.External(
                 uri=external["uri"],
@@ -233,9 +253,29 @@ def _is_session_error(exc: Exception) -> bool:
 
 
 def _request(timeout: float) -> Any:
+    """The SDK's request layer on relay's guarded transport: each request to the PDS ends
+    within `timeout` in total, however slowly the server answers. (The calls stay on this
+    thread: the session-change callback writes to the store.)"""
+    import httpx
     from atproto_client.request import Request
 
-    return Request(timeout=timeout)
+    from relay.netguard import deadline, make_transport
+
+    class DeadlineRequest(Request):  # type: ignore[misc]
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._client: httpx.Client
+            self._client.close()
+            self._client = httpx.Client(
+                follow_redirects=True, transport=make_transport(public_only=False, max_connections=4), **kwargs
+            )
+
+        def _send_request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+            with deadline(timeout):
+                response: httpx.Response = super()._send_request(method, url, **kwargs)
+                return response
+
+    return DeadlineRequest(timeout=timeout)
 
 
 def _facet(data: dict[str, Any]) -> Any:
@@ -254,31 +294,6 @@ def _facet(data: dict[str, Any]) -> Any:
     )
 
 
-def make_thumbnail(data: bytes) -> bytes:
-    """Any image → a JPEG under 1,000,000 bytes (Pillow), smaller and softer until it fits."""
-    from PIL import Image
-
-    Image.MAX_IMAGE_PIXELS = 50_000_000  # a decompression bomb is an error, not our memory
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        picture = image.convert("RGB")
-    side = THUMB_MAX_SIDE
-    quality = 85
-    while True:
-        candidate = picture.copy()
-        candidate.thumbnail((side, side))
-        out = io.BytesIO()
-        candidate.save(out, format="JPEG", quality=quality, optimize=True)
-        if out.tell() < THUMB_MAX_BYTES:
-            return out.getvalue()
-        if quality > 50:
-            quality -= 15
-        else:
-            side = int(side * 0.75)
-            if side < 64:
-                raise ValueError("image cannot be made small enough")
-
-
 class _OpenGraph(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
@@ -293,19 +308,26 @@ class _OpenGraph(HTMLParser):
             self.found.setdefault("og:description" if key == "description" else key, values["content"] or "")
 
 
-def _open_graph(url: str) -> dict[str, str]:
-    """og: tags of the article page, fetched with the same bounds as feeds; {} on any error."""
+def _open_graph(url: str, *, allow_private: bool) -> tuple[dict[str, str], str]:
+    """og: tags of the article page, fetched with the same bounds as feeds and, unless
+    allow_private, from a public address only; an HTML page only. ({}, reason) when the
+    network policy refused the page; ({}, "") on any other error."""
     from relay.fetch import FetchRequest, fetch_one
     from relay.text import clean_text
 
-    with make_client(max_connections=2) as client:
-        result = fetch_one(FetchRequest("card", url, max_bytes=PAGE_MAX_BYTES, timeout=15), client)
+    with make_client(max_connections=2, public_only=not allow_private) as client:
+        result = fetch_one(
+            FetchRequest(
+                "card", url, max_bytes=PAGE_MAX_BYTES, timeout=15, content_types=("text/html", "application/xhtml+xml")
+            ),
+            client,
+        )
     if result.status != "ok":
-        return {}
+        return {}, (result.error or "") if result.refused else ""
     parser = _OpenGraph()
     head = result.body[:PAGE_MAX_BYTES].decode("utf-8", "replace")
     parser.feed(head.split("</head>", 1)[0])
     found = {k: clean_text(v) for k, v in parser.found.items()}
     if "og:image" in found and not re.match(r"^https?://", found["og:image"]):
         del found["og:image"]
-    return found
+    return found, ""

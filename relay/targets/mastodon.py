@@ -1,9 +1,13 @@
 """Mastodon, through Mastodon.py: posts ("statuses") with an Idempotency-Key on every
 attempt, the instance's limits cached in state, errors mapped to PublishError. Never sleeps
-inside a cron run: rate limits are reported with their reset time instead."""
+inside a cron run: rate limits are reported with their reset time instead. Every API call
+ends within RELAY_REQUEST_TIMEOUT in total, however slowly the server answers. An item's
+image is fetched from a public address only (unless allowed otherwise) and its header
+checked before upload; any image problem means the post goes without it."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +15,7 @@ from typing import Any
 from relay.config import Account
 from relay.errors import FetchError
 from relay.fetch import USER_AGENT, fetch_image
+from relay.images import ImageError, inspect
 from relay.render import Limits, Post
 from relay.store import Store
 from relay.targets.base import PublishError, Receipt, request_timeout
@@ -21,11 +26,13 @@ DEFAULT_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 
 
 class MastodonTarget:
-    def __init__(self, account: Account, store: Store | None) -> None:
+    def __init__(self, account: Account, store: Store | None, *, allow_private: bool = False) -> None:
         from mastodon import Mastodon
 
         self.account = account
         self.store = store
+        self.allow_private = allow_private
+        self._stalled: str | None = None  # set when a call outlived its deadline
         self.warnings: list[str] = []
         self.api = Mastodon(
             access_token=account.token,
@@ -100,18 +107,30 @@ class MastodonTarget:
         assert post.image is not None
         limits = self.instance_limits()
         try:
-            image = fetch_image(post.image, max_bytes=int(limits.get("image_size_limit") or DEFAULT_IMAGE_LIMIT))
-            if image.mime_type not in limits.get("image_types", DEFAULT_IMAGE_TYPES):
-                raise FetchError(f"image type {image.mime_type} is not accepted by the instance")
+            image = fetch_image(
+                post.image,
+                max_bytes=int(limits.get("image_size_limit") or DEFAULT_IMAGE_LIMIT),
+                allow_private=self.allow_private,
+            )
+            info = inspect(image.data)  # the bytes say what they are, not the Content-Type
+            if info.mime_type not in limits.get("image_types", DEFAULT_IMAGE_TYPES):
+                raise FetchError(f"image type {info.mime_type} is not accepted by the instance")
+        except Exception as exc:  # no image problem, of any kind, may stop the post
+            reason = str(exc) if isinstance(exc, FetchError | ImageError) else f"{type(exc).__name__}: {exc}"
+            self.warnings.append(f"account {self.account.name}: {post.link}: posted without its image ({reason})")
+            return None
+        try:
             media = self._call(
                 self.api.media_post,
                 image.data,
-                mime_type=image.mime_type,
+                mime_type=info.mime_type,
                 description=post.image_alt[:1500] or None,
-                file_name="image." + image.mime_type.split("/")[-1],
+                file_name="image." + info.mime_type.split("/")[-1],
             )
             return _get(media, "id")
-        except (FetchError, PublishError) as exc:
+        except PublishError as exc:
+            if exc.auth or self._stalled:
+                raise
             self.warnings.append(f"account {self.account.name}: {post.link}: posted without its image ({exc})")
             return None
 
@@ -145,7 +164,7 @@ class MastodonTarget:
 
         where = f"{self.account.instance}"
         try:
-            return method(*args, **kwargs)
+            return self._within_deadline(method, *args, **kwargs)
         except MastodonRatelimitError:
             reset = getattr(self.api, "ratelimit_reset", None)
             retry_at = (
@@ -184,6 +203,34 @@ class MastodonTarget:
             ) from None
         except MastodonError as exc:
             raise PublishError(f"{where}: {_first_line(exc)}", transient=False) from None
+
+    def _within_deadline(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one API call in a daemon thread and wait at most RELAY_REQUEST_TIMEOUT: the
+        SDK's own timeout is per read, so a server answering one byte at a time would hold
+        it forever. A call left running is abandoned (it dies with the process) and this
+        account makes no further calls in this run. Mastodon.py never touches the store,
+        so the thread is safe."""
+        if self._stalled:
+            raise PublishError(self._stalled, transient=True)
+        total = request_timeout()
+        outcome: list[Any] = []
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                outcome.append(method(*args, **kwargs))
+            except BaseException as exc:  # handed to the caller's thread
+                failure.append(exc)
+
+        worker = threading.Thread(target=work, name="relay-mastodon", daemon=True)
+        worker.start()
+        worker.join(total)
+        if worker.is_alive():
+            self._stalled = f"{self.account.instance} timed out: no complete answer within {total:g}s"
+            raise PublishError(self._stalled, transient=True)
+        if failure:
+            raise failure[0]
+        return outcome[0]
 
 
 def _get(value: Any, key: str) -> Any:

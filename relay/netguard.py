@@ -1,0 +1,221 @@
+"""The guarded network path under every HTTP request relay makes: a total deadline per
+request (DNS, connect, TLS, every read and write, every redirect hop), and, for URLs that
+come from feed content, a policy that refuses any address that is not public.
+
+The check and the connection use the same resolution: the host is resolved once, every
+address is checked, and the socket connects to a checked address, so a DNS answer that
+changes between the check and the connect (rebinding) cannot reach a private address.
+TLS still verifies the certificate against the host name, which httpcore passes to
+start_tls."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpcore
+import httpx
+from httpcore._backends.sync import SyncStream
+
+from relay.errors import FetchError
+
+_state = threading.local()  # each worker thread runs its own request, with its own deadline
+
+
+class RefusedAddress(FetchError):
+    """The host resolves to an address the network policy refuses."""
+
+
+class DeadlineExceeded(FetchError):
+    """The request's total deadline passed."""
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Everything this thread sends or receives inside the block ends within `seconds`."""
+    previous = getattr(_state, "deadline", None)
+    _state.deadline = time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        _state.deadline = previous
+
+
+def time_left() -> float | None:
+    """Seconds before this thread's deadline, or None when no deadline is set."""
+    end: float | None = getattr(_state, "deadline", None)
+    return None if end is None else end - time.monotonic()
+
+
+def deadline_passed() -> bool:
+    left = time_left()
+    return left is not None and left <= 0
+
+
+def _bounded(timeout: float | None) -> float | None:
+    """The smaller of an operation's own timeout and the time left; raises when none is left."""
+    left = time_left()
+    if left is None:
+        return timeout
+    if left <= 0:
+        raise httpcore.ReadTimeout("deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address carried inside an IPv6 one: mapped, 6to4, Teredo (both ends), NAT64."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]  # the client; the server is checked by is_public below
+    packed = address.packed
+    if packed[:12] == bytes.fromhex("0064ff9b0000000000000000"):  # 64:ff9b::/96
+        return ipaddress.IPv4Address(packed[12:])
+    if packed[:6] == bytes.fromhex("0064ff9b0001"):  # 64:ff9b:1::/48, local-use NAT64
+        return ipaddress.IPv4Address(packed[12:])
+    if packed[:12] == bytes(12):  # ::a.b.c.d, the deprecated IPv4-compatible form
+        return ipaddress.IPv4Address(packed[12:])
+    return None
+
+
+def is_public(text: str) -> bool:
+    """Whether an address is a public, routable unicast address (IPv4 or IPv6)."""
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return False
+    if (
+        not address.is_global
+        or address.is_multicast
+        or address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_reserved
+        or address.is_unspecified
+    ):
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.teredo is not None and not is_public(str(address.teredo[0])):
+            return False
+        inner = embedded_ipv4(address)
+        if inner is not None and not is_public(str(inner)):
+            return False
+    return True
+
+
+def resolve(host: str, port: int, timeout: float | None) -> list[tuple[Any, ...]]:
+    """getaddrinfo with a deadline: it has none of its own, so it runs in a daemon thread
+    that is abandoned (not waited for) when the time is up."""
+    found: list[Any] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            found.extend(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name="relay-dns", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise httpcore.ConnectTimeout(f"no DNS answer for {host} in time")
+    if failure:
+        raise httpcore.ConnectError(f"cannot resolve {host}: {failure[0]}")
+    if not found:
+        raise httpcore.ConnectError(f"cannot resolve {host}")
+    return found
+
+
+class GuardedStream(httpcore.NetworkStream):
+    """A socket stream whose every read, write and TLS handshake ends by the deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _bounded(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _bounded(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: Any,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return GuardedStream(self._inner.start_tls(ssl_context, server_hostname, _bounded(timeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class GuardedBackend(httpcore.SyncBackend):
+    """Resolves once, checks every address when `public_only`, connects to a checked one."""
+
+    def __init__(self, *, public_only: bool) -> None:
+        self.public_only = public_only
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        infos = resolve(host, port, _bounded(timeout))
+        addresses = [(family, address) for family, _, _, _, address in infos]
+        if self.public_only:
+            refused = [str(address[0]) for _, address in addresses if not is_public(str(address[0]))]
+            if refused:
+                raise RefusedAddress(f"{host} is a private or local address ({refused[0]}); not fetched")
+        last: Exception | None = None
+        for family, address in addresses:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(_bounded(timeout))
+                if local_address is not None:
+                    sock.bind((local_address, 0))
+                sock.connect(address)
+                for option in socket_options or ():
+                    sock.setsockopt(*option)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except TimeoutError as exc:
+                sock.close()
+                last = httpcore.ConnectTimeout(f"connecting to {host} timed out")
+                last.__cause__ = exc
+            except OSError as exc:
+                sock.close()
+                last = httpcore.ConnectError(exc.strerror or str(exc))
+            except BaseException:
+                sock.close()
+                raise
+            else:
+                return GuardedStream(SyncStream(sock))
+        assert last is not None
+        raise last
+
+
+def make_transport(*, public_only: bool, max_connections: int = 32) -> httpx.HTTPTransport:
+    """An httpx transport whose connection pool runs on the guarded backend."""
+    transport = httpx.HTTPTransport()
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(),
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=5.0,
+        network_backend=GuardedBackend(public_only=public_only),
+    )
+    return transport
