@@ -14,6 +14,7 @@ import feedparser
 
 from relay.dedupe import canonical_url, strip_trackers
 from relay.errors import ParseError
+from relay.links import normalise_link
 from relay.models import Item, ParsedFeed
 from relay.text import clean_text
 
@@ -26,7 +27,7 @@ _HTML_START = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html)[\s>]", r
 _IMG_TAG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
 _IMG_SRC = re.compile(r"\bsrc\s*=\s*[\"']?([^\"'\s>]+)", re.IGNORECASE)
 _IMG_ALT = re.compile(r"\balt\s*=\s*(?:\"([^\"]*)\"|'([^']*)')", re.IGNORECASE)
-_HTTP = re.compile(r"^https?://[^\s/]+", re.IGNORECASE)
+SHOWN_LINK_CHARS = 40
 
 
 def defuse_entities(body: bytes) -> bytes:
@@ -122,11 +123,14 @@ def entry_to_item(entry: Any, feed_name: str) -> Item:
     skip_reason = None
     if not raw_link:
         skip_reason = "no link"
-    elif not _HTTP.match(raw_link):
-        shown = raw_link[:40] + ("…" if len(raw_link) > 40 else "")
-        skip_reason = f"link is not http(s): {shown!r}"
     else:
-        link = strip_trackers(raw_link)
+        try:
+            # normalised again after the trackers go: dropping a parameter can leave a
+            # character at the end that a post would cut off the link
+            link = normalise_link(strip_trackers(normalise_link(raw_link)))
+        except ValueError as exc:
+            shown = raw_link[:SHOWN_LINK_CHARS] + ("…" if len(raw_link) > SHOWN_LINK_CHARS else "")
+            skip_reason = f"{exc}: {shown!r}"  # repr: one line, control characters escaped
 
     item_id = str(entry.get("id") or "").strip()
     if item_id:
@@ -189,6 +193,9 @@ def _image(entry: Any, html: str) -> tuple[str | None, str]:
         alt_match = _IMG_ALT.search(tag.group(0))
         candidates.append((source.group(1), (alt_match.group(1) or alt_match.group(2)) if alt_match else ""))
     for url, alt in candidates:
-        if _HTTP.match(url.strip()):
-            return url.strip(), clean_text(alt or description)
+        try:
+            image = normalise_link(url)
+        except ValueError:
+            continue  # an image that cannot be a safe URL is ignored, the item still goes out
+        return image, clean_text(alt or description)
     return None, ""

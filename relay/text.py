@@ -17,14 +17,68 @@ MASTODON_URL_LENGTH = 23
 _GRAPHEME = regex.compile(r"\X")
 # Control characters (keep \n and \t, folded later), bidi embeddings/overrides/isolates,
 # zero-width characters and other invisible format characters that feeds use to hide text.
+# The joiners (U+200C, U+200D) and tag characters are not here: they are removed only where
+# they join nothing (see _JOINER and _TAG).
 _INVISIBLE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]"
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]"
 )
+# Scripts in which ZWJ/ZWNJ between two letters change how they are written: the joining
+# scripts (Persian "می‌خواهم" needs its ZWNJ) and the Brahmic ones (conjuncts, half forms).
+_JOINING_SCRIPTS = [
+    "Arabic",
+    "Syriac",
+    "Nko",
+    "Mongolian",
+    "Mandaic",
+    "Manichaean",
+    "Psalter_Pahlavi",
+    "Hanifi_Rohingya",
+    "Adlam",
+    "Sogdian",
+    "Phags_Pa",
+    "Devanagari",
+    "Bengali",
+    "Gurmukhi",
+    "Gujarati",
+    "Oriya",
+    "Tamil",
+    "Telugu",
+    "Kannada",
+    "Malayalam",
+    "Sinhala",
+    "Tibetan",
+    "Myanmar",
+    "Khmer",
+    "Tai_Tham",
+    "Balinese",
+    "Javanese",
+    "Sundanese",
+    "Grantha",
+    "Brahmi",
+]
+_LETTER_OF = "[[\\p{{L}}\\p{{M}}]&&\\p{{scx={}}}]"
+# A joiner is kept inside an emoji ZWJ sequence (👩‍👩‍👧‍👦, 🏳️‍🌈, 👩🏽‍💻) and between two
+# letters of one joining script; anywhere else ("ad\u200dmin", before an '@') it only hides
+# something and is removed.
+_JOINER = regex.compile(
+    "(?P<keep>(?<=\\p{Extended_Pictographic}[\\p{Emoji_Modifier}\\uFE0F]?)\u200d(?=\\p{Extended_Pictographic})"
+    + "".join(
+        f"|(?<={_LETTER_OF.format(script)})[\u200c\u200d](?={_LETTER_OF.format(script)})" for script in _JOINING_SCRIPTS
+    )
+    + ")|[\u200c\u200d]",
+    regex.V1,
+)
+# Tag characters spell invisible ASCII; they are kept only in a flag tag sequence (🏴󠁧󠁢󠁳󠁣󠁴󠁿).
+_TAG = regex.compile("(?<!\U0001f3f4[\U000e0020-\U000e007e]*)[\U000e0000-\U000e007f]")
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+")
 _NEWLINES = re.compile(r"\s*\n\s*(\n\s*)+")
-# A mention is "@name" or "@name@domain" not preceded by a word character, "/" or "=": the
-# same left context Mastodon requires, so e-mail addresses (word@...) are left alone.
-_MENTION = re.compile(r"(?<![\w/=@＠])@(?=[A-Za-z0-9_])")
+# Mastodon starts a mention at an '@' not preceded by '=', '/' or a word character, where a
+# word character is Ruby's [[:word:]]: letters, marks, decimal digits and connector
+# punctuation. Python's \w is wider (superscripts, vulgar fractions, ZWJ), so only an '@'
+# after one of those four classes, '=' or '/' is left alone (e-mail addresses, URLs); every
+# other '@' followed by anything visible is defused, whatever comes after it.
+_MENTION = regex.compile(r"(?<![=/\p{L}\p{M}\p{Nd}\p{Pc}])@(?=\S)")
+_TAG_START = re.compile("[\U000e0000-\U000e007f]")
 # A URL as Mastodon and Bluesky clients see it: scheme, then everything up to white space,
 # minus trailing punctuation that usually closes the sentence.
 URL_PATTERN = re.compile(r"https?://[^\s<>\"]+", re.IGNORECASE)
@@ -144,7 +198,7 @@ def clean_text(value: str, *, keep_newlines: bool = False) -> str:
     """Untrusted feed text → plain, visible, single-spaced text with no mentions."""
     text = html_to_text(value)
     text = unicodedata.normalize("NFC", text)
-    text = _INVISIBLE.sub("", text)
+    text = remove_invisible(text)
     text = _SPACES.sub(" ", text)
     if keep_newlines:
         text = _NEWLINES.sub("\n\n", text)
@@ -152,6 +206,17 @@ def clean_text(value: str, *, keep_newlines: bool = False) -> str:
     else:
         text = re.sub(r"\s+", " ", text)
     return defuse_mentions(text.strip())
+
+
+def remove_invisible(text: str) -> str:
+    """Remove control and invisible format characters, except the joiners and tags that are
+    part of what a reader sees (emoji sequences, Persian and Indic words, flags)."""
+    text = _INVISIBLE.sub("", text)
+    if "\u200c" in text or "\u200d" in text:
+        text = _JOINER.sub(lambda match: match.group("keep") or "", text)
+    if _TAG_START.search(text):
+        text = _TAG.sub("", text)
+    return text
 
 
 def defuse_mentions(text: str) -> str:
