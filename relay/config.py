@@ -181,7 +181,16 @@ class _LinedList(list[Any]):
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # SafeLoader's scalar constructors raise plain ValueError and the like on values
+        # such as `!!int abc` or `!!timestamp nope`: make them YAML errors with a line.
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, AttributeError, OverflowError):
+            tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {_show(node.value)} as {_field(tag)}", node.start_mark
+            ) from None
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Lined:
@@ -219,8 +228,9 @@ def _read_yaml(source: str, filename: str) -> tuple[Any, list[str]]:
     """Parse feeds.yaml: compose the node graph, refuse aliases that multiply it, find
     duplicate keys, and only then build the values. Returns the data and the duplicate-key
     problems (reported with every other problem)."""
-    loader = _Loader(source)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(source)
         node = loader.get_single_node()
         if node is None:
             return None, []
@@ -229,13 +239,22 @@ def _read_yaml(source: str, filename: str) -> tuple[Any, list[str]]:
         return loader.construct_document(node), duplicates
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
+        position = getattr(exc, "position", None)  # a ReaderError: a character YAML refuses
+        if mark:
+            line = mark.line + 1
+        elif isinstance(position, int):
+            line = source.count("\n", 0, position) + 1
+        else:
+            line = 1
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if "tag:yaml.org,2002:merge" in reason:
+            reason = "merge keys (<<) are not supported: write the keys out"
         raise ConfigError([f"{filename}:{line}: invalid YAML: {_field(reason, 200)}"]) from None
     except RecursionError:
         raise ConfigError([f"{filename}:1: invalid YAML: nested too deeply"]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _bound_aliases(root: yaml.Node, filename: str) -> None:

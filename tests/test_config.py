@@ -362,3 +362,29 @@ def test_flood_threshold_day(tmp_path: Path) -> None:
     assert [feed.flood_threshold_day for feed in config.feeds] == [20, 20]
     text = GOOD.replace("    every: 1h", "    flood_threshold_day: 0")
     assert problems(tmp_path, text) == ["feeds.yaml:18: feeds[1].flood_threshold_day: 0 is not a whole number >= 1"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("x: !!int abc\n", "feeds.yaml:1: invalid YAML: cannot read 'abc' as !!int"),
+        ("feeds:\n  - every: !!timestamp nope\n", "feeds.yaml:2: invalid YAML: cannot read 'nope' as !!timestamp"),
+        (
+            "feeds: []\nx: \x00\n",
+            "feeds.yaml:2: invalid YAML: unacceptable character #x0000: special characters are not allowed",
+        ),
+        (
+            "base: &base {every: 1h}\nfeeds:\n  - <<: *base\n",
+            "feeds.yaml:3: invalid YAML: merge keys (<<) are not supported: write the keys out",
+        ),
+    ],
+)
+def test_values_yaml_cannot_read_are_one_line(tmp_path: Path, text: str, expected: str) -> None:
+    assert problems(tmp_path, text) == [expected]
+
+
+def test_integer_too_long_to_read_is_one_short_line(tmp_path: Path) -> None:
+    path = tmp_path / "feeds.yaml"
+    path.write_text(GOOD.replace("    every: 1h", "    backfill: " + "9" * 10_000))
+    line = check_fails_in_one_line(path)
+    assert line.startswith("relay: feeds.yaml:18: invalid YAML: cannot read '999") and len(line) < 200
