@@ -8,6 +8,7 @@ import fcntl
 import functools
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -66,8 +67,52 @@ def common_options(func: F) -> F:
             for line in str(exc).splitlines():
                 click.echo(f"relay: {line}", err=True)
             sys.exit(int(exc.exit_code))
+        except Exception as exc:
+            message = _state_failure(exc, kwargs["state_dir"])
+            if traceback or message is None:
+                raise
+            click.echo(f"relay: {message}", err=True)
+            sys.exit(int(ExitCode.USAGE))
 
     return wrapper  # type: ignore[return-value]
+
+
+def _state_failure(exc: Exception, state_dir: Path) -> str | None:
+    """One line for a failure of the state (SQLite or the disk under it), naming the state
+    folder and what to do; None for any other error."""
+    import errno
+
+    sqlite3 = sys.modules.get("sqlite3")  # imported only by commands that open the state
+    if sqlite3 is not None and isinstance(exc, sqlite3.Error):
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        lowered = text.lower()
+        if "malformed" in lowered or "not a database" in lowered or "corrupt" in lowered:
+            hint = "the state file is damaged; move it away (relay starts afresh) or restore a backup"
+        elif "full" in lowered:
+            hint = "the disk is full; free some space and run again"
+        elif "readonly" in lowered or "unable to open" in lowered or "permission" in lowered:
+            hint = "relay cannot write there; check the folder's owner and permissions"
+        elif "locked" in lowered or "busy" in lowered:
+            hint = "another program holds the state file; try again later"
+        else:
+            hint = "check the disk and the file, or move it away to start afresh"
+        return f"state {state_dir}: {text}: {hint}"
+    if isinstance(exc, OSError):
+        where = exc.filename or state_dir
+        reason = exc.strerror or str(exc)
+        hints = {
+            errno.ENOSPC: "the disk is full; free some space and run again",
+            errno.EFBIG: "the disk is full or a file size limit was reached; free some space",
+            errno.EDQUOT: "the disk quota is used up; free some space",
+            errno.EACCES: "relay cannot write there; check the folder's owner and permissions",
+            errno.EPERM: "relay cannot write there; check the folder's owner and permissions",
+            errno.EROFS: "the file system is read-only; point --state-dir at a writable folder",
+            errno.ENOTDIR: "--state-dir must name a folder, not a file",
+            errno.EEXIST: "--state-dir must name a folder, not a file",
+        }
+        hint = hints.get(exc.errno or 0, "check the state folder")
+        return f"state {state_dir}: {where}: {reason}: {hint}"
+    return None
 
 
 def format_option(func: F) -> F:
@@ -133,13 +178,36 @@ def _select_feeds(config: Any, names: tuple[str, ...]) -> list[Any]:
     return [feed for feed in config.feeds if feed.name in names]
 
 
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*):[^/\s@]*@")
+
+
+def _redact(config: Any, text: str) -> str:
+    """Secret values and URL passwords hidden; every line about feeds and accounts goes
+    through here before it is printed."""
+    if config is not None:
+        text = config.redact(text) if hasattr(config, "redact") else text
+    return _URL_PASSWORD.sub(r"\1:***@", text)
+
+
+def _open_store(state_dir: Path, *, quiet: bool = False) -> Any:
+    """The state for writing; its warnings (permissions tightened) printed once."""
+    from relay.store import Store
+
+    store = Store.open(state_dir)
+    for warning in store.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return store
+
+
 @contextlib.contextmanager
 def run_lock(state_dir: Path) -> Iterator[None]:
     """One run at a time. flock is released by the kernel when a process dies, even by
     SIGKILL, so a crashed run never blocks the next one."""
+    if state_dir.exists() and not state_dir.is_dir():
+        raise StateError(f"{state_dir}: the state folder is a file; point --state-dir at a folder")
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = state_dir / "relay.lock"
-    handle = open(path, "a+")  # noqa: SIM115 - held for the whole run
+    handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -241,23 +309,22 @@ def check(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, online
         raise ConfigError(problems)
     for warning in config.warnings:
         if not quiet:
-            click.echo(f"warning: {warning}", err=True)
+            click.echo(f"warning: {_redact(config, warning)}", err=True)
     failed = False
     if online:
-        from relay.store import Store
         from relay.targets import make_target
         from relay.targets.base import PublishError
 
         if config.warnings:
             raise ConfigError(list(config.warnings))
-        store = Store.open(state_dir)
+        store = _open_store(state_dir)
         for name, account in config.accounts.items():
-            target = make_target(account, store)
+            target = make_target(account, store, allow_private=_allow_private(config))
             try:
-                click.echo(f"account {name}: {target.check()}")
+                click.echo(_redact(config, f"account {name}: {target.check()}"))
             except PublishError as exc:
                 failed = True
-                click.echo(f"relay: account {name}: {exc}", err=True)
+                click.echo(_redact(config, f"relay: account {name}: {exc}"), err=True)
             finally:
                 target.close()
     if not quiet:
@@ -332,12 +399,12 @@ def preview(
         feeds_out.append(
             {
                 "name": report.name,
-                "url": report.url,
+                "url": _redact(config, report.url),
                 "status": report.status,
-                "error": report.error,
+                "error": None if report.error is None else _redact(config, report.error),
                 "entries": report.entries,
                 "new": report.new,
-                "warnings": report.warnings,
+                "warnings": [_redact(config, w) for w in report.warnings],
             }
         )
         feed_title = feed_poll.parsed.title if feed_poll.parsed else ""
@@ -393,7 +460,7 @@ def preview(
         _print_preview(config, feeds_out, posts_out, verbose=verbose, quiet=quiet)
     for warning in config.warnings:
         if not quiet and output_format == "text":
-            click.echo(f"warning: {warning} (needed by `relay run`)", err=True)
+            click.echo(f"warning: {_redact(config, warning)} (needed by `relay run`)", err=True)
     if any(f["status"] == "error" for f in feeds_out):
         sys.exit(ExitCode.PARTIAL)
 
@@ -454,12 +521,11 @@ def seed(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, feed_na
     """
     from relay.fetch import make_client
     from relay.pipeline import poll, record_poll
-    from relay.store import Store
 
     config = _load(config_path)
     feeds = _select_feeds(config, feed_names)
     with run_lock(state_dir):
-        store = Store.open(state_dir)
+        store = _open_store(state_dir)
         now = _now()
         with make_client() as client:
             polls = poll(config, store, client, now, feeds=feeds, conditional=False, all_items=True)
@@ -469,7 +535,7 @@ def seed(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, feed_na
             report = feed_poll.report
             if report.status == "error":
                 failed = True
-                click.echo(f"relay: feed {report.name}: {report.error}", err=True)
+                click.echo(_redact(config, f"relay: feed {report.name}: {report.error}"), err=True)
             elif not quiet:
                 click.echo(f"feed {report.name}: {report.new} entries marked seen")
     if failed:
@@ -508,12 +574,24 @@ def run(
 
 
 def _run(config: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbose: bool, quiet: bool) -> bool:
+    with _dry_run_state(state_dir) if dry_run else contextlib.closing(_open_store(state_dir)) as store:
+        return _run_with(config, store, state_dir, feeds, dry_run=dry_run, verbose=verbose, quiet=quiet)
+
+
+def _run_with(
+    config: Any, store: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbose: bool, quiet: bool
+) -> bool:
     from relay import schedule
-    from relay.store import Store, epoch
+    from relay.store import epoch
 
     now = _now()
-    store = _dry_run_store(state_dir) if dry_run else Store.open(state_dir)
     states = store.feed_states()
+    if not states and feeds and not quiet:
+        click.echo(
+            f"warning: no state yet in {state_dir}: first run; each feed relays at most its `backfill` newest"
+            " items (`relay seed` relays none)",
+            err=True,
+        )
     due = [f for f in feeds if schedule.is_due(states.get(f.name), epoch(now))]
     failed = False
     if due:
@@ -527,11 +605,11 @@ def _run(config: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbo
             report = feed_poll.report
             if report.status == "error":
                 failed = True
-                click.echo(f"relay: feed {report.name}: {report.error}", err=True)
+                click.echo(_redact(config, f"relay: feed {report.name}: {report.error}"), err=True)
             elif verbose:
                 click.echo(f"feed {report.name}: {report.status}, {report.entries} entries, {report.new} new")
             for warning in report.warnings:
-                click.echo(f"warning: feed {report.name}: {warning}", err=True)
+                click.echo(_redact(config, f"warning: feed {report.name}: {warning}"), err=True)
     elif verbose:
         click.echo("no feed is due")
     if not _has_due_deliveries(store, epoch(now)):
@@ -540,7 +618,10 @@ def _run(config: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbo
     from relay.targets import make_target
     from relay.text import truncate
 
-    targets = {name: make_target(account, store, dry_run=dry_run) for name, account in config.accounts.items()}
+    targets = {
+        name: make_target(account, store, dry_run=dry_run, allow_private=_allow_private(config))
+        for name, account in config.accounts.items()
+    }
     try:
         delivered = deliver(config, store, targets, _now)
     finally:
@@ -548,27 +629,40 @@ def _run(config: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbo
             target.close()
     for target in targets.values():
         for warning in target.warnings:
-            click.echo(f"warning: {warning}", err=True)
+            click.echo(_redact(config, f"warning: {warning}"), err=True)
     for event in delivered.events:
         if event.outcome == "failed":
             click.echo(
-                f"relay: account {event.account}: delivery {event.delivery_id} ({event.feed}: {event.title[:60]}) failed: {event.detail}",
+                _redact(
+                    config,
+                    f"relay: account {event.account}: delivery {event.delivery_id} ({event.feed}: {event.title[:60]})"
+                    f" failed: {event.detail}",
+                ),
                 err=True,
             )
         elif event.outcome == "retry":
             click.echo(
-                f"relay: account {event.account}: delivery {event.delivery_id} will be retried: {event.detail}",
+                _redact(
+                    config,
+                    f"relay: account {event.account}: delivery {event.delivery_id} ({event.feed}) will be retried:"
+                    f" {event.detail}",
+                ),
                 err=True,
             )
         elif verbose:
             prefix = "would post" if dry_run else "posted"
             click.echo(f"{prefix} to {event.account}: {event.feed}: {truncate(event.title, 70)} {event.url}".rstrip())
     for line in delivered.account_errors:
-        click.echo(f"relay: {line}", err=True)
+        click.echo(_redact(config, f"relay: {line}"), err=True)
     if verbose:
         for name, why in delivered.pacing.items():
             click.echo(f"pacing {name}: {why}")
     return failed or delivered.failed
+
+
+def _allow_private(config: Any) -> bool:
+    network = getattr(config, "network", None)
+    return bool(getattr(network, "allow_private", False))
 
 
 def _has_due_deliveries(store: Any, now: float) -> bool:
@@ -579,37 +673,60 @@ def _has_due_deliveries(store: Any, now: float) -> bool:
     return row is not None
 
 
-def _dry_run_store(state_dir: Path) -> Any:
-    """A throwaway copy of the state, so a dry run takes the real path and writes nothing."""
+@contextlib.contextmanager
+def _dry_run_state(state_dir: Path) -> Iterator[Any]:
+    """A throwaway copy of the state, so a dry run takes the real path and writes nothing.
+    Private (0700 folder, 0600 files: it holds session tokens) and removed on the way out,
+    even on Ctrl-C."""
     import sqlite3
     import tempfile
 
     from relay.store import Store, state_path
 
     path = state_path(state_dir)
+    old_umask = os.umask(0o077)
     scratch = Path(tempfile.mkdtemp(prefix="relay-dry-run-"))
-    if path.exists():
-        source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        target = sqlite3.connect(scratch / "relay.db")
+    try:
+        if path.exists():
+            source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            target = sqlite3.connect(scratch / "relay.db")
+            try:
+                source.backup(target)
+            except sqlite3.DatabaseError as exc:
+                raise StateError(f"{path}: not a usable relay state file ({exc})") from None
+            finally:
+                source.close()
+                target.close()
+        os.umask(old_umask)
+        store = Store.open(scratch)
         try:
-            source.backup(target)
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"{path}: not a usable relay state file ({exc})") from None
+            yield store
         finally:
-            source.close()
-            target.close()
-    return Store.open(scratch)
+            store.close()
+    finally:
+        os.umask(old_umask)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # status, history, queue
 
 
 def _open_existing(state_dir: Path) -> Any:
-    from relay.store import Store, state_path
+    from relay.store import state_path
 
     if not state_path(state_dir).exists():
         raise StateError(f"{state_path(state_dir)}: no state yet (run `relay run` or `relay seed` first)")
-    return Store.open(state_dir)
+    return _open_store(state_dir)
+
+
+def _config_for_masking(config_path: Path) -> Any:
+    """The configuration when it loads, so its secrets can be hidden; status does not need it."""
+    if not config_path.exists():
+        return None
+    try:
+        return _load(config_path, check_templates=False)
+    except RelayError:
+        return None
 
 
 def _when(value: float | None) -> str:
@@ -630,15 +747,16 @@ def status(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, outpu
       relay status --format json
     """
     store = _open_existing(state_dir)
+    config = _config_for_masking(config_path)
     feeds = [
         {
             "name": s.name,
-            "url": s.url,
+            "url": _redact(config, s.url),
             "last_polled_at": _iso(s.last_polled_at),
             "last_ok_at": _iso(s.last_ok_at),
             "next_due_at": _iso(s.next_due_at),
             "consecutive_failures": s.consecutive_failures,
-            "last_error": s.last_error,
+            "last_error": None if s.last_error is None else _redact(config, s.last_error),
             "entries": s.entries,
         }
         for s in store.feed_states().values()
@@ -673,7 +791,7 @@ def status(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, outpu
         line = f"  {s.name}: last poll {_when(s.last_polled_at)}, next {_when(s.next_due_at)}, {s.entries or 0} entries"
         if s.last_error:
             line += f", FAILING x{s.consecutive_failures}: {s.last_error}"
-        click.echo(line)
+        click.echo(_redact(config, line))
     click.echo("accounts:" if accounts else "accounts: nothing queued or posted yet")
     for account in accounts:
         outbox = ", ".join(f"{n} {state}" for state, n in sorted(account["outbox"].items())) or "nothing yet"

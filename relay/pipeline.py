@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import os
 import secrets
+import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from relay.render import FeedInfo, Limits, Post, find_template, make_environment
 from relay.store import Delivery, FeedState, Store, epoch
 from relay.targets.base import PublishError, Target
 
+FLOOD_WINDOW = 86400  # the flood guard's sliding day, in seconds
 PARALLEL_PARSE_MIN = 3  # parse in processes from this many changed feeds on
 IN_DOUBT_RESEND_WINDOW = 55 * 60  # Mastodon keeps idempotency keys one hour
 
@@ -80,7 +82,7 @@ def poll(
     requests = []
     for feed in feeds:
         state = states.get(feed.name)
-        url = resolve_feed_url(config, feed.url)
+        url = resolve_feed_url(config, getattr(feed, "fetch_url", feed.url))
         requests.append(
             FetchRequest(
                 name=feed.name,
@@ -155,6 +157,14 @@ def decide_all(
 ) -> None:
     """For each new item and each account: post, hold, or skip with a reason."""
     batch: dict[bytes, tuple[str, set[str]]] = {}  # canonical → (feed, accounts) in this poll
+    known_feeds = [
+        p.feed.name
+        for p in polls
+        if p.parsed is not None and (state := states.get(p.feed.name)) is not None and state.last_ok_at is not None
+    ]
+    recent = (
+        store.recent_item_counts(known_feeds, epoch(now) - FLOOD_WINDOW) if store is not None and not all_items else {}
+    )
     for feed_poll in polls:
         if feed_poll.parsed is None:
             continue
@@ -169,11 +179,18 @@ def decide_all(
         for item, key_hash in zip(items, hashes, strict=True):
             if key_hash in known:
                 continue
+            if item.published is not None and item.published > now:
+                item = dataclasses.replace(item, published=now)  # a date in the future counts as now
             reason = item.skip_reason
             if reason is None and not all_items:
                 reason = filter_reason(item, include=feed.include, exclude=feed.exclude, max_age=feed.max_age, now=now)
             if reason is None and item.canonical_url in seen_links and not all_items:
                 reason = "same link as another item of this feed"
+            if reason is None and first_poll and store is not None and item.canonical_url and not all_items:
+                # a renamed feed: its items are new under this name, not to relay
+                other = store.seen_elsewhere(fingerprint(item.canonical_url), feed.name)
+                if other:
+                    reason = f"first poll: already seen via feed {other!r}"
             if item.canonical_url:
                 seen_links.add(item.canonical_url)
             decisions.append(ItemDecision(item, key_hash, reason))
@@ -206,11 +223,17 @@ def decide_all(
                 entry = batch.setdefault(canonical, (feed.name, set()))
                 entry[1].update(a for a, (act, _) in decision.accounts.items() if act == "post")
         relayable = [d for d in candidates if any(a == "post" for a, _ in d.accounts.values())]
-        if not first_poll and not all_items and len(relayable) > feed.flood_threshold:
-            why = (
-                f"flood guard: {len(relayable)} new items at once (threshold {feed.flood_threshold});"
-                f" `relay queue release {feed.name}` or `relay queue drop-held {feed.name}`"
-            )
+        day_threshold = getattr(feed, "flood_threshold_day", 50)
+        in_day = recent.get(feed.name, 0) + len(relayable)
+        steer = f"`relay queue release {feed.name}` or `relay queue drop-held {feed.name}`"
+        why = None
+        if first_poll or all_items or not relayable:
+            pass
+        elif len(relayable) > feed.flood_threshold:
+            why = f"flood guard: {len(relayable)} new items at once (flood_threshold {feed.flood_threshold}); {steer}"
+        elif in_day > day_threshold:
+            why = f"flood guard: {in_day} new items in 24 hours (flood_threshold_day {day_threshold}); {steer}"
+        if why:
             for decision in relayable:
                 for account, (action, _) in decision.accounts.items():
                     if action == "post":
@@ -255,7 +278,10 @@ def record_poll(store: Store, config: Config, feed_poll: FeedPoll, now: datetime
         failures = (state.consecutive_failures if state else 0) + 1
         retry_at = epoch(result.retry_after) if result and result.retry_after else None
         due = schedule.next_due_after_failure(feed, failures, now_s, retry_at)
-        store.record_feed_error(feed.name, feed.url, feed_poll.report.error or "error", now_s, due)
+        error = feed_poll.report.error or "error"
+        if hasattr(config, "redact"):
+            error = config.redact(error)  # kept in the state and shown by status: no secret
+        store.record_feed_error(feed.name, feed.url, error, now_s, due)
         return
     with store.transaction():
         for decision in feed_poll.decisions:
@@ -423,13 +449,57 @@ def deliver(
                 except PublishError as exc:
                     report.account_errors.append(f"account {name}: {exc}")
                     break
+                except sqlite3.Error:
+                    raise
+                except Exception as exc:
+                    report.account_errors.append(f"account {name}: cannot read its limits: {one_line(exc)}")
+                    break
             before = len(report.events)
-            stop = _deliver_one(store, target, renderer, delivery, feed, account, limits, clock, report)
+            try:
+                stop = _deliver_one(store, target, renderer, delivery, feed, account, limits, clock, report)
+            except sqlite3.Error:
+                raise  # the state itself failed: the command ends with a state error
+            except Exception as exc:
+                # any error of any type (an SDK's RecursionError, an image library's bomb
+                # guard…) ends this delivery's attempt only; the others go on
+                _requeue_after_error(store, delivery, account, clock, report, one_line(exc))
+                stop = False
             if stop:
                 break
-            if not any(e.detail.startswith("render:") for e in report.events[before:]):
+            # a send that reached the server uses the budget; a render failure or a post the
+            # server refused at once does not delay the items behind it
+            if any(e.outcome in ("posted", "retry") for e in report.events[before:]):
                 sent += 1
     return report
+
+
+def one_line(exc: BaseException) -> str:
+    """`TypeName: first line of the message`, for an error nobody anticipated."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _requeue_after_error(
+    store: Store,
+    delivery: Delivery,
+    account: Account,
+    clock: Callable[[], datetime],
+    report: DeliveryReport,
+    reason: str,
+) -> None:
+    """Back to the queue with backoff, counting an attempt, or failed after the last one."""
+    current = store.delivery(delivery.id) or delivery
+    attempts = max(current.attempts, delivery.attempts + 1)
+    now = epoch(clock())
+    if attempts >= schedule.MAX_ATTEMPTS:
+        detail = f"gave up after {attempts} attempts: {reason}"
+        store.mark_failed(delivery.id, detail)
+        outcome = "failed"
+    else:
+        detail = reason
+        store.requeue(delivery.id, now + schedule.delivery_backoff(attempts).total_seconds(), reason, attempts)
+        outcome = "retry"
+    report.events.append(DeliveryEvent(account.name, delivery.id, delivery.feed, delivery.title, outcome, detail))
 
 
 def _deliver_one(

@@ -93,7 +93,12 @@ def _v1(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+def _v2(db: sqlite3.Connection) -> None:
+    # the 24-hour flood guard counts a feed's items by first sight
+    db.execute("CREATE INDEX items_feed_seen ON items (feed, first_seen_at)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -141,6 +146,27 @@ class Delivery:
     title: str
     link: str | None
     payload: str
+    first_seen_at: float = 0.0
+
+
+PRIVATE_FILES = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", "relay.lock")
+
+
+def tighten_permissions(state_dir: Path) -> str | None:
+    """Make the state folder 0700 and its files 0600 when they are wider: they hold session
+    tokens. A one-line warning saying what changed, or None."""
+    changed = []
+    for path, private in ((state_dir, 0o700), *((state_dir / name, 0o600) for name in PRIVATE_FILES)):
+        try:
+            mode = path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            path.chmod(private)
+            changed.append(f"{path.name or path} {mode:04o} -> {private:04o}")
+    if not changed:
+        return None
+    return f"{state_dir}: others could read relay's state; tightened {', '.join(changed)}"
 
 
 def state_path(state_dir: Path) -> Path:
@@ -152,18 +178,27 @@ class Store:
         self.db = db
         self.path = path
         self.read_only = read_only
+        self.warnings: list[str] = []  # one line each, for the command to print
+        self.created = False  # no state file existed before this open
 
     @classmethod
     def open(cls, state_dir: Path) -> Store:
         """Open (creating if needed) the state file for writing, migrating it."""
+        if state_dir.exists() and not state_dir.is_dir():
+            raise StateError(f"{state_dir}: the state folder is a file; point --state-dir at a folder")
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        warning = tighten_permissions(state_dir)
         path = state_path(state_dir)
         old_umask = os.umask(0o077)  # the WAL and SHM files too
         try:
-            if not path.exists():
+            created = not path.exists()
+            if created:
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             db = sqlite3.connect(path, timeout=10, isolation_level=None)
             store = cls(db, path)
+            store.created = created
+            if warning:
+                store.warnings.append(warning)
             store._prepare()
         except sqlite3.DatabaseError as exc:
             raise StateError(f"{path}: not a usable relay state file ({exc}); move it away to start afresh") from None
@@ -225,7 +260,10 @@ class Store:
         try:
             yield self.db
         except BaseException:
-            self.db.execute("ROLLBACK")
+            # SQLite may already have rolled back (a full disk); do not hide the first error
+            if self.db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
 
@@ -296,6 +334,27 @@ class Store:
             )
         return found
 
+    def recent_item_counts(self, feeds: Iterable[str], since: float) -> dict[str, int]:
+        """Per feed: items first seen since `since` that were queued or held for an account
+        (items only marked seen do not count). One query for all feeds."""
+        names = list(feeds)
+        if not names:
+            return {}
+        marks = ",".join("?" * len(names))
+        rows = self.db.execute(
+            f"SELECT i.feed, COUNT(*) FROM items i WHERE i.feed IN ({marks}) AND i.first_seen_at >= ?"
+            " AND EXISTS (SELECT 1 FROM deliveries d WHERE d.item_id = i.id) GROUP BY i.feed",
+            (*names, since),
+        )
+        return {feed: int(count) for feed, count in rows}
+
+    def seen_elsewhere(self, canonical: bytes, feed: str) -> str | None:
+        """Another feed that already holds an item with this canonical URL, relayed or not."""
+        row = self.db.execute(
+            "SELECT feed FROM items WHERE canonical = ? AND feed != ? LIMIT 1", (canonical, feed)
+        ).fetchone()
+        return row[0] if row else None
+
     def relayed_elsewhere(self, canonical: bytes, account: str) -> str | None:
         """The feed through which this article already went (or is going) to account."""
         row = self.db.execute(
@@ -340,7 +399,7 @@ class Store:
     _DELIVERY_COLUMNS = (
         "d.id, d.item_id, d.account, d.state, d.idempotency_key, d.rkey, d.attempts, d.queued_at,"
         " d.next_attempt_at, d.last_attempt_at, d.posted_at, d.remote_id, d.remote_url, d.last_error,"
-        " d.post, i.feed, i.title, i.link, i.payload"
+        " d.post, i.feed, i.title, i.link, i.payload, i.first_seen_at"
     )
 
     def deliveries(
@@ -356,13 +415,27 @@ class Store:
         return found[0] if found else None
 
     def due_deliveries(self, account: str, now: float, limit: int) -> list[Delivery]:
-        """Oldest first: in-doubt ('sending') ones before the queue, then by publication."""
-        return self.deliveries(
-            "d.account = ? AND (d.state = 'sending' OR (d.state = 'queued' AND d.next_attempt_at <= ?))",
-            (account, now),
-            order="d.state = 'queued', COALESCE(i.published_at, i.first_seen_at), d.id",
-            limit=limit,
+        """In-doubt ('sending') deliveries first, then the queue in fair turns: each feed's
+        deliveries by when relay first saw the item (never the feed's own date, which the
+        feed controls; that date only orders the items first seen together), one per feed
+        per turn; within a turn, feeds that posted least to
+        this account in the last 24 hours, then the one waiting longest, go first."""
+        rows = self.db.execute(
+            "WITH recent AS ("
+            "  SELECT i.feed, COUNT(*) AS posts FROM deliveries d JOIN items i ON i.id = d.item_id"
+            "  WHERE d.account = ? AND d.state = 'posted' AND d.posted_at >= ? GROUP BY i.feed"
+            f") SELECT {self._DELIVERY_COLUMNS} FROM deliveries d JOIN items i ON i.id = d.item_id"
+            " LEFT JOIN recent ON recent.feed = i.feed"
+            " WHERE d.account = ? AND (d.state = 'sending' OR (d.state = 'queued' AND d.next_attempt_at <= ?))"
+            " ORDER BY d.state = 'queued',"
+            "  ROW_NUMBER() OVER (PARTITION BY i.feed ORDER BY i.first_seen_at, i.published_at, d.id),"
+            "  COALESCE(recent.posts, 0),"
+            "  MIN(i.first_seen_at) OVER (PARTITION BY i.feed),"
+            "  i.feed, d.id"
+            f" LIMIT {int(limit)}",
+            (account, now - 86400, account, now),
         )
+        return [Delivery(*row) for row in rows]
 
     def mark_sending(self, delivery_id: int, now: float, post: str) -> None:
         with self.transaction():
@@ -386,6 +459,15 @@ class Store:
                 "UPDATE deliveries SET state = 'queued', next_attempt_at = ?, last_error = ?,"
                 " attempts = attempts - ? WHERE id = ?",
                 (next_attempt, error, 0 if count_attempt else 1, delivery_id),
+            )
+
+    def requeue(self, delivery_id: int, next_attempt: float, error: str, attempts: int) -> None:
+        """Back to the queue after an unexpected error, with the attempts counted so far."""
+        with self.transaction():
+            self.db.execute(
+                "UPDATE deliveries SET state = 'queued', next_attempt_at = ?, last_error = ?, attempts = ?"
+                " WHERE id = ?",
+                (next_attempt, error, attempts, delivery_id),
             )
 
     def mark_failed(self, delivery_id: int, error: str) -> None:
