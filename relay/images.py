@@ -10,9 +10,10 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-# What we ever decode: at 4 bytes a pixel, 16 million pixels is 64 MB, which keeps relay's
-# peak memory under 150 MB with the interpreter and Pillow loaded.
-DECODE_MAX_PIXELS = 16_000_000
+# What we ever decode. Pillow keeps 4 bytes a pixel for any colour image, and resizing an
+# image with alpha makes a premultiplied copy: 12 million pixels is 2 × 48 MB, which keeps
+# relay's peak memory under 150 MB with the interpreter and Pillow loaded (bench/images.py).
+DECODE_MAX_PIXELS = 12_000_000
 # What a header may declare: a JPEG over DECODE_MAX_PIXELS is still decoded at 1/2 to 1/8
 # scale; images sent on without decoding (Mastodon uploads) are capped at Mastodon's own
 # matrix limit (7680 × 4320).
