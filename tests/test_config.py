@@ -1,4 +1,6 @@
+import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -6,6 +8,8 @@ import pytest
 from relay.config import Network, load_config, mask_credentials
 from relay.errors import ConfigError
 from relay.render import make_environment, template_exists
+from tests.support import feedserver as fs
+from tests.support.feeds import rss
 from tests.support.relayrun import relay
 
 GOOD = """\
@@ -388,3 +392,26 @@ def test_integer_too_long_to_read_is_one_short_line(tmp_path: Path) -> None:
     path.write_text(GOOD.replace("    every: 1h", "    backfill: " + "9" * 10_000))
     line = check_fails_in_one_line(path)
     assert line.startswith("relay: feeds.yaml:18: invalid YAML: cannot read '999") and len(line) < 200
+
+
+def test_private_feed_is_fetched_with_its_token_and_shown_without_it(
+    tmp_path: Path, feed_server: fs.FeedServer
+) -> None:
+    body = rss([{"title": "Réservé", "link": "https://example.org/a", "guid": "a", "published": datetime.now(UTC)}])
+
+    def private(request: fs.Request) -> fs.Response:
+        if request.path != f"/private?token={SECRET}":
+            return fs.Response(403, b"forbidden")
+        return fs.Response(200, body, {"Content-Type": "application/rss+xml"})
+
+    feed_server.add("/private", private)
+    url = feed_server.url("/private") + "?token=${FEED_TOKEN}"
+    path = tmp_path / "feeds.yaml"
+    path.write_text(GOOD.split("feeds:")[0] + f"feeds:\n  - name: private\n    url: {url}\n")
+    env = {"TOKEN": "t", "APP_PASSWORD": "p", "FEED_TOKEN": SECRET}
+    result = relay("preview", "-c", str(path), "--format", "json", env=env)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert [feed["url"] for feed in data["feeds"]] == [url]
+    assert any(post["title"] == "Réservé" for post in data["posts"])
+    assert SECRET not in result.output
