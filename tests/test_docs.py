@@ -34,6 +34,7 @@ def test_every_command_is_documented_with_an_example(name: str, command: click.C
         config._FEED_KEYS
         | config._TOP_KEYS
         | config._PACING_KEYS
+        | config._NETWORK_KEYS
         | config._ACCOUNT_KEYS["mastodon"]
         | config._ACCOUNT_KEYS["bluesky"]
     ),
