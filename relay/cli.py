@@ -8,7 +8,6 @@ import fcntl
 import functools
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -178,15 +177,15 @@ def _select_feeds(config: Any, names: tuple[str, ...]) -> list[Any]:
     return [feed for feed in config.feeds if feed.name in names]
 
 
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*):[^/\s@]*@")
-
-
 def _redact(config: Any, text: str) -> str:
-    """Secret values and URL passwords hidden; every line about feeds and accounts goes
-    through here before it is printed."""
+    """Secret values back to ${VAR} and URL passwords masked: every line about feeds and
+    accounts goes through here before it is printed. Without a configuration (status when
+    feeds.yaml does not load), URL passwords are still masked."""
     if config is not None:
-        text = config.redact(text) if hasattr(config, "redact") else text
-    return _URL_PASSWORD.sub(r"\1:***@", text)
+        return str(config.redact(text))
+    from relay.config import mask_credentials
+
+    return mask_credentials(text)
 
 
 def _open_store(state_dir: Path, *, quiet: bool = False) -> Any:
@@ -319,7 +318,7 @@ def check(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, online
             raise ConfigError(list(config.warnings))
         store = _open_store(state_dir)
         for name, account in config.accounts.items():
-            target = make_target(account, store, allow_private=_allow_private(config))
+            target = make_target(account, store, allow_private=config.network.allow_private)
             try:
                 click.echo(_redact(config, f"account {name}: {target.check()}"))
             except PublishError as exc:
@@ -619,7 +618,7 @@ def _run_with(
     from relay.text import truncate
 
     targets = {
-        name: make_target(account, store, dry_run=dry_run, allow_private=_allow_private(config))
+        name: make_target(account, store, dry_run=dry_run, allow_private=config.network.allow_private)
         for name, account in config.accounts.items()
     }
     try:
@@ -658,11 +657,6 @@ def _run_with(
         for name, why in delivered.pacing.items():
             click.echo(f"pacing {name}: {why}")
     return failed or delivered.failed
-
-
-def _allow_private(config: Any) -> bool:
-    network = getattr(config, "network", None)
-    return bool(getattr(network, "allow_private", False))
 
 
 def _has_due_deliveries(store: Any, now: float) -> bool:

@@ -82,7 +82,7 @@ def poll(
     requests = []
     for feed in feeds:
         state = states.get(feed.name)
-        url = resolve_feed_url(config, getattr(feed, "fetch_url", feed.url))
+        url = resolve_feed_url(config, feed.fetch_url)
         requests.append(
             FetchRequest(
                 name=feed.name,
@@ -223,7 +223,6 @@ def decide_all(
                 entry = batch.setdefault(canonical, (feed.name, set()))
                 entry[1].update(a for a, (act, _) in decision.accounts.items() if act == "post")
         relayable = [d for d in candidates if any(a == "post" for a, _ in d.accounts.values())]
-        day_threshold = getattr(feed, "flood_threshold_day", 50)
         in_day = recent.get(feed.name, 0) + len(relayable)
         steer = f"`relay queue release {feed.name}` or `relay queue drop-held {feed.name}`"
         why = None
@@ -231,8 +230,10 @@ def decide_all(
             pass
         elif len(relayable) > feed.flood_threshold:
             why = f"flood guard: {len(relayable)} new items at once (flood_threshold {feed.flood_threshold}); {steer}"
-        elif in_day > day_threshold:
-            why = f"flood guard: {in_day} new items in 24 hours (flood_threshold_day {day_threshold}); {steer}"
+        elif in_day > feed.flood_threshold_day:
+            why = (
+                f"flood guard: {in_day} new items in 24 hours (flood_threshold_day {feed.flood_threshold_day}); {steer}"
+            )
         if why:
             for decision in relayable:
                 for account, (action, _) in decision.accounts.items():
@@ -278,9 +279,8 @@ def record_poll(store: Store, config: Config, feed_poll: FeedPoll, now: datetime
         failures = (state.consecutive_failures if state else 0) + 1
         retry_at = epoch(result.retry_after) if result and result.retry_after else None
         due = schedule.next_due_after_failure(feed, failures, now_s, retry_at)
-        error = feed_poll.report.error or "error"
-        if hasattr(config, "redact"):
-            error = config.redact(error)  # kept in the state and shown by status: no secret
+        # kept in the state and shown by status: no secret
+        error = config.redact(feed_poll.report.error or "error")
         store.record_feed_error(feed.name, feed.url, error, now_s, due)
         return
     with store.transaction():

@@ -121,7 +121,7 @@ def test_the_flood_guard_counts_a_sliding_day(tmp_path: Path) -> None:
     items of the last 24 hours pass flood_threshold_day."""
     cfg = config(tmp_path)
     store = Store.open(tmp_path / "state")
-    threshold_day = getattr(cfg.feed("a"), "flood_threshold_day", 50)
+    threshold_day = cfg.feed("a").flood_threshold_day
     seen = 0
     outcomes = []
     for poll_number in range(30):

@@ -11,8 +11,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from PIL.Image import DecompressionBombError
 
 from relay.cli import run_lock
+from tests.support import feedserver as fs
 from tests.support.fake_mastodon import FakeMastodon
 from tests.support.feeds import numbered
 from tests.support.feedserver import FeedServer
@@ -318,3 +320,96 @@ def test_cron_prints_absolute_paths_and_installs_once(tmp_path: Path, monkeypatc
     assert relay("cron", "-c", "feeds.yaml", "--install").exit_code == 0
     assert "nothing changed" in relay("cron", "-c", "feeds.yaml", "--install").output
     assert crontab_file.read_text().count(" run -c ") == 1
+
+
+# the delivery boundary: whatever an SDK raises, one delivery never stops the others
+
+
+def _raise_once(monkeypatch: pytest.MonkeyPatch, method: str, error: BaseException) -> list[int]:
+    """Make mastodon.Mastodon.<method> raise `error` on its first call, then work."""
+    import mastodon as sdk
+
+    original = getattr(sdk.Mastodon, method)
+    calls: list[int] = []
+
+    def patched(self: object, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise error
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(sdk.Mastodon, method, patched)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RecursionError("maximum recursion depth exceeded while calling a Python object"),
+        KeyError("id"),
+        ValueError("Invalid response\nwith a second line"),
+        DecompressionBombError("Image size (100020001 pixels) exceeds limit of 89478485 pixels"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_an_sdk_error_requeues_one_delivery_and_the_run_goes_on(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    config = write(tmp_path, feed_server.feed("/f", numbered(3, now=NOW)), mastodon, second=True)
+    _raise_once(monkeypatch, "status_post", error)
+    result = relay("run", "-c", str(config), env=ENV, now=NOW)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    reason = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+    [line] = [line for line in result.output.splitlines() if line.startswith("relay:")]
+    assert line.startswith("relay: account masto: delivery ") and line.endswith(f"will be retried: {reason}")
+    # the two others of that account and all three of the other account went out
+    assert sorted(statuses(mastodon)) == ["item 0", "item 1", "item 1", "item 2", "item 2"]
+    [queued] = json.loads(relay("queue", "list", "--format", "json").output)
+    assert (queued["account"], queued["state"], queued["attempts"], queued["last_error"]) == (
+        "masto",
+        "queued",
+        1,
+        reason,
+    )
+    later = relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=5))
+    assert later.exit_code == 0 and sorted(statuses(mastodon)).count("item 0") == 2  # retried, exactly once
+
+
+def test_instance_failing_during_an_image_upload_does_not_wedge_the_account(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon
+) -> None:
+    """The issue's case: when /api/v1/instance fails during an image upload, Mastodon.py
+    recursed until RecursionError, which killed the run with a traceback and left the
+    delivery 'sending', with every later item stuck behind it."""
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(png, "PNG")
+    image_url = feed_server.add("/i.png", fs.static(png.getvalue(), "image/png"))
+    with_image = numbered(1, now=NOW, prefix="pictured").replace(
+        b"</description>", f"&lt;img src=&quot;{image_url}&quot;&gt;</description>".encode()
+    )
+    config = write(
+        tmp_path,
+        feed_server.feed("/f", with_image),
+        mastodon,
+        extra_feed=f"    images: true\n  - name: g\n    url: {feed_server.feed('/g', numbered(1, now=NOW))}\n",
+    )
+    config.write_text(config.read_text() + "network:\n  allow_private: true\n")
+    mastodon.fault(path="/api/v1/instance", status=500, error="down", count=10**6)
+    result = relay("run", "-c", str(config), env=ENV, now=NOW)
+    assert "Traceback" not in result.output
+    assert "item 0" in statuses(mastodon)  # the other feed's item went out
+    listed = json.loads(relay("queue", "list", "--format", "json").output)
+    assert all(d["state"] != "sending" for d in listed)
+    # either the target posted without the image (exit 0, a warning), or the delivery is back
+    # in the queue with a one-line reason (exit 1)
+    if "pictured 0" not in statuses(mastodon):
+        assert result.exit_code == 1 and [d["title"] for d in listed] == ["pictured 0"]
+        assert "will be retried: RecursionError: " in result.output
+    mastodon.faults.clear()
+    relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=5))
+    assert sorted(statuses(mastodon)) == ["item 0", "pictured 0"]

@@ -110,6 +110,8 @@ class FakeMastodon:
                     },
                 },
             )
+        if path == "/api/v1/instance":  # Mastodon.py reads it before an upload
+            return self._send(handler, 200, {"uri": "fake.example", "title": "fake", "version": "4.3.0"})
         if token not in self.tokens:
             return self._send(handler, 401, {"error": "The access token is invalid"})
         if path == "/api/v1/accounts/verify_credentials":
