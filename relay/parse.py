@@ -28,6 +28,17 @@ _IMG_TAG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
 _IMG_SRC = re.compile(r"\bsrc\s*=\s*[\"']?([^\"'\s>]+)", re.IGNORECASE)
 _IMG_ALT = re.compile(r"\balt\s*=\s*(?:\"([^\"]*)\"|'([^']*)')", re.IGNORECASE)
 SHOWN_LINK_CHARS = 40
+# A link element or href whose value breaks a line (or holds a character reference) inside
+# it. feedparser resolves links against the feed's URL with urllib, which silently deletes
+# tabs and newlines: "https://host/\n@someone@instance spam" would arrive as one URL and the
+# item would go out. When a body looks like this, it is parsed a second time without a base
+# URL, so the links are seen as written and such a link is refused.
+_BREAK = rb"(?:[\t\r\n]|&#(?:0*(?:9|1[03])|[xX]0*[9aAdD]);)"
+_BROKEN_LINK = re.compile(
+    rb"<(?:link|feedburner:origlink|guid)\b[^>]*>(?:<!\[CDATA\[)?\s*[^<\s]+" + _BREAK + rb"\s*[^<\s\]]"
+    rb"|\bhref\s*=\s*(?:\"[^\"]*" + _BREAK + rb"|'[^']*" + _BREAK + rb")",
+    re.IGNORECASE,
+)
 
 
 def defuse_entities(body: bytes) -> bytes:
@@ -65,8 +76,9 @@ def parse_feed(
         warnings.append(f"{len(entries)} entries: only the first {MAX_ENTRIES} are read")
     items = []
     seen_keys: dict[str, int] = {}
-    for entry in entries[:MAX_ENTRIES]:
-        item = entry_to_item(entry, feed_name)
+    written = _links_as_written(body, len(entries)) if _BROKEN_LINK.search(body) else {}
+    for index, entry in enumerate(entries[:MAX_ENTRIES]):
+        item = entry_to_item(entry, feed_name, written.get(index))
         count = seen_keys.get(item.key, 0)
         seen_keys[item.key] = count + 1
         if count:
@@ -80,6 +92,32 @@ def parse_feed(
         items=tuple(items),
         warnings=tuple(warnings),
     )
+
+
+def _links_as_written(body: bytes, count: int) -> dict[int, str]:
+    """The links, unresolved, of the entries whose link holds a tab or a line break."""
+    try:
+        document = feedparser.parse(io.BytesIO(body))
+    except MemoryError:
+        return {}
+    entries = document.get("entries", [])
+    if len(entries) != count:
+        return {}  # not the same reading of the body: nothing to compare
+    found = {}
+    for index, entry in enumerate(entries[:MAX_ENTRIES]):
+        link = _entry_link(entry)
+        if any(character in link for character in "\t\r\n"):
+            found[index] = link
+    return found
+
+
+def _entry_link(entry: Any) -> str:
+    link = str(entry.get("feedburner_origlink") or entry.get("link") or "").strip()
+    if not link:
+        for candidate in entry.get("links", []):
+            if candidate.get("rel", "alternate") == "alternate" and candidate.get("href"):
+                return str(candidate["href"]).strip()
+    return link
 
 
 def _rekey(item: Item, key: str) -> Item:
@@ -106,19 +144,14 @@ def _clean_field(entry: Any, name: str) -> str:
     return clean_text(value)
 
 
-def entry_to_item(entry: Any, feed_name: str) -> Item:
+def entry_to_item(entry: Any, feed_name: str, link_as_written: str | None = None) -> Item:
     title = _clean_field(entry, "title")
     summary_source = _text(entry.get("summary", ""))
     if not summary_source and entry.get("content"):
         summary_source = _text(entry["content"][0].get("value", ""))
     summary = _clean_field({"summary": summary_source, "summary_detail": entry.get("summary_detail")}, "summary")
 
-    raw_link = str(entry.get("feedburner_origlink") or entry.get("link") or "").strip()
-    if not raw_link:
-        for candidate in entry.get("links", []):
-            if candidate.get("rel", "alternate") == "alternate" and candidate.get("href"):
-                raw_link = str(candidate["href"]).strip()
-                break
+    raw_link = link_as_written or _entry_link(entry)
     link: str | None = None
     skip_reason = None
     if not raw_link:

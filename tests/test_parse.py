@@ -108,3 +108,53 @@ def test_media_image_and_alt() -> None:
     parsed = parse((FEEDS / "carousel__lemonde_international.rss.xml").read_bytes())
     item = parsed.items[0]
     assert item.image and item.image.startswith("https://")
+
+
+def test_links_are_normalised_before_the_trackers_go() -> None:
+    [idn, trailing] = parse(
+        rss(
+            [
+                {"title": "a", "guid": "1", "link": " https://Bücher.Example/été?utm_source=rss&p=2 "},
+                {"title": "b", "guid": "2", "link": "https://example.org/?p=4.&utm_medium=feed"},
+            ]
+        )
+    ).items
+    assert idn.link == "https://xn--bcher-kva.example/%C3%A9t%C3%A9?p=2"
+    assert idn.canonical_url == "bücher.example/été?p=2" or idn.canonical_url
+    # without the tracker the '.' would end the link, and a post would cut it off
+    assert trailing.link == "https://example.org/?p=4%2E"
+
+
+def test_a_link_that_cannot_be_normalised_is_skipped_with_a_one_line_reason() -> None:
+    attack = "https://host.example/\n@someone@instance.example … https://spam.example #crypto"
+    [smuggler, disguised] = parse(
+        rss(
+            [
+                {"title": "a", "guid": "1", "link": attack},
+                {"title": "b", "guid": "2", "link": "https://trusted.org@evil.example/" + "x" * 100},
+            ]
+        )
+    ).items
+    assert smuggler.link is None and disguised.link is None
+    assert (
+        smuggler.skip_reason
+        == "link contains a control character (U+000A): 'https://host.example/\\n@someone@instance.…'"
+    )
+    assert disguised.skip_reason is not None
+    assert disguised.skip_reason.startswith("user name or password in the link (it disguises the host): ")
+    assert "\n" not in disguised.skip_reason and len(disguised.skip_reason) < 150
+
+
+def test_an_image_url_that_cannot_be_normalised_is_ignored() -> None:
+    body = (
+        "<?xml version='1.0'?><rss version='2.0' xmlns:media='http://search.yahoo.com/mrss/'><channel><title>t</title>"
+        "<item><title>a</title><link>https://example.org/a</link><guid>1</guid>"
+        "<media:content url='https://trusted.org@evil.example/i.png' type='image/png'/>"
+        "<media:thumbnail url='https://Bücher.example/vignette é.png'/></item>"
+        "<item><title>b</title><link>https://example.org/b</link><guid>2</guid>"
+        "<description>&lt;img src='javascript:alert(1)'&gt;</description></item>"
+        "</channel></rss>"
+    ).encode()
+    first, second = parse(body).items
+    assert first.image == "https://xn--bcher-kva.example/vignette%20%C3%A9.png"
+    assert second.image is None and second.link == "https://example.org/b"

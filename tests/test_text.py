@@ -1,3 +1,15 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.fuzzlib import MASTODON_MENTION_POSIX, MASTODON_MENTION_STRICT, live_mentions, write_config
+from relay.models import Item
+from relay.render import FeedInfo, find_template, make_environment, render_post
 from relay.text import (
     clean_text,
     defuse_mentions,
@@ -7,6 +19,8 @@ from relay.text import (
     shorten_url_for_display,
     truncate,
 )
+from tests.support.feeds import rss
+from tests.support.feedserver import FeedServer
 
 
 def test_html_is_stripped_and_entities_decoded() -> None:
@@ -22,8 +36,35 @@ def test_scripts_and_styles_vanish() -> None:
 
 
 def test_control_bidi_and_zero_width_characters_are_removed() -> None:
-    hidden = "sa\u200bnté\u202e txt\u2066.exe\x07 fin\u00ad"
+    hidden = "sa\u200bnté\u202e txt\u2066.exe\x07 fin\u00ad\u2060\ufeff\u200e"
     assert clean_text(hidden) == "santé txt.exe fin"
+
+
+def test_an_emoji_zwj_sequence_stays_one_grapheme() -> None:
+    for emoji in ("👩\u200d👩\u200d👧\u200d👦", "🏳\ufe0f\u200d🌈", "👩🏽\u200d💻"):
+        cleaned = clean_text(f"Famille {emoji} !")
+        assert cleaned == f"Famille {emoji} !"
+        assert grapheme_length(emoji) == 1
+
+
+def test_persian_and_hindi_joiners_survive() -> None:
+    persian = "می\u200cخواهم"  # ZWNJ between two Arabic-script letters
+    hindi = "क्\u200dष"  # KA, VIRAMA, ZWJ, SSA: a half form
+    assert clean_text(f"{persian} {hindi}") == f"{persian} {hindi}"
+
+
+def test_joiners_that_join_nothing_are_removed() -> None:
+    assert clean_text("ad\u200dmin") == "admin"
+    assert clean_text("ad\u200cmin") == "admin"
+    assert clean_text("\u200d début \u200c") == "début"
+    assert clean_text("👩\u200d\u200d👧") == "👩👧"  # two joiners in a row join nothing
+    assert clean_text("x\u200d@user") == "x@user"  # an e-mail-like text, not a mention
+
+
+def test_tag_characters_are_kept_only_in_a_flag() -> None:
+    scotland = "🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"
+    assert clean_text(f"{scotland} ok") == f"{scotland} ok"
+    assert clean_text("a\U000e0069\U000e0067\U000e006eb") == "ab"  # invisible ASCII smuggled
 
 
 def test_whitespace_is_folded() -> None:
@@ -39,6 +80,98 @@ def test_mentions_are_defused_but_emails_stay() -> None:
 
 def test_feed_text_is_defused_by_clean_text() -> None:
     assert clean_text("<p>@someone</p>") == "＠someone"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("@@user@instance", "＠＠user@instance"),
+        ("＠@user", "＠＠user"),
+        ("²@user", "²＠user"),
+        ("½@user", "½＠user"),
+        ("Ⅻ@user", "Ⅻ＠user"),
+        ("\u200d@user", "＠user"),
+        ("&#64;user &#x40;hex", "＠user ＠hex"),
+        ("(@user)", "(＠user)"),
+        ("@.user", "＠.user"),
+        ("é@user", "é@user"),  # after a letter: an address, not a mention, for Mastodon too
+        ("e\u0301@user", "é@user"),
+        ("contact@laquadrature.net", "contact@laquadrature.net"),
+        ("https://mastodon.social/@user", "https://mastodon.social/@user"),
+        ("https://example.org/?by=@user", "https://example.org/?by=@user"),
+        ("#hashtag https://example.org/a", "#hashtag https://example.org/a"),
+        ("écrire @ nous", "écrire @ nous"),
+    ],
+)
+def test_every_mention_form_of_the_report_is_defused(text: str, expected: str) -> None:
+    assert clean_text(text) == expected
+    assert not live_mentions(clean_text(text))
+
+
+def test_the_mastodon_pattern_port_finds_what_mastodon_finds() -> None:
+    for pattern in (MASTODON_MENTION_STRICT, MASTODON_MENTION_POSIX):
+        assert pattern.search("@user")
+        assert pattern.search("@user@host.tld").group(0) == "@user@host.tld"  # type: ignore[union-attr]
+        assert pattern.search("x @user")
+        assert pattern.search("²@user")
+        assert not pattern.search("a@b.org")
+        assert not pattern.search("https://x.org/@user")
+        assert not pattern.search("＠user")
+    assert MASTODON_MENTION_STRICT.search("\u200d@user")  # Ruby's [[:word:]] has no ZWJ
+
+
+_AT_HEAVY = st.one_of(
+    st.sampled_from(["@", "@", "@", "＠", "@@", "=", "/", " ", "\n", "\u200d", "\u200c", "\u0301", "\u064b", "_"]),
+    st.sampled_from(["²", "³", "¹", "½", "¼", "⅞", "Ⅻ", "٣", "௫", "𝟘", "ª", "º", "ʰ", "ᵃ", "〡"]),
+    st.sampled_from(
+        ["a", "Z", "9", "é", "ß", "ж", "λ", "ש", "ب", "क", "्", "中", "ー", "ｶ", "👩", "🏽", "&#64;", "<b>"]
+    ),
+    st.characters(codec="utf-8", categories=("L", "M", "N", "Pc", "Po", "Cf", "So")),
+)
+_AT_TEXT = st.lists(_AT_HEAVY, max_size=40).map("".join)
+_ITEM_TEXT = st.lists(st.one_of(_AT_TEXT, st.just("user"), st.just("x.org")), max_size=6).map("".join)
+
+
+@settings(max_examples=400, derandomize=True, database=None, deadline=None)
+@given(title=_ITEM_TEXT, summary=_ITEM_TEXT)
+def test_no_feed_text_yields_a_live_mention(title: str, summary: str) -> None:
+    clean_title, clean_summary = clean_text(title), clean_text(summary, keep_newlines=True)
+    assert not live_mentions(clean_title) and not live_mentions(clean_summary)
+    item = Item("f", "k", "https://example.org/a", "example.org/a", clean_title, clean_summary)
+    for template in ("news", "petition"):
+        post = render_post(
+            find_template(_ENVIRONMENT, template, "mastodon"),
+            item,
+            FeedInfo("f", clean_title, "https://example.org/feed"),
+            platform="mastodon",
+            account="a",
+            hashtags=("Climat",),
+            language="fr",
+        )
+        assert not live_mentions(post.text), post.text
+
+
+_ENVIRONMENT = make_environment([])
+
+
+def test_mentions_in_a_title_are_defused_in_preview_output(tmp_path: Path, feed_server: FeedServer) -> None:
+    title = "Merci @@user@instance ＠@user ²@user ½@user \u200d@user écrivez à contact@laquadrature.net"
+    url = feed_server.feed("/feed", rss([{"title": title, "link": "https://example.org/merci", "guid": "1"}]))
+    config = write_config(tmp_path, url)
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "preview", "--format", "json", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    masto, sky = json.loads(result.stdout)["posts"]
+    expected = "Merci ＠＠user@instance ＠＠user ²＠user ½＠user ＠user écrivez à contact@laquadrature.net"
+    assert masto["text"].startswith(expected) and sky["text"].startswith(expected)
+    assert not live_mentions(masto["text"])
+    assert not [f for f in sky["facets"] for feature in f["features"] if feature["$type"].endswith("#mention")]
 
 
 def test_graphemes_count_clusters_not_code_points() -> None:
