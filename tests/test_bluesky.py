@@ -30,13 +30,18 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def write(tmp_path: Path, pds: Pds, handle: str, feed_url: str, *, extra: str = "") -> Path:
+def write(
+    tmp_path: Path, pds: Pds, handle: str, feed_url: str, *, extra: str = "", allow_private: bool = False
+) -> Path:
+    """allow_private: the test serves the card's page or image from loopback, which the
+    default network policy refuses."""
     path = tmp_path / "feeds.yaml"
     path.write_text(
         "defaults:\n  every: 1m\n  backfill: 5\n  hashtags: [SantéNumérique]\n"
         f"accounts:\n  sky:\n    platform: bluesky\n    handle: {handle}\n    app_password: ${{PASSWORD}}\n    service: {pds.url}\n"
         "pacing:\n  max_per_run: 10\n  min_interval: 0s\n  max_per_day: 1000\n"
-        f"feeds:\n  - name: f\n    url: {feed_url}\n{extra}"
+        + ("network:\n  allow_private: true\n" if allow_private else "")
+        + f"feeds:\n  - name: f\n    url: {feed_url}\n{extra}"
     )
     return path
 
@@ -86,6 +91,7 @@ def test_post_with_facets_and_card_read_back(tmp_path: Path, feed_server: FeedSe
         "alice.test",
         feed_server.feed("/f", body),
         extra="    hashtags: [SantéNumérique, HealthDataHub]\n",
+        allow_private=True,
     )
     result = relay("run", "-c", str(config), env={"PASSWORD": "alice-pass"})
     assert result.exit_code == 0, result.output
@@ -136,7 +142,7 @@ def test_card_from_open_graph_when_the_item_has_no_summary_or_image(
         ),
     )
     body = rss([{"title": "Sans résumé", "link": page, "guid": "og", "published": NOW}])
-    config = write(tmp_path, pds, "bob.test", feed_server.feed("/f", body))
+    config = write(tmp_path, pds, "bob.test", feed_server.feed("/f", body), allow_private=True)
     assert relay("run", "-c", str(config), env={"PASSWORD": "bob-pass"}).exit_code == 0
     [record] = records(pds, bob["did"])
     external = record["value"]["embed"]["external"]
@@ -172,7 +178,8 @@ def test_one_login_over_fifty_runs_and_refreshes_are_saved(
     feed_server.add(
         "/f", lambda r: Response(200, numbered(state["count"], now=NOW), {"Content-Type": "application/rss+xml"})
     )
-    config = write(tmp_path, pds, "dave.test", feed_server.url("/f"))
+    # 52 items in a few simulated hours: above the 24-hour flood guard's default, on purpose
+    config = write(tmp_path, pds, "dave.test", feed_server.url("/f"), extra="    flood_threshold_day: 1000\n")
     for run in range(50):
         state["count"] = run + 1
         result = relay("run", "-c", str(config), env={"PASSWORD": "dave-pass"}, now=NOW + timedelta(minutes=2 * run))
@@ -311,3 +318,64 @@ def test_a_retry_of_a_post_that_landed_is_success_not_a_second_post(pds: Pds, tm
     second = target.publish(post, idempotency_key="k", rkey=rkey)  # the PDS answers 500 "already a value at key"
     assert first == second
     assert sum(1 for r in records(pds, frank["did"]) if r["uri"].endswith(rkey)) == 1
+
+
+def test_loopback_page_and_image_stay_out_of_the_card_under_the_default_policy(
+    tmp_path: Path, feed_server: FeedServer, pds: Pds
+) -> None:
+    """A link to a loopback page: its og:description must not reach a published card."""
+    bob = pds.account("bob.test")
+    image = feed_server.add("/og-secret.jpg", lambda r: Response(200, jpeg(20, 10), {"Content-Type": "image/jpeg"}))
+    page = feed_server.add(
+        "/internal",
+        lambda r: Response(
+            200,
+            (
+                '<html><head><meta property="og:description" content="INTERNAL SECRET">'
+                f'<meta property="og:image" content="{image}"></head></html>'
+            ).encode(),
+            {"Content-Type": "text/html"},
+        ),
+    )
+    body = rss([{"title": "Lien interne", "link": page, "guid": "internal", "published": NOW}])
+    config = write(tmp_path, pds, "bob.test", feed_server.feed("/f-internal", body))
+    result = relay("run", "-c", str(config), env={"PASSWORD": "bob-pass"})
+    assert result.exit_code == 0, result.output
+    [warning] = [line for line in result.output.splitlines() if "link card from the item only" in line]
+    assert page in warning and "private or local address" in warning
+    assert feed_server.hits.get("/internal", 0) == 0 and feed_server.hits.get("/og-secret.jpg", 0) == 0
+    [record] = [r for r in records(pds, bob["did"]) if r["value"]["embed"]["external"]["uri"] == page]
+    external = record["value"]["embed"]["external"]
+    assert "INTERNAL SECRET" not in json.dumps(record)
+    assert external["title"] == "Lien interne" and "thumb" not in external
+
+
+def test_an_image_bomb_does_not_wedge_the_account(tmp_path: Path, feed_server: FeedServer, pds: Pds) -> None:
+    """A tiny PNG declaring 10001 × 10001 pixels: a card without thumbnail, a warning naming
+    the item, and the next delivery posted too."""
+    from bench.images import png_declared
+
+    carol = pds.account("carol.test")
+    bomb = feed_server.add(
+        "/bomb.png", lambda r: Response(200, png_declared(10001, 10001), {"Content-Type": "image/png"})
+    )
+    body = rss(
+        [
+            {
+                "title": f"Bombe {n}",
+                "link": f"https://example.org/bomb-{n}",
+                "guid": f"bomb-{n}",
+                "published": NOW - timedelta(minutes=n),
+                "description": f'Résumé {n} <img src="{bomb}">',
+            }
+            for n in range(2)
+        ]
+    )
+    config = write(tmp_path, pds, "carol.test", feed_server.feed("/f-bomb", body), allow_private=True)
+    result = relay("run", "-c", str(config), env={"PASSWORD": "carol-pass"})
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if "link card without image" in line]
+    assert len(warnings) == 2 and all("pixels" in line for line in warnings)
+    assert "https://example.org/bomb-0" in "".join(warnings)
+    posted = [r for r in records(pds, carol["did"]) if "bomb-" in r["value"]["embed"]["external"]["uri"]]
+    assert len(posted) == 2 and all("thumb" not in r["value"]["embed"]["external"] for r in posted)

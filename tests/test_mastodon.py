@@ -35,14 +35,25 @@ def account(mastodon_mock: MastodonMock) -> Iterator[str]:
     mastodon_mock.clear_faults()
 
 
-def write(tmp_path: Path, mastodon_mock: MastodonMock, feed_url: str, *, extra: str = "", accounts: str = "") -> Path:
+def write(
+    tmp_path: Path,
+    mastodon_mock: MastodonMock,
+    feed_url: str,
+    *,
+    extra: str = "",
+    accounts: str = "",
+    allow_private: bool = False,
+) -> Path:
+    """allow_private: the test serves the item's image from loopback, which the default
+    network policy refuses."""
     path = tmp_path / "feeds.yaml"
     path.write_text(
         "defaults:\n  every: 1m\n  backfill: 5\n  hashtags: [SantéNumérique]\n"
         f"accounts:\n  masto:\n    platform: mastodon\n    instance: {mastodon_mock.url}\n    token: ${{TOKEN}}\n"
         f"    visibility: unlisted\n{accounts}"
         "pacing:\n  max_per_run: 10\n  min_interval: 0s\n"
-        f"feeds:\n  - name: f\n    url: {feed_url}\n{extra}"
+        + ("network:\n  allow_private: true\n" if allow_private else "")
+        + f"feeds:\n  - name: f\n    url: {feed_url}\n{extra}"
     )
     return path
 
@@ -74,6 +85,7 @@ def test_post_and_read_back(tmp_path: Path, feed_server: FeedServer, mastodon_mo
         mastodon_mock,
         feed,
         extra="    content_warning: Santé\n    images: true\n    language: fr\n    visibility: private\n",
+        allow_private=True,
     )
     result = relay("run", "-c", str(config), env={"TOKEN": account})
     assert result.exit_code == 0, result.output
@@ -259,9 +271,90 @@ def test_unreachable_image_posts_without_it_and_names_the_item(
             }
         ]
     )
-    config = write(tmp_path, mastodon_mock, feed_server.feed("/f", body), extra="    images: true\n")
+    config = write(
+        tmp_path, mastodon_mock, feed_server.feed("/f", body), extra="    images: true\n", allow_private=True
+    )
     result = relay("run", "-c", str(config), env={"TOKEN": account})
     assert result.exit_code == 0, result.output
     assert "https://example.org/no-image: posted without its image (image: HTTP 404)" in result.output
+    [status] = mastodon_mock.statuses(account)
+    assert status["media_attachments"] == []
+
+
+def _image_items(*images: str) -> bytes:
+    return rss(
+        [
+            {
+                "title": f"Article {n}",
+                "link": f"https://example.org/article-{n}",
+                "guid": f"i{n}",
+                "published": NOW - timedelta(minutes=n),
+                "description": f'<p>Résumé {n}.</p><img src="{image}" alt="x">',
+            }
+            for n, image in enumerate(images)
+        ]
+    )
+
+
+def test_loopback_image_is_not_fetched_under_the_default_policy(
+    tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str
+) -> None:
+    image = feed_server.add("/secret.png", lambda r: Response(200, png(), {"Content-Type": "image/png"}))
+    config = write(tmp_path, mastodon_mock, feed_server.feed("/f", _image_items(image)), extra="    images: true\n")
+    result = relay("run", "-c", str(config), env={"TOKEN": account})
+    assert result.exit_code == 0, result.output
+    [warning] = [line for line in result.output.splitlines() if "posted without its image" in line]
+    assert "https://example.org/article-0" in warning and "private or local address" in warning
+    assert feed_server.hits.get("/secret.png", 0) == 0
+    [status] = mastodon_mock.statuses(account)
+    assert status["media_attachments"] == []
+
+
+def test_an_image_bomb_does_not_wedge_the_account(
+    tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str
+) -> None:
+    """A tiny PNG declaring 10001 × 10001 pixels: that post goes out without it, and the
+    delivery behind it is posted too."""
+    from bench.images import png_declared
+
+    bomb = feed_server.add(
+        "/bomb.png", lambda r: Response(200, png_declared(10001, 10001), {"Content-Type": "image/png"})
+    )
+    fine = feed_server.add("/fine.png", lambda r: Response(200, png(), {"Content-Type": "image/png"}))
+    config = write(
+        tmp_path,
+        mastodon_mock,
+        feed_server.feed("/f", _image_items(bomb, fine)),
+        extra="    images: true\n",
+        allow_private=True,
+    )
+    result = relay("run", "-c", str(config), env={"TOKEN": account})
+    assert result.exit_code == 0, result.output
+    [warning] = [line for line in result.output.splitlines() if "posted without its image" in line]
+    assert "https://example.org/article-0" in warning and "pixels" in warning
+    statuses = mastodon_mock.statuses(account)
+    assert len(statuses) == 2
+    assert sorted(len(s["media_attachments"]) for s in statuses) == [0, 1]
+
+
+def test_a_dripping_image_server_does_not_hold_the_post(
+    tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, account: str
+) -> None:
+    from tests.test_netguard import DripServer
+
+    server = DripServer("headers", png(), "image/png")
+    try:
+        config = write(
+            tmp_path,
+            mastodon_mock,
+            feed_server.feed("/f", _image_items(server.url("/slow.png"))),
+            extra="    images: true\n",
+            allow_private=True,
+        )
+        result = relay("run", "-c", str(config), env={"TOKEN": account, "RELAY_REQUEST_TIMEOUT": "2"})
+    finally:
+        server.stop()
+    assert result.exit_code == 0, result.output
+    assert "posted without its image (image: timed out: no complete answer within 2s)" in result.output
     [status] = mastodon_mock.statuses(account)
     assert status["media_attachments"] == []

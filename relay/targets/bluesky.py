@@ -24,6 +24,7 @@ from relay.targets.base import PublishError, Receipt, request_timeout
 __all__ = ["THUMB_MAX_BYTES", "BlueskyTarget", "make_thumbnail"]
 
 PAGE_MAX_BYTES = 2_000_000
+FETCH_TIMEOUT = 15.0  # seconds for the article page or an image, in total
 
 
 _SESSION_ERRORS = ("ExpiredToken", "InvalidToken", "AuthenticationRequired", "AuthMissing")
@@ -190,7 +191,12 @@ class BlueskyTarget:
         if image_url:
             try:
                 data = make_thumbnail(
-                    fetch_image(image_url, max_bytes=10_000_000, allow_private=self.allow_private).data
+                    fetch_image(
+                        image_url,
+                        max_bytes=10_000_000,
+                        allow_private=self.allow_private,
+                        timeout=min(FETCH_TIMEOUT, request_timeout()),
+                    ).data
                 )
             except Exception as exc:  # no image problem, of any kind, may stop the post
                 reason = str(exc) if isinstance(exc, FetchError | ImageError) else f"{type(exc).__name__}: {exc}"
@@ -318,7 +324,11 @@ def _open_graph(url: str, *, allow_private: bool) -> tuple[dict[str, str], str]:
     with make_client(max_connections=2, public_only=not allow_private) as client:
         result = fetch_one(
             FetchRequest(
-                "card", url, max_bytes=PAGE_MAX_BYTES, timeout=15, content_types=("text/html", "application/xhtml+xml")
+                "card",
+                url,
+                max_bytes=PAGE_MAX_BYTES,
+                timeout=min(FETCH_TIMEOUT, request_timeout()),
+                content_types=("text/html", "application/xhtml+xml"),
             ),
             client,
         )

@@ -23,6 +23,7 @@ from relay.targets.base import PublishError, Receipt, request_timeout
 LIMITS_MAX_AGE = 86400  # re-read the instance's limits once a day
 DEFAULT_IMAGE_LIMIT = 8_000_000
 DEFAULT_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+IMAGE_TIMEOUT = 15.0  # seconds for an item's image, in total
 
 
 class MastodonTarget:
@@ -111,6 +112,7 @@ class MastodonTarget:
                 post.image,
                 max_bytes=int(limits.get("image_size_limit") or DEFAULT_IMAGE_LIMIT),
                 allow_private=self.allow_private,
+                timeout=min(IMAGE_TIMEOUT, request_timeout()),
             )
             info = inspect(image.data)  # the bytes say what they are, not the Content-Type
             if info.mime_type not in limits.get("image_types", DEFAULT_IMAGE_TYPES):
