@@ -291,3 +291,30 @@ def test_run_is_not_held_by_a_dripping_mastodon_api(
     text = out + err
     assert "no complete answer within 2s" in text, text
     assert "Traceback" not in text
+
+
+def test_run_is_not_held_by_a_dripping_bluesky_service(
+    tmp_path: Path, feed_server: FeedServer, drips: list[DripServer]
+) -> None:
+    server = DripServer("headers", b'{"accessJwt": "x"}', "application/json")
+    drips.append(server)
+    config = tmp_path / "feeds.yaml"
+    config.write_text(
+        "defaults:\n  every: 1m\n  backfill: 2\n"
+        "accounts:\n  sky:\n    platform: bluesky\n    handle: slow.test\n    app_password: ${PASSWORD}\n"
+        f"    service: {server.url('')}\n"
+        "pacing:\n  max_per_run: 10\n  min_interval: 0s\n"
+        f"feeds:\n  - name: f\n    url: {feed_server.feed('/f', numbered(2))}\n"
+    )
+    environment = {"RELAY_STATE_DIR": str(tmp_path / "state"), "PASSWORD": "x", "RELAY_REQUEST_TIMEOUT": "2"}
+    process = relay_process("run", "-c", str(config), env=environment)
+    try:
+        out, err = process.communicate(timeout=30)  # the failure mode: relay held by the server
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail("relay run was held by a dripping Bluesky service")
+    text = out + err
+    assert "timed out: no complete answer within 2s" in text, text
+    assert "Traceback" not in text
+    assert server.connections == 1  # the second delivery did not wait for the same server again

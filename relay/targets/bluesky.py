@@ -39,6 +39,7 @@ class BlueskyTarget:
         self._client: Any = None
         self._did: str | None = None
         self.logged_in_with_password = False
+        self._stalled: str | None = None  # set when a request outlived its deadline
 
     # session
 
@@ -55,6 +56,8 @@ class BlueskyTarget:
         return client
 
     def _session(self) -> Any:
+        if self._stalled:  # one slow server must not cost a deadline per delivery
+            raise PublishError(self._stalled, transient=True)
         if self._client is not None:
             return self._client
         saved = self.store.session(self.account.name) if self.store else None
@@ -224,9 +227,12 @@ class BlueskyTarget:
     # errors
 
     def _error(self, exc: Exception, action: str) -> PublishError:
-        from atproto_client.exceptions import NetworkError, RateLimitExceededError
+        from atproto_client.exceptions import InvokeTimeoutError, NetworkError, RateLimitExceededError
 
         where = f"{self.account.service} ({action})"
+        if isinstance(exc, InvokeTimeoutError):
+            self._stalled = f"{where} timed out: no complete answer within {request_timeout():g}s"
+            return PublishError(self._stalled, transient=True)
         if isinstance(exc, RateLimitExceededError):
             reset = exc.reset_at
             if reset is None and exc.retry_after is not None:
