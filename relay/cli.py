@@ -47,7 +47,7 @@ def common_options(func: F) -> F:
     )
     @click.option(
         "--state-dir",
-        type=click.Path(path_type=Path),
+        type=click.Path(path_type=Path, readable=False),  # relay says what is wrong with it
         envvar="RELAY_STATE_DIR",
         default=None,
         help="Where relay keeps its state (env RELAY_STATE_DIR; default: the user state folder).",
@@ -87,8 +87,8 @@ def _state_failure(exc: Exception, state_dir: Path) -> str | None:
         lowered = text.lower()
         if "malformed" in lowered or "not a database" in lowered or "corrupt" in lowered:
             hint = "the state file is damaged; move it away (relay starts afresh) or restore a backup"
-        elif "full" in lowered:
-            hint = "the disk is full; free some space and run again"
+        elif "full" in lowered or "i/o" in lowered:
+            hint = "the disk is full or failing; free some space, check the disk, and run again"
         elif "readonly" in lowered or "unable to open" in lowered or "permission" in lowered:
             hint = "relay cannot write there; check the folder's owner and permissions"
         elif "locked" in lowered or "busy" in lowered:
@@ -454,7 +454,8 @@ def preview(
                         entry["reason"] = "queued now, posted in a later run (pacing)"
                 posts_out.append(entry)
     if output_format == "json":
-        click.echo(json.dumps({"feeds": feeds_out, "posts": posts_out}, ensure_ascii=False, indent=2))
+        # item keys and links resolved against a feed URL can carry its credentials: mask all
+        click.echo(_redact(config, json.dumps({"feeds": feeds_out, "posts": posts_out}, ensure_ascii=False, indent=2)))
     else:
         _print_preview(config, feeds_out, posts_out, verbose=verbose, quiet=quiet)
     for warning in config.warnings:
@@ -467,13 +468,16 @@ def preview(
 def _print_preview(
     config: Any, feeds: list[dict[str, Any]], posts: list[dict[str, Any]], *, verbose: bool, quiet: bool
 ) -> None:
+    def echo(text: str, err: bool = False) -> None:
+        click.echo(_redact(config, text), err=err)
+
     for feed in feeds:
         if feed["status"] == "error":
-            click.echo(f"relay: feed {feed['name']}: {feed['error']}", err=True)
+            echo(f"relay: feed {feed['name']}: {feed['error']}", err=True)
         elif not quiet:
-            click.echo(f"feed {feed['name']}: {feed['status']}, {feed['entries']} entries, {feed['new']} new")
+            echo(f"feed {feed['name']}: {feed['status']}, {feed['entries']} entries, {feed['new']} new")
         for warning in feed["warnings"]:
-            click.echo(f"warning: feed {feed['name']}: {warning}", err=True)
+            echo(f"warning: feed {feed['name']}: {warning}", err=True)
     if quiet:
         return
     from relay.text import truncate
@@ -482,25 +486,25 @@ def _print_preview(
         mine = [p for p in posts if p["account"] == name]
         shown = [p for p in mine if p["action"] != "skip" or verbose or p["text"]]
         counts = {a: sum(1 for p in mine if p["action"] == a) for a in ("post", "hold", "skip")}
-        click.echo("")
-        click.echo(
+        echo("")
+        echo(
             f"== {name} ({account.platform}): {counts['post']} to post, {counts['hold']} held, {counts['skip']} skipped"
         )
         for post in shown:
             reason = f" ({post['reason']})" if post["reason"] else ""
             length = f" {post['length']}/{post['limit']}" if post["length"] is not None else ""
-            click.echo(f"-- [{post['action']}] {post['feed']}: {truncate(post['title'], 70)}{length}{reason}")
+            echo(f"-- [{post['action']}] {post['feed']}: {truncate(post['title'], 70)}{length}{reason}")
             if (post["text"] and post["action"] != "skip") or (post["text"] and verbose):
                 if post.get("spoiler_text"):
-                    click.echo(f"   CW: {post['spoiler_text']}")
+                    echo(f"   CW: {post['spoiler_text']}")
                 for line in post["text"].split("\n"):
-                    click.echo(f"   | {line}")
+                    echo(f"   | {line}")
                 if post["embed"]:
                     card = post["embed"]["external"]
-                    click.echo(f"   [card] {card['title']} — {truncate(card['description'], 80)} <{card['uri']}>")
+                    echo(f"   [card] {card['title']} — {truncate(card['description'], 80)} <{card['uri']}>")
         skipped = counts["skip"] - sum(1 for p in shown if p["action"] == "skip")
         if skipped:
-            click.echo(f"   ({skipped} skipped entries not shown; -v lists them with their reasons)")
+            echo(f"   ({skipped} skipped entries not shown; -v lists them with their reasons)")
 
 
 # seed
@@ -708,6 +712,8 @@ def _dry_run_state(state_dir: Path) -> Iterator[Any]:
 def _open_existing(state_dir: Path) -> Any:
     from relay.store import state_path
 
+    if state_dir.exists() and not state_dir.is_dir():
+        raise StateError(f"{state_dir}: the state folder is a file; point --state-dir at a folder")
     if not state_path(state_dir).exists():
         raise StateError(f"{state_path(state_dir)}: no state yet (run `relay run` or `relay seed` first)")
     return _open_store(state_dir)
@@ -774,33 +780,42 @@ def status(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, outpu
     failed = [_delivery_json(d) for d in store.deliveries("d.state = 'failed'")]
     if output_format == "json":
         click.echo(
-            json.dumps(
-                {"feeds": feeds, "accounts": accounts, "held": held, "failed": failed}, ensure_ascii=False, indent=2
+            _redact(
+                config,
+                json.dumps(
+                    {"feeds": feeds, "accounts": accounts, "held": held, "failed": failed},
+                    ensure_ascii=False,
+                    indent=2,
+                ),
             )
         )
         return
-    click.echo(f"state: {store.path}")
-    click.echo("feeds:")
+
+    def echo(text: str) -> None:
+        click.echo(_redact(config, text))
+
+    echo(f"state: {store.path}")
+    echo("feeds:")
     for s in store.feed_states().values():
         line = f"  {s.name}: last poll {_when(s.last_polled_at)}, next {_when(s.next_due_at)}, {s.entries or 0} entries"
         if s.last_error:
             line += f", FAILING x{s.consecutive_failures}: {s.last_error}"
-        click.echo(_redact(config, line))
-    click.echo("accounts:" if accounts else "accounts: nothing queued or posted yet")
+        echo(line)
+    echo("accounts:" if accounts else "accounts: nothing queued or posted yet")
     for account in accounts:
         outbox = ", ".join(f"{n} {state}" for state, n in sorted(account["outbox"].items())) or "nothing yet"
         line = f"  {account['name']}: {outbox}"
         if account["blocked_until"]:
             line += f"; waiting until {account['blocked_until']} ({account['last_error']})"
-        click.echo(line)
+        echo(line)
     if held:
-        click.echo(f"held ({len(held)}): release with `relay queue release FEED`, drop with `relay queue drop ID`")
+        echo(f"held ({len(held)}): release with `relay queue release FEED`, drop with `relay queue drop ID`")
         for d in held[:50]:
-            click.echo(f"  #{d['id']} {d['account']} {d['feed']}: {d['title'][:70]}")
+            echo(f"  #{d['id']} {d['account']} {d['feed']}: {d['title'][:70]}")
     if failed:
-        click.echo(f"failed ({len(failed)}): `relay queue retry ID` once the cause is fixed")
+        echo(f"failed ({len(failed)}): `relay queue retry ID` once the cause is fixed")
         for d in failed[:50]:
-            click.echo(f"  #{d['id']} {d['account']} {d['feed']}: {d['title'][:60]}: {d['last_error']}")
+            echo(f"  #{d['id']} {d['account']} {d['feed']}: {d['title'][:60]}: {d['last_error']}")
 
 
 def _iso(value: float | None) -> str | None:

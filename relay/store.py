@@ -209,6 +209,8 @@ class Store:
     @classmethod
     def open_read_only(cls, state_dir: Path) -> Store | None:
         """For preview: None when there is no state yet; never creates or migrates."""
+        if state_dir.exists() and not state_dir.is_dir():
+            raise StateError(f"{state_dir}: the state folder is a file; point --state-dir at a folder")
         path = state_path(state_dir)
         if not path.exists():
             return None
