@@ -211,9 +211,9 @@ def _fetch_http(request: FetchRequest, client: httpx.Client, now: Callable[[], d
     except httpx.TooManyRedirects:
         raise FetchError(f"more than {MAX_REDIRECTS} redirects (a redirect loop?)") from None
     except httpx.TimeoutException:
-        if deadline_passed():
+        if deadline_passed() or per_read >= request.timeout:
             raise FetchError(f"timed out: no complete answer within {request.timeout:g}s") from None
-        raise FetchError(f"timed out (no answer within {per_read:g}s)") from None
+        raise FetchError(f"timed out: no answer for {per_read:g}s") from None
     except httpx.ConnectError as exc:
         reason = str(exc) or "connection failed"
         if "refused" in reason.lower():

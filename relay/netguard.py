@@ -180,7 +180,8 @@ class GuardedBackend(httpcore.SyncBackend):
         if self.public_only:
             refused = [str(address[0]) for _, address in addresses if not is_public(str(address[0]))]
             if refused:
-                raise RefusedAddress(f"{host} is a private or local address ({refused[0]}); not fetched")
+                what = host if refused[0] == host else f"{host} resolves to {refused[0]}, which"
+                raise RefusedAddress(f"{what} is a private or local address; not fetched")
         last: Exception | None = None
         for family, address in addresses:
             sock = socket.socket(family, socket.SOCK_STREAM)
