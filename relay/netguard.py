@@ -10,8 +10,10 @@ start_tls."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -209,14 +211,25 @@ class GuardedBackend(httpcore.SyncBackend):
         raise last
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying context per process (building one reads the CA bundle, ~25 ms)."""
+    return httpx.create_ssl_context()
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    """httpx's transport, its connection pool running on the guarded backend. (The pool is
+    all that HTTPTransport.__init__ builds, so it is built here instead, once.)"""
+
+    def __init__(self, *, public_only: bool, max_connections: int = 32) -> None:
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=_ssl_context(),
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=5.0,
+            network_backend=GuardedBackend(public_only=public_only),
+        )
+
+
 def make_transport(*, public_only: bool, max_connections: int = 32) -> httpx.HTTPTransport:
-    """An httpx transport whose connection pool runs on the guarded backend."""
-    transport = httpx.HTTPTransport()
-    transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(),
-        max_connections=max_connections,
-        max_keepalive_connections=max_connections,
-        keepalive_expiry=5.0,
-        network_backend=GuardedBackend(public_only=public_only),
-    )
-    return transport
+    return GuardedTransport(public_only=public_only, max_connections=max_connections)
