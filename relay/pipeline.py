@@ -421,21 +421,29 @@ def deliver(
                 f"account {name}: waiting until {until:%Y-%m-%d %H:%M:%S} UTC ({row['last_error']})"
             )
             continue
+        posted_last_day = store.posted_since(name, epoch(now) - 86400)
         budget, why = schedule.pacing_budget(
             account.pacing,
             now=epoch(now),
             last_posted_at=store.last_posted_at(name),
-            posted_last_day=store.posted_since(name, epoch(now) - 86400),
+            posted_last_day=posted_last_day,
         )
+        left_today = account.pacing.max_per_day - posted_last_day
         # deliveries that fail before any send (render errors) do not use the budget
         due = store.due_deliveries(name, epoch(now), budget + 100) if budget else []
         if why:
             report.pacing[name] = why
         limits: Limits | None = None
         sent = 0
+        posts_today = store.feed_activity(name, epoch(now) - 86400) if due else {}
         for delivery in due:
             if sent >= budget:
                 break
+            if delivery.state == "queued" and schedule.over_day_share(
+                delivery.feed, posts_today, max_per_day=account.pacing.max_per_day, left_today=left_today
+            ):
+                report.pacing[name] = f"feed {delivery.feed} has had its share of max_per_day; others go first"
+                continue
             feed = feeds.get(delivery.feed)
             if feed is None:
                 store.mark_failed(delivery.id, f"feed {delivery.feed!r} is no longer in the configuration")
@@ -470,6 +478,9 @@ def deliver(
             # server refused at once does not delay the items behind it
             if any(e.outcome in ("posted", "retry") for e in report.events[before:]):
                 sent += 1
+            if any(e.outcome == "posted" for e in report.events[before:]):
+                posts_today[delivery.feed] = posts_today.get(delivery.feed, 0) + 1
+                left_today -= 1
     return report
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 
 from relay.config import Feed, Pacing
@@ -47,3 +48,17 @@ def pacing_budget(
     if pacing.max_per_run <= left_today:
         return pacing.max_per_run, f"max_per_run {pacing.max_per_run}"
     return left_today, f"max_per_day {pacing.max_per_day}"
+
+
+def over_day_share(feed: str, posts_today: Mapping[str, int], *, max_per_day: int, left_today: int) -> bool:
+    """Whether `feed` has taken its share of the account's day while others may still need
+    theirs. posts_today maps each feed active for the account in the last 24 hours to its
+    posts in that time. A feed's share is max_per_day split evenly among the active feeds;
+    past it, the feed may post only from budget that the other feeds' unused shares do not
+    need, so a feed that floods early cannot leave nothing for the others later that day."""
+    active = {**posts_today, feed: posts_today.get(feed, 0)}
+    share = max(1, -(-max_per_day // len(active)))
+    if active[feed] < share:
+        return False
+    reserved = sum(max(0, share - posts) for name, posts in active.items() if name != feed)
+    return left_today - reserved <= 0

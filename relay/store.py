@@ -496,6 +496,18 @@ class Store:
         ).fetchone()
         return int(row[0])
 
+    def feed_activity(self, account: str, since: float) -> dict[str, int]:
+        """The feeds active for this account since `since` (an item first seen, a post, or
+        something waiting), each with its posts to the account in that time."""
+        rows = self.db.execute(
+            "SELECT i.feed, SUM(d.state = 'posted' AND d.posted_at >= ?) FROM deliveries d"
+            " JOIN items i ON i.id = d.item_id WHERE d.account = ? AND (i.first_seen_at >= ?"
+            " OR d.state IN ('queued', 'sending') OR (d.state = 'posted' AND d.posted_at >= ?))"
+            " GROUP BY i.feed",
+            (since, account, since, since),
+        )
+        return {feed: int(posts or 0) for feed, posts in rows}
+
     def last_posted_at(self, account: str) -> float | None:
         row = self.db.execute(
             "SELECT MAX(posted_at) FROM deliveries WHERE account = ? AND state = 'posted'", (account,)
