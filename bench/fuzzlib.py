@@ -39,8 +39,9 @@ MASTODON_MENTION_POSIX = regex.compile(
 BLUESKY_MAX_GRAPHEMES = 300
 BLUESKY_MAX_BYTES = 3000
 _UNSAFE_IN_LINK = regex.compile(r"[\s\p{Cc}\p{Cf}\p{Zl}\p{Zp}]")
-# in URLs written in feed text, joiners may stay (a URL glued to a Persian or Hindi word)
-_UNSAFE_IN_TEXT_URL = regex.compile(r"[\s\p{Cc}\p{Zl}\p{Zp}[\p{Cf}--[\u200c\u200d]]]", regex.V1)
+# in URLs written in feed text, joiners and flag tags may stay (a URL glued to a Persian
+# word or to a flag emoji: clean_text keeps those where they join something)
+_UNSAFE_IN_TEXT_URL = regex.compile(r"[\s\p{Cc}\p{Zl}\p{Zp}[\p{Cf}--[\u200c\u200d\U000e0020-\U000e007f]]]", regex.V1)
 _XML_ILLEGAL = regex.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 

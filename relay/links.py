@@ -12,7 +12,12 @@ The rules, and why:
   before '@' reads as the host to a person, while the browser goes to the part after it.
 - The host is lowercased and IDNA-encoded (punycode), so a post shows the real host.
 - Path, query and fragment are percent-encoded (spaces, non-ASCII, characters that end a
-  URL in a post); valid %XX escapes are kept as they are.
+  URL in a post, an '@' where Mastodon could start a mention); valid %XX escapes are kept
+  as they are, so a link that was already clean is posted unchanged.
+- At most 4096 characters: longer links are refused by many servers and are not articles.
+
+parse.py also looks at a link as the feed wrote it when feedparser's resolution against
+the feed URL would have deleted its line breaks.
 """
 
 from __future__ import annotations
