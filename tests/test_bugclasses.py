@@ -1,0 +1,207 @@
+"""The bugs other feed-to-social relays are known for, each as a test over real runs (the
+feed server and relay's fake Mastodon on loopback, `relay run` in-process with the clock
+pinned): edits reposted, the same article under a new id, a clock jump, a first run with
+many feeds, a server error in the middle of a batch, a refused post blocking the queue, a
+feed's URL changed, a feed renamed. (A 500 inside the SIGKILL sweep: tests/test_crash.py.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.support.fake_mastodon import FakeMastodon
+from tests.support.feeds import numbered, rss
+from tests.support.feedserver import FeedServer
+from tests.support.relayrun import relay
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+ENV = {"TOKEN": "good-token"}
+
+
+@pytest.fixture
+def mastodon() -> Iterator[FakeMastodon]:
+    server = FakeMastodon()
+    yield server
+    server.stop()
+
+
+PACING = "  max_per_run: 10\n  min_interval: 0s\n  max_per_day: 1000\n"
+
+
+def write(
+    tmp_path: Path, mastodon: FakeMastodon, feeds: str, *, defaults: str = "  backfill: 5\n", pacing: str = PACING
+) -> Path:
+    path = tmp_path / "feeds.yaml"
+    path.write_text(
+        f"defaults:\n  every: 1m\n{defaults}"
+        f"accounts:\n  masto:\n    platform: mastodon\n    instance: {mastodon.url}\n    token: ${{TOKEN}}\n"
+        f"pacing:\n{pacing}"
+        f"feeds:\n{feeds}"
+    )
+    return path
+
+
+def posted(mastodon: FakeMastodon) -> list[str]:
+    return [s["content"].split("\n")[0] for s in mastodon.statuses]
+
+
+def one_item(
+    title: str,
+    *,
+    guid: str = "a-1",
+    link: str = "https://example.org/a-1",
+    summary: str = "First.",
+    published: datetime = NOW,
+) -> bytes:
+    return rss([{"title": title, "link": link, "guid": guid, "description": summary, "published": published}])
+
+
+def test_an_edited_item_is_never_posted_again(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+    config = write(tmp_path, mastodon, f"  - name: f\n    url: {feed_server.feed('/f', one_item('Original'))}\n")
+    relay("run", "-c", str(config), env=ENV, now=NOW)
+    edits = [
+        one_item("Title corrected"),
+        one_item("Title corrected", summary="A longer, corrected summary."),
+        one_item("Title corrected", published=NOW + timedelta(hours=5)),
+        one_item("Title corrected", published=NOW + timedelta(days=800)),  # and a date in the future
+    ]
+    for minutes, body in enumerate(edits, start=1):
+        feed_server.feed("/f", body)
+        result = relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=10 * minutes))
+        assert result.exit_code == 0, result.output
+    assert posted(mastodon) == ["Original"]
+
+
+def test_a_new_id_with_the_same_link_is_skipped(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon
+) -> None:
+    config = write(tmp_path, mastodon, f"  - name: f\n    url: {feed_server.feed('/f', one_item('Once'))}\n")
+    relay("run", "-c", str(config), env=ENV, now=NOW)
+    # the site changed the item's id (and added a tracker to the link): one new item, below
+    # the flood threshold, so only the link can tell
+    feed_server.feed("/f", one_item("Once, again", guid="new-id-1", link="https://www.example.org/a-1/?utm_source=rss"))
+    result = relay("run", "-c", str(config), "-v", env=ENV, now=NOW + timedelta(minutes=5))
+    assert result.exit_code == 0, result.output
+    assert posted(mastodon) == ["Once"]
+    preview = relay("preview", "-c", str(config), "--format", "json", env=ENV, now=NOW + timedelta(minutes=6))
+    assert preview.exit_code == 0
+
+
+def test_a_clock_jump_of_400_days_does_not_repost(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon
+) -> None:
+    config = write(tmp_path, mastodon, f"  - name: f\n    url: {feed_server.feed('/f', numbered(3, now=NOW))}\n")
+    relay("run", "-c", str(config), env=ENV, now=NOW)
+    assert len(mastodon.statuses) == 3
+    for days in (400, -400, 401):  # forward, back, forward again
+        result = relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(days=days))
+        assert result.exit_code == 0, result.output
+    assert sorted(posted(mastodon)) == ["item 0", "item 1", "item 2"]
+
+
+def test_an_empty_state_with_30_known_feeds_posts_at_most_backfill_each_paced(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon
+) -> None:
+    """The state folder was lost (a new machine, a wiped cache) but the 30 feeds are old
+    friends with 20 items each: no flood of 600 posts."""
+    feeds = "".join(
+        f"  - name: feed{n}\n    url: {feed_server.feed(f'/f{n}', numbered(20, now=NOW, prefix=f'feed{n}-item'))}\n"
+        for n in range(30)
+    )
+    config = write(
+        tmp_path,
+        mastodon,
+        feeds,
+        defaults="  backfill: 1\n",
+        pacing="  max_per_run: 3\n  min_interval: 10m\n  max_per_day: 40\n",
+    )
+    first = relay("run", "-c", str(config), env=ENV, now=NOW)
+    assert first.exit_code == 0, first.output
+    assert "warning: no state yet in " in first.output and "`backfill`" in first.output
+    assert len(mastodon.statuses) == 3  # paced: max_per_run
+    for run in range(1, 20):
+        relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=10 * run))
+    per_feed = {title.split("-item")[0] for title in posted(mastodon)}
+    assert len(mastodon.statuses) == 30 and len(per_feed) == 30  # one (the newest) per feed
+    assert all(title.endswith(" 19") for title in posted(mastodon))
+    assert "no state yet" not in relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(hours=5)).output
+
+
+def test_a_server_error_in_the_middle_of_a_batch_is_retried_exactly_once(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon
+) -> None:
+    config = write(tmp_path, mastodon, f"  - name: f\n    url: {feed_server.feed('/f', numbered(5, now=NOW))}\n")
+    # the first two posts go through, the third gets a 500, the rest go through
+    calls = {"n": 0}
+    original = mastodon._take_fault
+
+    def third_post_fails(path: str):  # type: ignore[no-untyped-def]
+        if path == "/api/v1/statuses":
+            calls["n"] += 1
+            if calls["n"] == 3:
+                from tests.support.fake_mastodon import Fault
+
+                return Fault(status=500, error="Internal Server Error")
+        return original(path)
+
+    mastodon._take_fault = third_post_fails  # type: ignore[method-assign]
+    result = relay("run", "-c", str(config), env=ENV, now=NOW)
+    assert result.exit_code == 1 and "will be retried" in result.output and "500" in result.output
+    assert posted(mastodon) == ["item 0", "item 1", "item 3", "item 4"]  # the batch went on
+    relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=5))
+    assert sorted(posted(mastodon)) == [f"item {n}" for n in range(5)]
+
+
+def test_a_refused_post_does_not_hold_up_the_queue(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon
+) -> None:
+    config = write(
+        tmp_path,
+        mastodon,
+        f"  - name: f\n    url: {feed_server.feed('/f', numbered(4, now=NOW))}\n",
+        pacing="  max_per_run: 3\n  min_interval: 0s\n  max_per_day: 40\n",
+    )
+    mastodon.fault(status=422, error="Validation failed: Text character limit of 500 exceeded")
+    result = relay("run", "-c", str(config), env=ENV, now=NOW)
+    assert result.exit_code == 1 and "character limit" in result.output
+    assert posted(mastodon) == ["item 1", "item 2", "item 3"]  # a full run's worth behind it
+
+
+def test_a_new_url_under_the_same_name_keeps_the_history(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon
+) -> None:
+    body = numbered(4, now=NOW)
+    config = write(tmp_path, mastodon, f"  - name: f\n    url: {feed_server.feed('/old', body)}\n")
+    relay("run", "-c", str(config), env=ENV, now=NOW)
+    assert len(mastodon.statuses) == 4
+    # the site moved its feed (and the new address serves one more item)
+    config.write_text(config.read_text().replace("/old", "/new"))
+    feed_server.feed("/new", numbered(5, now=NOW + timedelta(hours=1)))
+    result = relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=5))
+    assert result.exit_code == 0, result.output
+    assert sorted(posted(mastodon)) == [f"item {n}" for n in range(5)]  # only the new one added
+
+
+@pytest.mark.parametrize("seeded", [False, True], ids=["relayed", "seeded"])
+def test_a_renamed_feed_is_not_posted_as_new(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon, seeded: bool
+) -> None:
+    """Renaming a feed makes a new name with no history: the first-poll backfill and the
+    cross-feed dedupe must keep its items from going out again, including the newest item
+    when the old name had only marked it seen (relay seed)."""
+    url = feed_server.feed("/f", numbered(6, now=NOW))
+    config = write(tmp_path, mastodon, f"  - name: before\n    url: {url}\n", defaults="  backfill: 2\n")
+    if seeded:
+        relay("seed", "-c", str(config), now=NOW)
+    relay("run", "-c", str(config), env=ENV, now=NOW)
+    already = posted(mastodon)
+    config.write_text(config.read_text().replace("name: before", "name: after"))
+    result = relay("run", "-c", str(config), "-v", env=ENV, now=NOW + timedelta(minutes=5))
+    assert result.exit_code == 0, result.output
+    assert posted(mastodon) == already
+    feed_server.feed("/f", numbered(7, now=NOW + timedelta(hours=1)))
+    relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=10))
+    assert posted(mastodon) == [*already, "item 6"]  # what is really new still goes out
