@@ -1,4 +1,5 @@
-"""SIGKILL `relay run` at N random points, then count duplicates and losses.
+"""SIGKILL `relay run` at N random points (with 500s among the posts), then count duplicates
+and losses.
 
 python bench/crash_sweep.py [--kills 100] [--seed 1]"""
 
@@ -20,7 +21,8 @@ def main() -> None:
     args = parser.parse_args()
     result = sweep(Path(tempfile.mkdtemp(prefix="relay-crash-")), kills=args.kills, seed=args.seed)
     print(
-        f"crash sweep: {result.kills} SIGKILLs ({result.finished_before_kill} runs finished first), {result.seconds:.0f} s"
+        f"crash sweep: {result.kills} SIGKILLs ({result.finished_before_kill} runs finished first),"
+        f" {result.server_errors} server errors injected, {result.seconds:.0f} s"
     )
     for stage, count in result.stages.most_common():
         print(f"  killed {stage}: {count}")

@@ -4,7 +4,9 @@ bench/crash_sweep.py (which reports the figures).
 
 Every run has work to do: the feed, like a real one, shows its newest WINDOW items and gains
 GROWTH new ones per run, as many deliveries as pacing lets one run send, so the outbox never
-runs dry and kills land in polling, in sends, and between them."""
+runs dry and kills land in polling, in sends, and between them. Before some runs the server
+is told to fail one post with a 500, either refusing it or after accepting it, so server
+errors land in the middle of batches too."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ ACCOUNTS = {"masto": "token-a", "other": "token-b"}
 WINDOW = 60  # items the feed shows
 START = 30  # items in the feed at the first run
 GROWTH = 3  # new items per run: 6 deliveries, what one run may send (max_per_run 3, 2 accounts)
+SERVER_ERROR_CHANCE = 0.3  # of a run getting one 500 among its posts
 
 
 @dataclass
@@ -34,6 +37,7 @@ class SweepResult:
     kills: int = 0
     finished_before_kill: int = 0
     stages: Counter[str] = field(default_factory=Counter)
+    server_errors: int = 0  # 500s injected (a few may be left unused when the sweep ends)
     items: int = 0
     statuses: int = 0
     duplicates: int = 0
@@ -49,7 +53,8 @@ def _config(path: Path, feed_url: str, fake: FakeMastodon, max_per_run: int) -> 
         for name in ACCOUNTS
     )
     path.write_text(
-        f"defaults:\n  every: 1m\n  backfill: 1000\n  flood_threshold: 1000\naccounts:\n{accounts}"
+        f"defaults:\n  every: 1m\n  backfill: 1000\n  flood_threshold: 1000\n  flood_threshold_day: 1000000\n"
+        f"accounts:\n{accounts}"
         f"pacing:\n  max_per_run: {max_per_run}\n  min_interval: 0s\n  max_per_day: 100000\n"
         f"feeds:\n  - name: f\n    url: {feed_url}\n"
     )
@@ -94,6 +99,9 @@ def sweep(tmp: Path, kills: int, seed: int = 1) -> SweepResult:
         while result.kills < kills and number < kills * 4:
             number += 1
             total["items"] += GROWTH
+            if rng.random() < SERVER_ERROR_CHANCE:
+                fake.fault(status=500, error="Internal Server Error", accept_first=rng.random() < 0.5)
+                result.server_errors += 1
             process = relay_process("run", "-c", str(config), env=env, now=now + timedelta(minutes=number))
             time.sleep(rng.uniform(0.05, 1.2))
             if process.poll() is None:
@@ -104,15 +112,16 @@ def sweep(tmp: Path, kills: int, seed: int = 1) -> SweepResult:
             else:
                 process.communicate()
                 result.finished_before_kill += 1
-        # let it finish: no more kills, no more new items, no latency, a large budget
+        # let it finish: no more kills, faults, new items or latency; a large budget; after a
+        # first run that settles interrupted sends, hours apart so every backoff has passed
         fake.latency = 0.0
+        fake.faults.clear()
         _config(config, url, fake, max_per_run=100_000)
         expected_deliveries = total["items"] * len(ACCOUNTS)
         while result.final_runs < 20:
             result.final_runs += 1
-            process = relay_process(
-                "run", "-c", str(config), env=env, now=now + timedelta(minutes=number + result.final_runs)
-            )
+            later = timedelta(minutes=number + 1) + timedelta(hours=result.final_runs - 1)
+            process = relay_process("run", "-c", str(config), env=env, now=now + later)
             process.communicate(timeout=300)
             with sqlite3.connect(state / "relay.db") as db:
                 left = db.execute("SELECT COUNT(*) FROM deliveries WHERE state != 'posted'").fetchone()[0]

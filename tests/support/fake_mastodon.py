@@ -1,6 +1,6 @@
 """A small Mastodon-API server of relay's own, on loopback, for the delivery engine's tests:
 it records every status, honours Idempotency-Key per token, and injects faults (an HTTP
-status, a hang before or after it accepted a post). Controlled in-process or over HTTP
+status instead of a post or after accepting it, a hang before or after it accepted a post). Controlled in-process or over HTTP
 (POST /_fake/faults) so a relay subprocess can be tested and killed against it."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from tests.support.feedserver import QuietServer
 @dataclass
 class Fault:
     status: int = 0  # answer with this HTTP status instead of posting
+    accept_first: bool = False  # with status: create the post, then answer with that status
     hang_before: float = 0.0  # sleep before accepting
     hang_after: float = 0.0  # accept (create the status), then sleep before answering
     headers: dict[str, str] = field(default_factory=dict)
@@ -91,7 +92,7 @@ class FakeMastodon:
         fault = self._take_fault(path)
         if fault and fault.hang_before:
             time.sleep(fault.hang_before)
-        if fault and fault.status:
+        if fault and fault.status and not fault.accept_first:
             return self._send(handler, fault.status, {"error": fault.error}, fault.headers)
         token = (handler.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
         if path == "/api/v2/instance":
@@ -162,6 +163,8 @@ class FakeMastodon:
                         self.idempotency[(token, key)] = status
             if fault and fault.hang_after:
                 time.sleep(fault.hang_after)
+            if fault and fault.status:  # accepted, yet the client is told it failed
+                return self._send(handler, fault.status, {"error": fault.error}, fault.headers)
             return self._send(handler, 200, status)
         return self._send(handler, 404, {"error": "Record not found"})
 
