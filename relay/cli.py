@@ -854,11 +854,14 @@ def history(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, outp
     store = _open_existing(state_dir)
     rows = [_delivery_json(d) for d in store.deliveries("d.state = 'posted'", order="d.posted_at DESC", limit=limit)]
     if output_format == "json":
-        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        click.echo(_redact(None, json.dumps(rows, ensure_ascii=False, indent=2)))
         return
     for d in rows:
         click.echo(
-            f"{d['posted_at'][:16].replace('T', ' ')} {d['account']} {d['feed']}: {d['title'][:60]} {d['url'] or ''}".rstrip()
+            _redact(
+                None,
+                f"{d['posted_at'][:16].replace('T', ' ')} {d['account']} {d['feed']}: {d['title'][:60]} {d['url'] or ''}",
+            ).rstrip()
         )
 
 
@@ -898,11 +901,11 @@ def queue_list(
     marks = ",".join("?" * len(wanted))
     rows = [_delivery_json(d) for d in store.deliveries(f"d.state IN ({marks})", tuple(wanted))]
     if output_format == "json":
-        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        click.echo(_redact(None, json.dumps(rows, ensure_ascii=False, indent=2)))
         return
     for d in rows:
         error = f" [{d['last_error']}]" if d["last_error"] else ""
-        click.echo(f"#{d['id']} {d['state']} {d['account']} {d['feed']}: {d['title'][:60]}{error}")
+        click.echo(_redact(None, f"#{d['id']} {d['state']} {d['account']} {d['feed']}: {d['title'][:60]}{error}"))
 
 
 def _change_state(state_dir: Path, ids: tuple[int, ...], allowed_from: tuple[str, ...], to: str) -> None:

@@ -70,3 +70,46 @@ def test_sessions_are_stored_and_cleared(tmp_path: Path) -> None:
     store.save_session("sky", None, 2.0)
     assert store.session("sky") is None
     assert os.stat(tmp_path / "relay.db").st_mode & 0o077 == 0
+
+
+def test_open_permissions_are_tightened_with_one_warning(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    Store.open(state).close()
+    (state / "relay.lock").write_text("")
+    state.chmod(0o755)
+    (state / "relay.db").chmod(0o644)
+    (state / "relay.lock").chmod(0o640)
+    store = Store.open(state)
+    [warning] = store.warnings
+    assert "0755 -> 0700" in warning and "relay.db 0644 -> 0600" in warning and "relay.lock 0640 -> 0600" in warning
+    assert state.stat().st_mode & 0o777 == 0o700
+    assert all((state / n).stat().st_mode & 0o777 == 0o600 for n in ("relay.db", "relay.lock"))
+    assert Store.open(state).warnings == []
+
+
+def test_a_version_1_state_is_upgraded(tmp_path: Path) -> None:
+    from relay.store import MIGRATIONS
+
+    with sqlite3.connect(tmp_path / "relay.db") as db:
+        MIGRATIONS[0](db)
+        db.execute("PRAGMA user_version = 1")
+    store = Store.open(tmp_path)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    indexes = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "items_feed_seen" in indexes
+
+
+def test_recent_counts_and_feed_activity(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    with store.transaction():
+        for n, (feed, seen) in enumerate([("a", 100.0), ("a", 5000.0), ("a", 6000.0), ("b", 6000.0), ("c", 6000.0)]):
+            item = store.insert_item(feed, bytes([n]) * 16, None, "t", None, None, seen, {})
+            if feed != "c":  # c's item was only marked seen
+                store.insert_delivery(item, "m", "queued", f"k{n}", None, seen)
+    assert store.recent_item_counts(["a", "b", "c"], since=1000.0) == {"a": 2, "b": 1}
+    first = store.deliveries(order="d.id")[0]
+    store.mark_posted(first.id, 5500.0, "1", "")
+    assert store.feed_activity("m", since=1000.0) == {"a": 1, "b": 0}
+    store.requeue(first.id, 7000.0, "KeyError: 'id'", attempts=3)
+    again = store.delivery(first.id)
+    assert again is not None and (again.state, again.attempts, again.last_error) == ("queued", 3, "KeyError: 'id'")
