@@ -96,8 +96,10 @@ def _state_failure(exc: Exception, state_dir: Path) -> str | None:
         else:
             hint = "check the disk and the file, or move it away to start afresh"
         return f"state {state_dir}: {text}: {hint}"
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
         where = exc.filename or state_dir
+        if exc.filename and not str(Path(exc.filename).resolve()).startswith(str(state_dir.resolve())):
+            return f"{where}: {exc.strerror or exc}"  # not the state: say only what failed
         reason = exc.strerror or str(exc)
         hints = {
             errno.ENOSPC: "the disk is full; free some space and run again",
