@@ -6,9 +6,13 @@ feed's URL changed, a feed renamed. (A 500 inside the SIGKILL sweep: tests/test_
 
 from __future__ import annotations
 
+import json
+import os
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -205,3 +209,36 @@ def test_a_renamed_feed_is_not_posted_as_new(
     feed_server.feed("/f", numbered(7, now=NOW + timedelta(hours=1)))
     relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=10))
     assert posted(mastodon) == [*already, "item 6"]  # what is really new still goes out
+
+
+@pytest.mark.bluesky
+def test_a_post_the_pds_refuses_does_not_hold_up_the_queue(tmp_path: Path, feed_server: FeedServer, pds: Any) -> None:
+    """Bluesky's 400 (a record the PDS will not take) at the head of the queue: failed at
+    once with its reason, and a full run's worth of the items behind it still goes out."""
+    import httpx
+
+    prefix = f"refusal{os.getpid()}"
+    url = feed_server.feed("/f", numbered(3, now=NOW, prefix=prefix))
+    config = tmp_path / "feeds.yaml"
+    config.write_text(
+        f"defaults:\n  every: 1m\n  backfill: 3\naccounts:\n  sky:\n    platform: bluesky\n    handle: frank.test\n"
+        f"    app_password: ${{PASSWORD}}\n    service: {pds.url}\n"
+        f"pacing:\n  max_per_run: 2\n  min_interval: 0s\n  max_per_day: 40\nfeeds:\n  - name: f\n    url: {url}\n"
+    )
+    # a first run with a wrong password queues the three and stops at the login
+    assert relay("run", "-c", str(config), env={"PASSWORD": "wrong"}, now=NOW).exit_code == 1
+    # the oldest delivery's post becomes one the PDS refuses (one grapheme over its limit)
+    state = Path(os.environ["RELAY_STATE_DIR"]) / "relay.db"
+    with sqlite3.connect(state) as db:
+        [(delivery_id, stored)] = db.execute("SELECT id, post FROM deliveries WHERE post IS NOT NULL").fetchall()
+        post = json.loads(stored)
+        post.update(text="é" * 301, length=301, facets=[])
+        db.execute("UPDATE deliveries SET post = ? WHERE id = ?", (json.dumps(post), delivery_id))
+    result = relay("run", "-c", str(config), env={"PASSWORD": "frank-pass"}, now=NOW + timedelta(minutes=5))
+    assert result.exit_code == 1 and f"delivery {delivery_id}" in result.output and "failed" in result.output
+    listing = httpx.get(
+        f"{pds.url}/xrpc/com.atproto.repo.listRecords",
+        params={"repo": pds.account("frank.test")["did"], "collection": "app.bsky.feed.post", "limit": 100},
+    ).json()["records"]
+    mine = sorted(r["value"]["text"].split("\n")[0] for r in listing if r["value"]["text"].startswith(prefix))
+    assert mine == [f"{prefix} 1", f"{prefix} 2"]
