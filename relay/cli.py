@@ -619,14 +619,21 @@ def _run_with(
         click.echo("no feed is due")
     if not _has_due_deliveries(store, epoch(now)):
         return failed
-    from relay.pipeline import deliver
+    import sqlite3
+
+    from relay.pipeline import deliver, one_line
     from relay.targets import make_target
     from relay.text import truncate
 
-    targets = {
-        name: make_target(account, store, dry_run=dry_run, allow_private=config.network.allow_private)
-        for name, account in config.accounts.items()
-    }
+    targets = {}
+    for name, account in config.accounts.items():
+        try:
+            targets[name] = make_target(account, store, dry_run=dry_run, allow_private=config.network.allow_private)
+        except sqlite3.Error:
+            raise
+        except Exception as exc:  # an SDK refusing its settings stops that account only
+            failed = True
+            click.echo(_redact(config, f"relay: account {name}: cannot start: {one_line(exc)}"), err=True)
     try:
         delivered = deliver(config, store, targets, _now)
     finally:

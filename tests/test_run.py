@@ -413,3 +413,25 @@ def test_instance_failing_during_an_image_upload_does_not_wedge_the_account(
     mastodon.faults.clear()
     relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=5))
     assert sorted(statuses(mastodon)) == ["item 0", "pictured 0"]
+
+
+def test_an_account_whose_sdk_will_not_start_stops_only_that_account(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relay.targets import mastodon as target_module
+
+    original = target_module.MastodonTarget.__init__
+
+    def refuse_masto(self: object, account: object, *args: object, **kwargs: object) -> None:
+        if getattr(account, "name", "") == "masto":
+            raise ValueError("Invalid api_base_url")
+        original(self, account, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(target_module.MastodonTarget, "__init__", refuse_masto)
+    config = write(tmp_path, feed_server.feed("/f", numbered(1, now=NOW)), mastodon, second=True)
+    result = relay("run", "-c", str(config), env=ENV, now=NOW)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "relay: account masto: cannot start: ValueError: Invalid api_base_url" in result.output
+    assert [s["account"] for s in mastodon.statuses] == ["second"]
+    [queued] = json.loads(relay("queue", "list", "--format", "json").output)
+    assert (queued["account"], queued["state"]) == ("masto", "queued")
