@@ -126,8 +126,10 @@ _AT_HEAVY = st.one_of(
     st.sampled_from(
         ["a", "Z", "9", "é", "ß", "ж", "λ", "ש", "ب", "क", "्", "中", "ー", "ｶ", "👩", "🏽", "&#64;", "<b>"]
     ),
+    st.characters(min_codepoint=0x20, max_codepoint=0x7E),
     st.characters(codec="utf-8", categories=("L", "M", "N", "Pc", "Po", "Cf", "So")),
 )
+_ENVIRONMENT = make_environment([])
 _AT_TEXT = st.lists(_AT_HEAVY, max_size=40).map("".join)
 _ITEM_TEXT = st.lists(st.one_of(_AT_TEXT, st.just("user"), st.just("x.org")), max_size=6).map("".join)
 
@@ -149,9 +151,6 @@ def test_no_feed_text_yields_a_live_mention(title: str, summary: str) -> None:
             language="fr",
         )
         assert not live_mentions(post.text), post.text
-
-
-_ENVIRONMENT = make_environment([])
 
 
 def test_mentions_in_a_title_are_defused_in_preview_output(tmp_path: Path, feed_server: FeedServer) -> None:
