@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -121,12 +122,21 @@ def poll(
     return polls
 
 
+def _base_url(url: str) -> str:
+    """The feed's address as a base for its relative links, without a user name or password:
+    a private feed's credentials must not end up in item links (and from there in posts)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 def _parse_one(fetched: FetchResult) -> ParsedFeed | str:
     try:
         return parse_feed(
             fetched.body,
             feed_name=fetched.name,
-            url=fetched.final_url or fetched.url,
+            url=_base_url(fetched.final_url or fetched.url),
             content_type=fetched.content_type,
         )
     except ParseError as exc:

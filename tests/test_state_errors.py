@@ -259,3 +259,18 @@ def test_credentials_in_feed_urls_never_reach_the_output(
     assert "feed private:" in outputs[2]  # the failing feed is named, its token hidden
     status = json.loads(outputs[4])
     assert {f["name"]: f["url"] for f in status["feeds"]}["f"].startswith("http://campaign:***@")
+
+
+def test_a_private_feeds_credentials_do_not_reach_its_item_links(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon
+) -> None:
+    """Relative item links resolve against the feed's address, but not its user:password."""
+    body = rss([{"title": "Relative", "link": "/articles/1", "guid": "r1", "published": NOW}])
+    url = feed_server.feed("/private/feed", body).replace("http://", "http://campaign:hunter2secret@")
+    config = write_config(tmp_path, url, mastodon)
+    preview = json.loads(relay("preview", "-c", str(config), "--format", "json", env=ENV, now=NOW).output)
+    [post] = preview["posts"]
+    assert post["action"] == "post" and post["link"] == feed_server.url("/articles/1")
+    assert relay("run", "-c", str(config), env=ENV, now=NOW).exit_code == 0
+    [status] = mastodon.statuses
+    assert feed_server.url("/articles/1") in status["content"] and "hunter2secret" not in status["content"]
