@@ -80,7 +80,7 @@ class Feed:
     max_bytes: int = 10_000_000
     timeout: timedelta = timedelta(seconds=30)
     flood_threshold: int = 10
-    flood_threshold_day: int = 50
+    flood_threshold_day: int = 30
     content_warning: str = ""
     sensitive: bool = False
     images: bool = False
@@ -417,7 +417,7 @@ _BUILTIN_DEFAULTS: dict[str, Any] = {
     "max_bytes": 10_000_000,
     "timeout": "30s",
     "flood_threshold": 10,
-    "flood_threshold_day": 50,
+    "flood_threshold_day": 30,
     "content_warning": "",
     "sensitive": False,
     "images": False,

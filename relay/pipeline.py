@@ -63,6 +63,7 @@ class FeedPoll:
     parsed: ParsedFeed | None = None
     body_hash: bytes | None = None
     decisions: list[ItemDecision] = field(default_factory=list)
+    hold_waiting: str | None = None  # the 24-hour flood guard tripped: hold what still waits too
 
 
 # polling
@@ -244,6 +245,9 @@ def decide_all(
             why = (
                 f"flood guard: {in_day} new items in 24 hours (flood_threshold_day {feed.flood_threshold_day}); {steer}"
             )
+            # a feed that floods over a day waits for the user as a whole: what it queued
+            # before the threshold was reached must not keep taking the other feeds' posts
+            feed_poll.hold_waiting = why
         if why:
             for decision in relayable:
                 for account, (action, _) in decision.accounts.items():
@@ -320,6 +324,8 @@ def record_poll(store: Store, config: Config, feed_poll: FeedPoll, now: datetime
                     new_tid(now) if platform == "bluesky" else None,
                     now_s,
                 )
+        if feed_poll.hold_waiting and not seed:
+            store.hold_waiting(feed.name, feed_poll.hold_waiting)
         store.save_feed_ok(
             feed.name,
             feed.url,
@@ -445,7 +451,11 @@ def deliver(
             report.pacing[name] = why
         limits: Limits | None = None
         sent = 0
-        posts_today = store.feed_activity(name, epoch(now) - 86400) if due else {}
+        posts_today: dict[str, int] = {}
+        if due:
+            # a feed the flood guard holds uses no share of the day until it is released
+            held = store.held_feeds(name, epoch(now) - 86400)
+            posts_today = {f: n for f, n in store.feed_activity(name, epoch(now) - 86400).items() if f not in held}
         for delivery in due:
             if sent >= budget:
                 break

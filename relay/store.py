@@ -350,6 +350,15 @@ class Store:
         )
         return {feed: int(count) for feed, count in rows}
 
+    def hold_waiting(self, feed: str, reason: str) -> int:
+        """Hold every queued delivery of a feed (inside the poll's transaction)."""
+        cursor = self.db.execute(
+            "UPDATE deliveries SET state = 'held', last_error = ? WHERE state = 'queued'"
+            " AND item_id IN (SELECT id FROM items WHERE feed = ?)",
+            (reason, feed),
+        )
+        return cursor.rowcount
+
     def seen_elsewhere(self, canonical: bytes, feed: str) -> str | None:
         """Another feed that already holds an item with this canonical URL, relayed or not."""
         row = self.db.execute(
@@ -507,6 +516,16 @@ class Store:
             (since, account, since, since),
         )
         return {feed: int(posts or 0) for feed, posts in rows}
+
+    def held_feeds(self, account: str, since: float) -> set[str]:
+        """The feeds whose items first seen since `since` the flood guard holds for this
+        account: they wait for the user, not for a share of the day."""
+        rows = self.db.execute(
+            "SELECT DISTINCT i.feed FROM deliveries d JOIN items i ON i.id = d.item_id"
+            " WHERE d.account = ? AND d.state = 'held' AND i.first_seen_at >= ?",
+            (account, since),
+        )
+        return {row[0] for row in rows}
 
     def last_posted_at(self, account: str) -> float | None:
         row = self.db.execute(

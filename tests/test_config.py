@@ -360,9 +360,9 @@ def test_network_policy_setting(tmp_path: Path) -> None:
 
 
 def test_flood_threshold_day(tmp_path: Path) -> None:
-    assert load(tmp_path, GOOD).feeds[0].flood_threshold_day == 50
-    config = load(tmp_path, GOOD.replace("  every: 15m", "  every: 15m\n  flood_threshold_day: 20"))
-    assert [feed.flood_threshold_day for feed in config.feeds] == [20, 20]
+    assert load(tmp_path, GOOD).feeds[0].flood_threshold_day == 30
+    config = load(tmp_path, GOOD.replace("  every: 15m", "  every: 15m\n  flood_threshold_day: 35"))
+    assert [feed.flood_threshold_day for feed in config.feeds] == [35, 35]
     text = GOOD.replace("    every: 1h", "    flood_threshold_day: 0")
     assert problems(tmp_path, text) == ["feeds.yaml:18: feeds[1].flood_threshold_day: 0 is not a whole number >= 1"]
 
