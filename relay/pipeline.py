@@ -522,13 +522,18 @@ def _requeue_after_error(
     current = store.delivery(delivery.id) or delivery
     attempts = max(current.attempts, delivery.attempts + 1)
     now = epoch(clock())
+    # the error came after the delivery was marked sending: without a record key to read
+    # back, nobody knows whether the post landed
+    doubt = current.last_attempt_at if current.state == "sending" and current.rkey is None else None
     if attempts >= schedule.MAX_ATTEMPTS:
         detail = f"gave up after {attempts} attempts: {reason}"
         store.mark_failed(delivery.id, detail)
         outcome = "failed"
     else:
         detail = reason
-        store.requeue(delivery.id, now + schedule.delivery_backoff(attempts).total_seconds(), reason, attempts)
+        store.requeue(
+            delivery.id, now + schedule.delivery_backoff(attempts).total_seconds(), reason, attempts, doubt_since=doubt
+        )
         outcome = "retry"
     report.events.append(DeliveryEvent(account.name, delivery.id, delivery.feed, delivery.title, outcome, detail))
 
@@ -564,18 +569,16 @@ def _deliver_one(
             store.mark_posted(delivery.id, epoch(now), found.remote_id, found.url)
             event("posted", "confirmed after an interrupted attempt", found.url)
             return False
-        if (
-            delivery.rkey is None
-            and delivery.last_attempt_at
-            and epoch(now) - delivery.last_attempt_at > IN_DOUBT_RESEND_WINDOW
-        ):
-            store.mark_failed(
-                delivery.id,
-                "interrupted more than an hour ago while sending: it may have been posted;"
-                " check the account, then `relay queue retry` if it was not",
-            )
-            event("failed", "interrupted attempt too old to resend safely")
-            return False
+    doubts = [t for t in (delivery.doubt_since, delivery.last_attempt_at if delivery.state == "sending" else None) if t]
+    if delivery.rkey is None and doubts and epoch(now) - min(doubts) > IN_DOUBT_RESEND_WINDOW:
+        # the server honours the idempotency key for an hour: a resend now could post twice
+        store.mark_failed(
+            delivery.id,
+            "an attempt more than an hour ago got no answer: it may have been posted;"
+            f" check the account, then `relay queue retry {delivery.id}` if it was not",
+        )
+        event("failed", "an earlier attempt may have posted and is too old to resend safely")
+        return False
     if delivery.post:
         post = Post.from_json(json.loads(delivery.post))
     else:
@@ -606,7 +609,8 @@ def _deliver_one(
         retry_at = (
             epoch(exc.retry_at) if exc.retry_at else epoch(now) + schedule.delivery_backoff(attempts).total_seconds()
         )
-        store.mark_retry(delivery.id, retry_at, str(exc))
+        doubt = epoch(now) if exc.maybe_sent and delivery.rkey is None else None
+        store.mark_retry(delivery.id, retry_at, str(exc), doubt_since=doubt)
         event("retry", str(exc))
         if exc.retry_at:
             store.update_account(name, blocked_until=retry_at, last_error=str(exc))

@@ -98,7 +98,13 @@ def _v2(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX items_feed_seen ON items (feed, first_seen_at)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+def _v3(db: sqlite3.Connection) -> None:
+    # when an attempt first may have posted without relay knowing: Mastodon honours the
+    # idempotency key for an hour only, so a resend after that could post twice
+    db.execute("ALTER TABLE deliveries ADD COLUMN doubt_since REAL")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -147,6 +153,7 @@ class Delivery:
     link: str | None
     payload: str
     first_seen_at: float = 0.0
+    doubt_since: float | None = None  # an attempt may have posted without relay knowing
 
 
 PRIVATE_FILES = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", "relay.lock")
@@ -410,7 +417,7 @@ class Store:
     _DELIVERY_COLUMNS = (
         "d.id, d.item_id, d.account, d.state, d.idempotency_key, d.rkey, d.attempts, d.queued_at,"
         " d.next_attempt_at, d.last_attempt_at, d.posted_at, d.remote_id, d.remote_url, d.last_error,"
-        " d.post, i.feed, i.title, i.link, i.payload, i.first_seen_at"
+        " d.post, i.feed, i.title, i.link, i.payload, i.first_seen_at, d.doubt_since"
     )
 
     def deliveries(
@@ -464,21 +471,32 @@ class Store:
                 (now, remote_id, remote_url, delivery_id),
             )
 
-    def mark_retry(self, delivery_id: int, next_attempt: float, error: str, *, count_attempt: bool = True) -> None:
+    def mark_retry(
+        self,
+        delivery_id: int,
+        next_attempt: float,
+        error: str,
+        *,
+        count_attempt: bool = True,
+        doubt_since: float | None = None,
+    ) -> None:
+        """Back to the queue; doubt_since (kept once set) when the attempt may have posted."""
         with self.transaction():
             self.db.execute(
                 "UPDATE deliveries SET state = 'queued', next_attempt_at = ?, last_error = ?,"
-                " attempts = attempts - ? WHERE id = ?",
-                (next_attempt, error, 0 if count_attempt else 1, delivery_id),
+                " attempts = attempts - ?, doubt_since = COALESCE(doubt_since, ?) WHERE id = ?",
+                (next_attempt, error, 0 if count_attempt else 1, doubt_since, delivery_id),
             )
 
-    def requeue(self, delivery_id: int, next_attempt: float, error: str, attempts: int) -> None:
+    def requeue(
+        self, delivery_id: int, next_attempt: float, error: str, attempts: int, *, doubt_since: float | None = None
+    ) -> None:
         """Back to the queue after an unexpected error, with the attempts counted so far."""
         with self.transaction():
             self.db.execute(
-                "UPDATE deliveries SET state = 'queued', next_attempt_at = ?, last_error = ?, attempts = ?"
-                " WHERE id = ?",
-                (next_attempt, error, attempts, delivery_id),
+                "UPDATE deliveries SET state = 'queued', next_attempt_at = ?, last_error = ?, attempts = ?,"
+                " doubt_since = COALESCE(doubt_since, ?) WHERE id = ?",
+                (next_attempt, error, attempts, doubt_since, delivery_id),
             )
 
     def mark_failed(self, delivery_id: int, error: str) -> None:
@@ -492,9 +510,10 @@ class Store:
             for delivery_id in ids:
                 count += self.db.execute(
                     "UPDATE deliveries SET state = ?, next_attempt_at = ?, last_error = CASE WHEN ? = 'queued'"
-                    " THEN NULL ELSE last_error END, attempts = CASE WHEN ? = 'queued' THEN 0 ELSE attempts END"
+                    " THEN NULL ELSE last_error END, attempts = CASE WHEN ? = 'queued' THEN 0 ELSE attempts END,"
+                    " doubt_since = CASE WHEN ? = 'queued' THEN NULL ELSE doubt_since END"  # the user checked
                     " WHERE id = ?",
-                    (state, now, state, state, delivery_id),
+                    (state, now, state, state, state, delivery_id),
                 ).rowcount
         return count
 

@@ -435,3 +435,41 @@ def test_an_account_whose_sdk_will_not_start_stops_only_that_account(
     assert [s["account"] for s in mastodon.statuses] == ["second"]
     [queued] = json.loads(relay("queue", "list", "--format", "json").output)
     assert (queued["account"], queued["state"]) == ("masto", "queued")
+
+
+@pytest.mark.parametrize(("later", "outcome"), [(timedelta(minutes=5), "posted"), (timedelta(minutes=70), "failed")])
+def test_an_attempt_that_got_no_answer_is_resent_only_within_the_idempotency_hour(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon, later: timedelta, outcome: str
+) -> None:
+    """The server accepted the post but the answer never came (a timeout). Mastodon honours
+    the Idempotency-Key for an hour: a resend within it returns the same status; after it, a
+    resend would post twice, so the delivery is failed for the user to check instead."""
+    config = write(tmp_path, feed_server.feed("/f", numbered(1, now=NOW)), mastodon)
+    mastodon.fault(path="/api/v1/statuses", hang_after=3)
+    env = {**ENV, "RELAY_REQUEST_TIMEOUT": "1"}
+    first = relay("run", "-c", str(config), env=env, now=NOW)
+    assert first.exit_code == 1 and "will be retried" in first.output
+    assert statuses(mastodon) == ["item 0"]  # it landed, relay does not know
+    time.sleep(2.5)  # let the fake server finish answering the abandoned request
+    second = relay("run", "-c", str(config), env=env, now=NOW + later)
+    assert statuses(mastodon) == ["item 0"]  # exactly once either way
+    queue = json.loads(relay("queue", "list", "--state", "posted", "--state", "failed", "--format", "json").output)
+    assert [d["state"] for d in queue] == [outcome]
+    if outcome == "failed":
+        assert second.exit_code == 1 and "may have been posted" in queue[0]["last_error"]
+        assert f"relay queue retry {queue[0]['id']}" in queue[0]["last_error"]
+
+
+def test_a_refused_connection_is_not_in_doubt(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
+    """Nothing was sent when the instance refused the connection: retrying hours later is safe."""
+    from tests.support.servers import free_port
+
+    feed = feed_server.feed("/f", numbered(1, now=NOW))
+    config = write(tmp_path, feed, mastodon)
+    live = config.read_text()
+    config.write_text(live.replace(mastodon.url, f"http://127.0.0.1:{free_port()}"))
+    first = relay("run", "-c", str(config), env=ENV, now=NOW)
+    assert first.exit_code == 1 and "will be retried" in first.output
+    config.write_text(live)
+    assert relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(hours=3)).exit_code == 0
+    assert statuses(mastodon) == ["item 0"]

@@ -25,7 +25,10 @@ class Receipt:
 class PublishError(Exception):
     """transient: a later attempt may succeed (network, 5xx, 429).
     auth: the credentials are refused; stop this account, keep the delivery queued.
-    retry_at: the server said when to come back (rate limits)."""
+    retry_at: the server said when to come back (rate limits).
+    maybe_sent: the request may have reached the server and the post may exist (a timeout,
+    a connection lost after sending, a gateway error), so a resend is safe only while the
+    server still honours the idempotency key."""
 
     def __init__(
         self,
@@ -34,11 +37,13 @@ class PublishError(Exception):
         transient: bool,
         auth: bool = False,
         retry_at: datetime | None = None,
+        maybe_sent: bool = False,
     ) -> None:
         super().__init__(message)
         self.transient = transient
         self.auth = auth
         self.retry_at = retry_at
+        self.maybe_sent = maybe_sent
 
 
 class Target(Protocol):

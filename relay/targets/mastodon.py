@@ -176,9 +176,15 @@ class MastodonTarget:
             )
             raise PublishError(f"rate limited by {where}", transient=True, retry_at=retry_at) from None
         except MastodonNetworkError as exc:
-            raise PublishError(f"network error talking to {where}: {_first_line(exc)}", transient=True) from None
+            raise PublishError(
+                f"network error talking to {where}: {_first_line(exc)}",
+                transient=True,
+                maybe_sent=not _never_connected(exc),
+            ) from None
         except MastodonServerError as exc:
-            raise PublishError(f"{where} answered {_status(exc)} {_message(exc)}".rstrip(), transient=True) from None
+            raise PublishError(
+                f"{where} answered {_status(exc)} {_message(exc)}".rstrip(), transient=True, maybe_sent=True
+            ) from None
         except MastodonUnauthorizedError as exc:
             raise PublishError(
                 f"{where} refused the token ({_message(exc) or '401'}): check RELAY_* token in the environment and"
@@ -199,7 +205,9 @@ class MastodonTarget:
                     f"rate limited by {where}", transient=True, retry_at=datetime.now(UTC) + timedelta(minutes=5)
                 ) from None
             if status == 408 or (isinstance(status, int) and status >= 500):
-                raise PublishError(f"{where} answered {status} {_message(exc)}".rstrip(), transient=True) from None
+                raise PublishError(
+                    f"{where} answered {status} {_message(exc)}".rstrip(), transient=True, maybe_sent=True
+                ) from None
             raise PublishError(
                 f"{where} refused the post: {status} {_message(exc)}".rstrip(), transient=False
             ) from None
@@ -213,7 +221,7 @@ class MastodonTarget:
         account makes no further calls in this run. Mastodon.py never touches the store,
         so the thread is safe."""
         if self._stalled:
-            raise PublishError(self._stalled, transient=True)
+            raise PublishError(self._stalled, transient=True, maybe_sent=True)
         total = request_timeout()
         outcome: list[Any] = []
         failure: list[BaseException] = []
@@ -229,7 +237,7 @@ class MastodonTarget:
         worker.join(total)
         if worker.is_alive():
             self._stalled = f"{self.account.instance} timed out: no complete answer within {total:g}s"
-            raise PublishError(self._stalled, transient=True)
+            raise PublishError(self._stalled, transient=True, maybe_sent=True)
         if failure:
             raise failure[0]
         return outcome[0]
@@ -247,6 +255,15 @@ def _status(exc: Exception) -> Any:
 
 def _message(exc: Exception) -> str:
     return str(exc.args[3]) if len(exc.args) > 3 and exc.args[3] else ""
+
+
+def _never_connected(exc: Exception) -> bool:
+    """A network error that happened before any byte was sent: nothing can have landed."""
+    text = str(exc)
+    return any(
+        sign in text
+        for sign in ("NewConnectionError", "NameResolutionError", "Connection refused", "Failed to resolve")
+    )
 
 
 def _first_line(exc: Exception) -> str:
