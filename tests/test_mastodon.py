@@ -358,3 +358,53 @@ def test_a_dripping_image_server_does_not_hold_the_post(
     assert "posted without its image (image: timed out: no complete answer within 2s)" in result.output
     [status] = mastodon_mock.statuses(account)
     assert status["media_attachments"] == []
+
+
+def test_a_stalled_upload_stops_the_account_without_touching_other_feeds_deliveries(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    """The instance holds an image upload past the deadline: the account stops for this run,
+    the ally's deliveries behind it keep their attempts, and all go out in the next run."""
+    from tests.support.fake_mastodon import FakeMastodon
+
+    mastodon = FakeMastodon()
+    try:
+        now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+        image = feed_server.add("/evil.png", lambda r: Response(200, png(), {"Content-Type": "image/png"}))
+        evil = rss(
+            [
+                {
+                    "title": "evil item",
+                    "link": "https://evil.example/1",
+                    "guid": "e1",
+                    "description": f'<p>Texte.</p><img src="{image}" alt="une image">',
+                    "published": now - timedelta(hours=3),
+                }
+            ]
+        )
+        config = tmp_path / "feeds.yaml"
+        config.write_text(
+            "defaults:\n  every: 1m\n  backfill: 5\n"
+            f"accounts:\n  masto:\n    platform: mastodon\n    instance: {mastodon.url}\n    token: ${{TOKEN}}\n"
+            "pacing:\n  max_per_run: 10\n  min_interval: 0s\n  max_per_day: 1000\n"
+            "network:\n  allow_private: true\n"
+            f"feeds:\n  - name: evil\n    url: {feed_server.feed('/evil', evil)}\n    images: true\n"
+            f"  - name: friend\n    url: {feed_server.feed('/ally', numbered(2, now=now, prefix='ally'))}\n"
+        )
+        mastodon.fault(path="/api/v2/media", hang_before=8)
+        env = {"TOKEN": "good-token", "RELAY_REQUEST_TIMEOUT": "3"}
+        first = relay("run", "-c", str(config), env=env, now=now)
+        assert first.exit_code == 1, first.output
+        assert "timed out" in first.output and "waiting until" in first.output, first.output
+        assert mastodon.statuses == []
+        queue = json.loads(relay("queue", "list", "--format", "json").output)
+        assert sorted((d["feed"], d["attempts"]) for d in queue) == [("evil", 1), ("friend", 0), ("friend", 0)]
+        assert not [line for line in first.output.splitlines() if "friend" in line and "retried" in line]
+        second = relay("run", "-c", str(config), env=env, now=now + timedelta(minutes=2))
+        assert second.exit_code == 0, second.output
+        texts = sorted(s["content"].split("\n")[0] for s in mastodon.statuses)
+        assert texts == ["ally 0", "ally 1", "evil item"]
+        [evil_status] = [s for s in mastodon.statuses if s["content"].startswith("evil item")]
+        assert evil_status["media_ids"]  # retried with its image, once the pause was over
+    finally:
+        mastodon.stop()

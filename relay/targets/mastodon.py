@@ -18,12 +18,13 @@ from relay.fetch import USER_AGENT, fetch_image
 from relay.images import ImageError, inspect
 from relay.render import Limits, Post
 from relay.store import Store
-from relay.targets.base import PublishError, Receipt, request_timeout
+from relay.targets.base import PublishError, Receipt, request_timeout, run_now
 
 LIMITS_MAX_AGE = 86400  # re-read the instance's limits once a day
 DEFAULT_IMAGE_LIMIT = 8_000_000
 DEFAULT_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 IMAGE_TIMEOUT = 15.0  # seconds for an item's image, in total
+STALL_PAUSE = timedelta(minutes=1)  # after a stalled call, the account waits this long
 
 
 class MastodonTarget:
@@ -56,8 +57,9 @@ class MastodonTarget:
         try:
             instance = self._call(self.api.instance_v2)
         except PublishError as exc:
-            if exc.auth:
-                raise
+            if exc.auth or self._stalled:
+                # a stall stops the account for this run: no call of it is worth a deadline
+                raise _not_sent(exc) from None
             self.warnings.append(
                 f"account {self.account.name}: cannot read the instance's limits ({exc}); using 500 characters, 23 per URL"
             )
@@ -131,8 +133,15 @@ class MastodonTarget:
             )
             return _get(media, "id")
         except PublishError as exc:
-            if exc.auth or self._stalled:
+            if exc.auth:
                 raise
+            if self._stalled:
+                # The instance did not answer the upload in time. The post could go without
+                # its image, but a server that just held one call for the whole deadline is
+                # likely to hold the next, and the abandoned upload may still be running:
+                # the account stops for this run and this delivery is retried, image and
+                # all, once the pause is over. No status was sent, so nothing is in doubt.
+                raise _not_sent(exc) from None
             self.warnings.append(f"account {self.account.name}: {post.link}: posted without its image ({exc})")
             return None
 
@@ -218,10 +227,13 @@ class MastodonTarget:
         """Run one API call in a daemon thread and wait at most RELAY_REQUEST_TIMEOUT: the
         SDK's own timeout is per read, so a server answering one byte at a time would hold
         it forever. A call left running is abandoned (it dies with the process) and this
-        account makes no further calls in this run. Mastodon.py never touches the store,
-        so the thread is safe."""
+        account makes no further calls in this run: the error carries a retry time a minute
+        ahead, on which the pipeline stops the account (and blocks it until then) without
+        touching the deliveries behind this one. The call may have reached the server, so
+        the error says maybe_sent; callers that know nothing was posted clear it.
+        Mastodon.py never touches the store, so the thread is safe."""
         if self._stalled:
-            raise PublishError(self._stalled, transient=True, maybe_sent=True)
+            raise self._stall_error()
         total = request_timeout()
         outcome: list[Any] = []
         failure: list[BaseException] = []
@@ -237,10 +249,23 @@ class MastodonTarget:
         worker.join(total)
         if worker.is_alive():
             self._stalled = f"{self.account.instance} timed out: no complete answer within {total:g}s"
-            raise PublishError(self._stalled, transient=True, maybe_sent=True)
+            raise self._stall_error()
         if failure:
             raise failure[0]
         return outcome[0]
+
+    def _stall_error(self) -> PublishError:
+        return PublishError(
+            self._stalled or f"{self.account.instance} timed out",
+            transient=True,
+            retry_at=run_now() + STALL_PAUSE,
+            maybe_sent=True,
+        )
+
+
+def _not_sent(exc: PublishError) -> PublishError:
+    """The same error, for a call that cannot have posted a status (an upload, a read)."""
+    return PublishError(str(exc), transient=exc.transient, auth=exc.auth, retry_at=exc.retry_at, maybe_sent=False)
 
 
 def _get(value: Any, key: str) -> Any:
