@@ -379,3 +379,34 @@ def test_an_image_bomb_does_not_wedge_the_account(tmp_path: Path, feed_server: F
     assert "https://example.org/bomb-0" in "".join(warnings)
     posted = [r for r in records(pds, carol["did"]) if "bomb-" in r["value"]["embed"]["external"]["uri"]]
     assert len(posted) == 2 and all("thumb" not in r["value"]["embed"]["external"] for r in posted)
+
+
+def test_article_html_that_breaks_the_parser_posts_with_a_card_from_the_item(
+    tmp_path: Path, feed_server: FeedServer, pds: Pds
+) -> None:
+    """'<![foo[' in an og: value makes html.parser raise AssertionError: the post still goes
+    out in this run, once, its card built from the item, with one warning line."""
+    dave = pds.account("dave.test")
+    page = feed_server.add(
+        "/marked",
+        lambda r: Response(
+            200,
+            b'<html><head><meta property="og:title" content="OG"><meta property="og:description" content="&lt;![foo[ x">'
+            b"</head></html>",
+            {"Content-Type": "text/html"},
+        ),
+    )
+    body = rss([{"title": "Section piégée", "link": page, "guid": "marked", "published": NOW}])
+    config = write(tmp_path, pds, "dave.test", feed_server.feed("/f-marked", body), allow_private=True)
+    result = relay("run", "-c", str(config), env={"PASSWORD": "dave-pass"})
+    assert result.exit_code == 0, result.output
+    assert "retried" not in result.output
+    [warning] = [line for line in result.output.splitlines() if "link card from the item only" in line]
+    assert page in warning and "AssertionError" in warning
+    [record] = [
+        r for r in records(pds, dave["did"]) if r["value"].get("embed", {}).get("external", {}).get("uri") == page
+    ]
+    external = record["value"]["embed"]["external"]
+    assert external["title"] == "Section piégée" and external["description"] == ""
+    queue = json.loads(relay("queue", "list", "--state", "posted", "--format", "json").output)
+    assert [d["attempts"] for d in queue] == [1]

@@ -19,12 +19,15 @@ from relay.fetch import fetch_image, make_client
 from relay.images import THUMB_MAX_BYTES, ImageError, make_thumbnail
 from relay.render import Limits, Post
 from relay.store import Store
-from relay.targets.base import PublishError, Receipt, request_timeout
+from relay.targets.base import PublishError, Receipt, request_timeout, run_now
 
 __all__ = ["THUMB_MAX_BYTES", "BlueskyTarget", "make_thumbnail"]
 
 PAGE_MAX_BYTES = 2_000_000
+OPEN_GRAPH_MAX_BYTES = 65_536  # the og: tags are read from the page's first 64 KB only
+OPEN_GRAPH_MAX_CHARS = 1_000  # each og: value is cut to this before it is cleaned
 FETCH_TIMEOUT = 15.0  # seconds for the article page or an image, in total
+STALL_PAUSE = timedelta(minutes=1)  # after a stalled request, the account waits this long
 
 
 _SESSION_ERRORS = ("ExpiredToken", "InvalidToken", "AuthenticationRequired", "AuthMissing")
@@ -57,7 +60,7 @@ class BlueskyTarget:
 
     def _session(self) -> Any:
         if self._stalled:  # one slow server must not cost a deadline per delivery
-            raise PublishError(self._stalled, transient=True)
+            raise self._stall_error()
         if self._client is not None:
             return self._client
         saved = self.store.session(self.account.name) if self.store else None
@@ -182,10 +185,10 @@ class BlueskyTarget:
         external = dict(post.embed["external"])
         image_url = post.image
         if not external.get("description") or not image_url:
-            page, refused = _open_graph(external["uri"], allow_private=self.allow_private)
-            if refused:
+            page, why = _open_graph(external["uri"], allow_private=self.allow_private)
+            if why:
                 self.warnings.append(
-                    f"account {self.account.name}: {external['uri']}: link card from the item only ({refused})"
+                    f"account {self.account.name}: {external['uri']}: link card from the item only ({why})"
                 )
             external["title"] = external.get("title") or page.get("og:title", "")
             external["description"] = external.get("description") or page.get("og:description", "")
@@ -210,7 +213,7 @@ class BlueskyTarget:
                 try:
                     thumb = self._call("upload the card image", lambda c: c.upload_blob(data)).blob
                 except PublishError as exc:
-                    if exc.auth:
+                    if exc.auth or self._stalled:  # a stall stops the account for this run
                         raise
                     self.warnings.append(
                         f"account {self.account.name}: {external['uri']}: link card without image ({exc})"
@@ -226,13 +229,23 @@ class BlueskyTarget:
 
     # errors
 
+    def _stall_error(self) -> PublishError:
+        """A request outlived its deadline: the retry time makes the pipeline stop this
+        account for the run, and block it a minute, without touching the deliveries behind
+        this one (each would otherwise fail at once and count an attempt)."""
+        return PublishError(
+            self._stalled or f"{self.account.service} timed out",
+            transient=True,
+            retry_at=run_now() + STALL_PAUSE,
+        )
+
     def _error(self, exc: Exception, action: str) -> PublishError:
         from atproto_client.exceptions import InvokeTimeoutError, NetworkError, RateLimitExceededError
 
         where = f"{self.account.service} ({action})"
         if isinstance(exc, InvokeTimeoutError):
             self._stalled = f"{where} timed out: no complete answer within {request_timeout():g}s"
-            return PublishError(self._stalled, transient=True)
+            return self._stall_error()
         if isinstance(exc, RateLimitExceededError):
             reset = exc.reset_at
             if reset is None and exc.retry_after is not None:
@@ -322,10 +335,12 @@ class _OpenGraph(HTMLParser):
 
 def _open_graph(url: str, *, allow_private: bool) -> tuple[dict[str, str], str]:
     """og: tags of the article page, fetched with the same bounds as feeds and, unless
-    allow_private, from a public address only; an HTML page only. ({}, reason) when the
-    network policy refused the page; ({}, "") on any other error."""
+    allow_private, from a public address only; an HTML page only. Only the page's first
+    64 KB, up to </head>, is read for them, and each value is cut to 1,000 characters
+    before it is cleaned: the page is the attacker's, and the time it costs must not depend
+    on its size. ({}, reason) when the network policy refused the page or its HTML could
+    not be read (the card then comes from the item alone); ({}, "") on any other error."""
     from relay.fetch import FetchRequest, fetch_one
-    from relay.text import clean_text
 
     with make_client(max_connections=2, public_only=not allow_private) as client:
         result = fetch_one(
@@ -340,10 +355,23 @@ def _open_graph(url: str, *, allow_private: bool) -> tuple[dict[str, str], str]:
         )
     if result.status != "ok":
         return {}, (result.error or "") if result.refused else ""
+    try:
+        return _read_open_graph(result.body), ""
+    except Exception as exc:  # hostile HTML that breaks a parser means no OpenGraph, not no post
+        return {}, f"the page's HTML could not be read: {type(exc).__name__}"
+
+
+def _read_open_graph(body: bytes) -> dict[str, str]:
+    from relay.text import clean_text
+
+    head = body[:OPEN_GRAPH_MAX_BYTES].decode("utf-8", "replace")
+    end = head.lower().find("</head>")
+    if end >= 0:
+        head = head[:end]
     parser = _OpenGraph()
-    head = result.body[:PAGE_MAX_BYTES].decode("utf-8", "replace")
-    parser.feed(head.split("</head>", 1)[0])
-    found = {k: clean_text(v) for k, v in parser.found.items()}
+    parser.feed(head)
+    found = {k: clean_text(v[:OPEN_GRAPH_MAX_CHARS]) for k, v in parser.found.items()}
+    found = {k: v for k, v in found.items() if v}
     if "og:image" in found and not re.match(r"^https?://", found["og:image"]):
         del found["og:image"]
-    return found, ""
+    return found
