@@ -661,6 +661,9 @@ def _run_with(
                 ),
                 err=True,
             )
+        elif event.outcome == "dropped":
+            if verbose:
+                click.echo(f"not posted to {event.account}: {event.feed}: {truncate(event.title, 70)}: {event.detail}")
         elif verbose:
             prefix = "would post" if dry_run else "posted"
             click.echo(f"{prefix} to {event.account}: {event.feed}: {truncate(event.title, 70)} {event.url}".rstrip())

@@ -11,7 +11,6 @@ import os
 import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +31,6 @@ from relay.store import Delivery, FeedState, Store, epoch
 from relay.targets.base import PublishError, Target
 
 FLOOD_WINDOW = 86400  # the flood guard's sliding day, in seconds
-PARALLEL_PARSE_MIN = 3  # parse in processes from this many changed feeds on
 IN_DOUBT_RESEND_WINDOW = 55 * 60  # Mastodon keeps idempotency keys one hour
 
 
@@ -111,34 +109,71 @@ def poll(
             report.entries = state.entries or 0
             continue
         to_parse.append(item)
-    for item, parsed in zip(to_parse, _parse_many([p.fetched for p in to_parse if p.fetched]), strict=True):
+    jobs = [
+        ParseJob(p.fetched, _base_url(p.fetched.final_url or p.fetched.url, config), p.feed.timeout.total_seconds())
+        for p in to_parse
+        if p.fetched
+    ]
+    for item, parsed in zip(to_parse, _parse_many(jobs), strict=True):
         if isinstance(parsed, str):
             item.report.status = "error"
             item.report.error = parsed
             continue
-        item.parsed = parsed
+        item.parsed = _without_secrets(parsed, config)
         item.report.entries = parsed.entries
         item.report.warnings.extend(parsed.warnings)
     decide_all(polls, store, states, now, all_items=all_items)
     return polls
 
 
-def _base_url(url: str) -> str:
-    """The feed's address as a base for its relative links, without a user name or password:
-    a private feed's credentials must not end up in item links (and from there in posts)."""
+def _base_url(url: str, config: Config) -> str:
+    """The feed's address as a base for its relative links, without a user name or password,
+    and without its query and fragment when they hold a secret from ${VAR}: a private feed's
+    credentials must not end up in item links (and from there in posts)."""
     parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    if "@" in parts.netloc:
+        parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
+    if _secret_in(parts.query + parts.fragment, config):
+        parts = parts._replace(query="", fragment="")
+    return urlunsplit(parts)
 
 
-def _parse_one(fetched: FetchResult) -> ParsedFeed | str:
+def _secret_in(text: str, config: Config) -> str | None:
+    """The ${VAR} whose value text contains, if any."""
+    return next((variable for value, variable in config.secrets if value in text), None)
+
+
+def _without_secrets(parsed: ParsedFeed, config: Config) -> ParsedFeed:
+    """A relative link resolved against a private feed's address (a token in its path) would
+    post the token: such an item is skipped with the reason, such an image left out."""
+    if not config.secrets:
+        return parsed
+    items = []
+    for item in parsed.items:
+        if item.link and (variable := _secret_in(item.link, config)):
+            item = dataclasses.replace(
+                item, link=None, skip_reason=f"its link would reveal ${{{variable}}} of the feed's URL"
+            )
+        if item.image and _secret_in(item.image, config):
+            item = dataclasses.replace(item, image=None, image_alt="")
+        items.append(item)
+    return dataclasses.replace(parsed, items=tuple(items))
+
+
+@dataclass(frozen=True)
+class ParseJob:
+    fetched: FetchResult
+    base_url: str
+    timeout: float
+
+
+def _parse_one(job: ParseJob) -> ParsedFeed | str:
     try:
         return parse_feed(
-            fetched.body,
-            feed_name=fetched.name,
-            url=_base_url(fetched.final_url or fetched.url),
-            content_type=fetched.content_type,
+            job.fetched.body,
+            feed_name=job.fetched.name,
+            url=job.base_url,
+            content_type=job.fetched.content_type,
         )
     except ParseError as exc:
         return str(exc)
@@ -146,13 +181,43 @@ def _parse_one(fetched: FetchResult) -> ParsedFeed | str:
         return f"cannot parse: {type(exc).__name__}: {exc}"
 
 
-def _parse_many(fetched: list[FetchResult]) -> list[ParsedFeed | str]:
-    """feedparser holds the GIL: parse many changed feeds in processes, a few inline."""
-    if len(fetched) < PARALLEL_PARSE_MIN or (os.cpu_count() or 1) < 2:
-        return [_parse_one(f) for f in fetched]
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity), not the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _parse_many(jobs: list[ParseJob]) -> list[ParsedFeed | str]:
+    """Parse in worker processes, each feed within its timeout: feedparser holds the GIL and
+    has no time limit of its own, and a hostile body can make it (or any parser) run for
+    hours. A worker that overruns is killed, that feed is an error, the others go on."""
+    results: dict[int, ParsedFeed | str] = {}
+    pending = list(range(len(jobs)))
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=os.cpu_count() or 2, mp_context=context) as pool:
-        return list(pool.map(_parse_one, fetched, chunksize=max(1, len(fetched) // 16)))
+    while pending:
+        pool = context.Pool(min(usable_cpus(), len(pending)))
+        try:
+            running = {i: pool.apply_async(_parse_one, (jobs[i],)) for i in pending}
+            # results are awaited in submission order, so the one awaited has started
+            stuck = None
+            for i in pending:
+                try:
+                    results[i] = running[i].get(timeout=jobs[i].timeout)
+                except multiprocessing.TimeoutError:
+                    stuck = i
+                    break
+            if stuck is not None:
+                results[stuck] = (
+                    f"parsing took longer than {jobs[stuck].timeout:g}s (timeout): a broken or hostile feed"
+                )
+                results.update({j: running[j].get() for j in pending if j not in results and running[j].ready()})
+        finally:
+            pool.terminate()
+            pool.join()
+        pending = [j for j in pending if j not in results]
+    return [results[i] for i in range(len(jobs))]
 
 
 # deciding
@@ -398,7 +463,7 @@ class DeliveryEvent:
     delivery_id: int
     feed: str
     title: str
-    outcome: str  # posted | retry | failed | waiting
+    outcome: str  # posted | retry | failed | dropped
     detail: str = ""
     url: str = ""
 
@@ -578,6 +643,10 @@ def _deliver_one(
             f" check the account, then `relay queue retry {delivery.id}` if it was not",
         )
         event("failed", "an earlier attempt may have posted and is too old to resend safely")
+        return False
+    if delivery.state == "queued" and (other := store.posted_duplicate(delivery.id)):
+        store.mark_dropped(delivery.id, f"already relayed via feed {other!r}")
+        event("dropped", f"already relayed via feed {other!r}")
         return False
     if delivery.post:
         post = Post.from_json(json.loads(delivery.post))

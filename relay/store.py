@@ -374,13 +374,33 @@ class Store:
         return row[0] if row else None
 
     def relayed_elsewhere(self, canonical: bytes, account: str) -> str | None:
-        """The feed through which this article already went (or is going) to account."""
+        """The feed through which this article already went (or is going) to account. A held
+        or failed delivery does not count: another feed's copy of the article must not be
+        silenced by a delivery that may never be posted (a flooding feed's, say)."""
         row = self.db.execute(
             "SELECT items.feed FROM items JOIN deliveries ON deliveries.item_id = items.id"
-            " WHERE items.canonical = ? AND deliveries.account = ? AND deliveries.state != 'dropped' LIMIT 1",
+            " WHERE items.canonical = ? AND deliveries.account = ?"
+            " AND deliveries.state IN ('queued', 'sending', 'posted') LIMIT 1",
             (canonical, account),
         ).fetchone()
         return row[0] if row else None
+
+    def posted_duplicate(self, delivery_id: int) -> str | None:
+        """The feed through which this delivery's article was already posted to its account
+        (a held copy released after another feed's copy went out)."""
+        row = self.db.execute(
+            "SELECT oi.feed FROM deliveries d JOIN items i ON i.id = d.item_id"
+            " JOIN items oi ON oi.canonical = i.canonical JOIN deliveries od ON od.item_id = oi.id"
+            " WHERE d.id = ? AND od.account = d.account AND od.id != d.id AND od.state = 'posted' LIMIT 1",
+            (delivery_id,),
+        ).fetchone()
+        return row[0] if row else None
+
+    def mark_dropped(self, delivery_id: int, reason: str) -> None:
+        with self.transaction():
+            self.db.execute(
+                "UPDATE deliveries SET state = 'dropped', last_error = ? WHERE id = ?", (reason, delivery_id)
+            )
 
     def insert_item(
         self,

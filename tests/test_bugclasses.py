@@ -242,3 +242,41 @@ def test_a_post_the_pds_refuses_does_not_hold_up_the_queue(tmp_path: Path, feed_
     ).json()["records"]
     mine = sorted(r["value"]["text"].split("\n")[0] for r in listing if r["value"]["text"].startswith(prefix))
     assert mine == [f"{prefix} 1", f"{prefix} 2"]
+
+
+def test_a_held_copy_of_an_article_does_not_silence_an_allys_item(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon
+) -> None:
+    """A flooding feed's held items include a copy of an ally's article (its link with a
+    tracker and a fragment). The ally's own item is still posted; releasing the held copy
+    later does not post the article twice."""
+    evil: dict[str, bytes] = {"body": rss([])}
+    ally: dict[str, bytes] = {"body": rss([])}
+    feed_server.add("/evil", lambda request: _serve(evil["body"]))
+    feed_server.add("/ally", lambda request: _serve(ally["body"]))
+    config = write(
+        tmp_path,
+        mastodon,
+        f"  - name: evil\n    url: {feed_server.url('/evil')}\n  - name: ally\n    url: {feed_server.url('/ally')}\n",
+    )
+    assert relay("run", "-c", str(config), env=ENV, now=NOW).exit_code == 0  # both feeds known, empty
+    flood = [
+        {"title": f"spam {n}", "link": f"https://evil.example/{n}", "guid": f"e{n}", "published": NOW} for n in range(10)
+    ]
+    flood.append({"title": "copy", "link": "http://www.ally.example/news-2/?utm_source=evil#x", "guid": "e-copy"})
+    evil["body"] = rss(flood)
+    held = relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=2))
+    assert "flood guard" in held.output and posted(mastodon) == []
+    ally["body"] = rss([{"title": "Ally: big petition launch", "link": "https://ally.example/news-2", "guid": "a2"}])
+    assert relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=4)).exit_code == 0
+    assert posted(mastodon) == ["Ally: big petition launch"]
+    relay("queue", "release", "evil", now=NOW + timedelta(minutes=5))
+    released = relay("run", "-v", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=6))
+    assert "already relayed via feed 'ally'" in released.output
+    assert "copy" not in posted(mastodon) and len(posted(mastodon)) == 11  # the ten spam items, the article once
+
+
+def _serve(body: bytes) -> Any:
+    from tests.support.feedserver import Response
+
+    return Response(200, body, {"Content-Type": "application/rss+xml"})

@@ -77,3 +77,30 @@ def test_hostile_feeds_each_fail_alone_with_bounded_memory(tmp_path: Path, feed_
     assert elapsed < 30
     assert peak_mb < 500, peak_mb
     assert not (tmp_path / "state").exists()
+
+
+def test_a_feed_that_takes_too_long_to_parse_is_one_error_line(tmp_path: Path, feed_server: fs.FeedServer) -> None:
+    """feedparser has no time limit: a 64 KB <author> takes its e-mail regex about 15 s. The
+    feed's parse is stopped at its timeout (a worker process is killed); the others go on."""
+    slow = (
+        "<?xml version='1.0'?><rss version='2.0'><channel><title>t</title><item><title>x</title>"
+        f"<link>https://example.org/1</link><guid>1</guid><author>{'a' * 64_000}</author></item></channel></rss>"
+    ).encode()
+    config = tmp_path / "feeds.yaml"
+    config.write_text(
+        "defaults:\n  timeout: 2s\n  backfill: 5\naccounts:\n  masto:\n    platform: mastodon\n"
+        "    instance: https://m.example\n    token: ${T}\nfeeds:\n"
+        f"  - name: slow\n    url: {feed_server.add('/slow', fs.static(slow))}\n"
+        f"  - name: good\n    url: {feed_server.feed('/good', numbered(3))}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "preview", "-c", str(config), "--state-dir", str(tmp_path / "state")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "relay: feed slow: parsing took longer than 2s (timeout)" in result.stderr
+    assert "Traceback" not in result.stderr and "item 2" in result.stdout

@@ -274,3 +274,33 @@ def test_a_private_feeds_credentials_do_not_reach_its_item_links(
     assert relay("run", "-c", str(config), env=ENV, now=NOW).exit_code == 0
     [status] = mastodon.statuses
     assert feed_server.url("/articles/1") in status["content"] and "hunter2secret" not in status["content"]
+
+
+def test_a_private_feeds_token_never_reaches_a_post(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon
+) -> None:
+    """The feed's token comes from ${FEED_TOKEN}. A link relative to the feed's own address
+    (`#top`) must not carry the token into a post, and preview must not hide one that would
+    (it shows ${FEED_TOKEN}); a link that can only be resolved with the token (token in the
+    path) is skipped with the reason."""
+    secret = "s3cr3t-feed-token"
+    in_query = rss([{"title": "Fragment", "link": "#top", "guid": "q1", "published": NOW}])
+    in_path = rss([{"title": "Relative", "link": "item.html", "guid": "p1", "published": NOW}])
+    feed_server.feed("/priv.xml", in_query)
+    feed_server.feed(f"/feeds/{secret}/rss.xml", in_path)
+    config = tmp_path / "feeds.yaml"
+    config.write_text(
+        f"defaults:\n  backfill: 5\naccounts:\n  masto:\n    platform: mastodon\n    instance: {mastodon.url}\n"
+        "    token: ${TOKEN}\npacing:\n  max_per_run: 10\n  min_interval: 0s\n"
+        f"feeds:\n  - name: query\n    url: {feed_server.url('/priv.xml')}?token=${{FEED_TOKEN}}\n"
+        f"  - name: path\n    url: {feed_server.url('/feeds/')}${{FEED_TOKEN}}/rss.xml\n"
+    )
+    env = {**ENV, "FEED_TOKEN": secret}
+    preview = relay("preview", "-c", str(config), "--format", "json", env=env, now=NOW)
+    posts = {p["feed"]: p for p in json.loads(preview.output)["posts"]}
+    assert posts["query"]["action"] == "post" and posts["query"]["link"] == feed_server.url("/priv.xml#top")
+    assert posts["path"]["action"] == "skip" and "${FEED_TOKEN}" in posts["path"]["reason"]
+    assert secret not in preview.output
+    relay("run", "-c", str(config), env=env, now=NOW)
+    assert [s["content"].split("\n")[0] for s in mastodon.statuses] == ["Fragment"]
+    assert secret not in json.dumps(mastodon.statuses)
