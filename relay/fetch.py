@@ -2,8 +2,10 @@
 connect, headers, body and redirects, through relay.netguard), a body cap enforced while
 streaming and after decompression, conditional GET, redirects capped, concurrency with at
 most two connections per host. Feeds from feeds.yaml are fetched from wherever the user
-says; pages and images named by feed content only from public addresses, unless the
-configuration lifts that policy. Returns bytes; never parses."""
+says, but a redirect to another host only to a public address (unless the feed's own host
+is private, an intranet feed, or the configuration allows private addresses); pages and
+images named by feed content only from public addresses, unless the configuration lifts
+that policy. Returns bytes; never parses."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import httpx
 
 from relay import __version__
 from relay.errors import FetchError
-from relay.netguard import RefusedAddress, deadline, deadline_passed, make_transport
+from relay.netguard import RefusedAddress, deadline, deadline_passed, make_transport, trusting
 
 USER_AGENT = f"relay/{__version__} (+https://github.com/relay-campaigns/relay; feed relay bot)"
 MAX_REDIRECTS = 5
@@ -79,8 +81,10 @@ def fetch_all(
     *,
     workers: int = 32,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    allow_private: bool = False,
 ) -> list[FetchResult]:
-    """Fetch every request concurrently; results come back in the order of requests."""
+    """Fetch every request concurrently; results come back in the order of requests.
+    allow_private (network.allow_private) lets a feed redirect to a private address."""
     requests = list(requests)
     host_locks: dict[str, threading.Semaphore] = {}
     guard = threading.Lock()
@@ -90,7 +94,7 @@ def fetch_all(
         with guard:
             semaphore = host_locks.setdefault(host, threading.Semaphore(PER_HOST))
         with semaphore:
-            return fetch_one(request, client, now=now)
+            return fetch_one(request, client, now=now, allow_private=allow_private)
 
     if len(requests) <= 1:
         return [one(r) for r in requests]
@@ -103,14 +107,17 @@ def fetch_one(
     client: httpx.Client,
     *,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    allow_private: bool = False,
 ) -> FetchResult:
+    """One request. Its host is trusted as the user wrote it; a redirect to another host
+    must reach a public address unless that host is private or allow_private."""
     try:
         scheme = urlsplit(request.url).scheme.lower()
         if scheme == "file":
             return _fetch_file(request)
         if scheme not in ("http", "https"):
             raise FetchError(f"unsupported URL scheme {scheme!r}")
-        with deadline(request.timeout):
+        with deadline(request.timeout), trusting(request.url, allow_private=allow_private):
             return _fetch_http(request, client, now)
     except RefusedAddress as exc:
         return FetchResult(request.name, request.url, "error", error=str(exc), refused=True)

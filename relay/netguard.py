@@ -2,6 +2,13 @@
 request (DNS, connect, TLS, every read and write, every redirect hop), and, for URLs that
 come from feed content, a policy that refuses any address that is not public.
 
+A feed from feeds.yaml is trusted only at the host the user wrote: its first hop goes there
+wherever that is (feeds may be on an intranet), but a redirect to any other host must reach
+a public address, unless the feed's own host was reached at a non-public address (an
+intranet feed may redirect inside the intranet) or the configuration allows private
+addresses. A public feed therefore cannot send relay to a cloud metadata service or an
+intranet page.
+
 The check and the connection use the same resolution: the host is resolved once, every
 address is checked, and the socket connects to a checked address, so a DNS answer that
 changes between the check and the connect (rebinding) cannot reach a private address.
@@ -31,6 +38,42 @@ _state = threading.local()  # each worker thread runs its own request, with its 
 
 class RefusedAddress(FetchError):
     """The host resolves to an address the network policy refuses."""
+
+
+class _Trust:
+    """The feed host (host, port) the user configured, for the request this thread makes."""
+
+    __slots__ = ("allow_private", "origin", "public")
+
+    def __init__(self, origin: tuple[str, int] | None, allow_private: bool) -> None:
+        self.origin = origin
+        self.allow_private = allow_private
+        self.public: bool | None = None  # whether this request reached it at a public address
+
+
+def origin_of(url: str) -> tuple[str, int] | None:
+    """(host, port) as the connection pool names them: IDNA host, lower case, default port."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        return None
+    if not parsed.raw_host:
+        return None
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return parsed.raw_host.decode("ascii").lower(), port
+
+
+@contextmanager
+def trusting(url: str, *, allow_private: bool = False) -> Iterator[None]:
+    """This thread's request inside the block trusts the host and port of `url` to be
+    anywhere; a redirect to another host must reach a public address, unless `url`'s host
+    was itself reached at a non-public address or `allow_private`."""
+    previous = getattr(_state, "trust", None)
+    _state.trust = _Trust(origin_of(url), allow_private)
+    try:
+        yield
+    finally:
+        _state.trust = previous
 
 
 class DeadlineExceeded(FetchError):
@@ -163,11 +206,44 @@ class GuardedStream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
+def _refuse_private(host: str, addresses: list[tuple[Any, Any]], *, redirected: bool) -> None:
+    """Raises RefusedAddress when any of the host's addresses is not public."""
+    refused = [str(address[0]) for _, address in addresses if not is_public(str(address[0]))]
+    if not refused:
+        return
+    if redirected:
+        what = f"{host}," if refused[0] == host else f"{host}, which resolves to {refused[0]},"
+        raise RefusedAddress(f"redirected to {what} a private or local address; not fetched")
+    what = host if refused[0] == host else f"{host} resolves to {refused[0]}, which"
+    raise RefusedAddress(f"{what} is a private or local address; not fetched")
+
+
 class GuardedBackend(httpcore.SyncBackend):
-    """Resolves once, checks every address when `public_only`, connects to a checked one."""
+    """Resolves once, checks every address when `public_only` (or, for a feed, when a
+    redirect leaves a public feed host), connects to a checked one."""
 
     def __init__(self, *, public_only: bool) -> None:
         self.public_only = public_only
+        # whether the latest connection to (host, port) reached a public address: a request
+        # whose first hop reuses a pooled connection learns its feed host's from here
+        self._reached_public: dict[tuple[str, int], bool] = {}
+
+    def _must_be_public(self, key: tuple[str, int]) -> bool:
+        """Whether this thread's feed request may reach `key` only at a public address."""
+        trust: _Trust | None = getattr(_state, "trust", None)
+        if trust is None or trust.allow_private or key == trust.origin:
+            return False
+        if trust.public is not None:
+            return trust.public
+        # unknown (no connection to the feed host yet): check, the safe side
+        return self._reached_public.get(trust.origin, True) if trust.origin else True
+
+    def _reached(self, key: tuple[str, int], address: str) -> None:
+        public = is_public(address)
+        self._reached_public[key] = public
+        trust: _Trust | None = getattr(_state, "trust", None)
+        if trust is not None and key == trust.origin:
+            trust.public = public
 
     def connect_tcp(
         self,
@@ -179,11 +255,11 @@ class GuardedBackend(httpcore.SyncBackend):
     ) -> httpcore.NetworkStream:
         infos = resolve(host, port, _bounded(timeout))
         addresses = [(family, address) for family, _, _, _, address in infos]
+        key = (host.lower(), port)
         if self.public_only:
-            refused = [str(address[0]) for _, address in addresses if not is_public(str(address[0]))]
-            if refused:
-                what = host if refused[0] == host else f"{host} resolves to {refused[0]}, which"
-                raise RefusedAddress(f"{what} is a private or local address; not fetched")
+            _refuse_private(host, addresses, redirected=False)
+        elif self._must_be_public(key):
+            _refuse_private(host, addresses, redirected=True)
         last: Exception | None = None
         for family, address in addresses:
             sock = socket.socket(family, socket.SOCK_STREAM)
@@ -206,6 +282,7 @@ class GuardedBackend(httpcore.SyncBackend):
                 sock.close()
                 raise
             else:
+                self._reached(key, str(address[0]))
                 return GuardedStream(SyncStream(sock))
         assert last is not None
         raise last

@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 
 from relay import netguard
 from relay.errors import FetchError
-from relay.fetch import FetchRequest, fetch_image, fetch_one, make_client
+from relay.fetch import FetchRequest, fetch_all, fetch_image, fetch_one, make_client
 from tests.support.feeds import numbered
 from tests.support.feedserver import FeedServer, Response
 from tests.support.relayrun import relay_process
@@ -319,3 +320,175 @@ def test_run_is_not_held_by_a_dripping_bluesky_service(
     assert "timed out: no complete answer within 2s" in text, text
     assert "Traceback" not in text
     assert server.connections == 1  # the second delivery did not wait for the same server again
+
+
+# a feed's redirects: only the host the user wrote is trusted
+
+
+class IntranetServer:
+    """A loopback server on 127.0.0.2 (a private address even when the test counts
+    127.0.0.1 as public) serving one intranet feed, counting the requests it answers."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.hits = 0
+        server = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                server.hits += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/rss+xml")
+                self.send_header("Content-Length", str(len(server.body)))
+                self.end_headers()
+                self.wfile.write(server.body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.2", 0), _Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.2:{self.port}{path}"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+CONFIDENTIAL = numbered(1).replace(b"item 0", b"CONFIDENTIAL: board minutes")
+
+
+@pytest.fixture
+def intranet() -> Iterator[IntranetServer]:
+    server = IntranetServer(CONFIDENTIAL)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def connects(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every address a socket tried to connect to (through the test network guard)."""
+    seen: list[Any] = []
+    guarded = socket.socket.connect
+
+    def recording(self: socket.socket, address: Any) -> Any:
+        seen.append(address)
+        return guarded(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", recording)
+    return seen
+
+
+def redirecting_feed(feed_server: FeedServer, location: str) -> str:
+    return feed_server.add("/feed.xml", lambda r: Response(302, b"", {"Location": location}))
+
+
+@pytest.mark.usefixtures("loopback_counts_as_public")
+def test_a_public_feed_redirecting_to_the_metadata_service_is_refused_before_any_connect(
+    feed_server: FeedServer, connects: list[Any]
+) -> None:
+    url = redirecting_feed(feed_server, "http://169.254.169.254/latest/meta-data/")
+    with make_client() as client:
+        result = fetch_one(FetchRequest("news", url), client)
+    assert result.status == "error" and result.refused
+    assert result.error == "redirected to 169.254.169.254, a private or local address; not fetched"
+    assert feed_server.hits.get("/feed.xml") == 1
+    assert not [a for a in connects if a[0] == "169.254.169.254"]
+
+
+@pytest.mark.usefixtures("loopback_counts_as_public")
+def test_a_public_feed_redirecting_to_an_intranet_feed_is_refused(
+    feed_server: FeedServer, intranet: IntranetServer, connects: list[Any]
+) -> None:
+    url = redirecting_feed(feed_server, intranet.url("/internal.xml"))
+    with make_client() as client:
+        [result] = fetch_all([FetchRequest("news", url)], client)
+        # the second poll reuses the pooled connection to the feed host: still refused
+        [again] = fetch_all([FetchRequest("news", url)], client)
+    for outcome in (result, again):
+        assert outcome.status == "error" and not outcome.body
+        assert outcome.error == "redirected to 127.0.0.2, a private or local address; not fetched"
+    assert intranet.hits == 0
+    assert not [a for a in connects if a[0] == "127.0.0.2"]
+
+
+@pytest.mark.usefixtures("loopback_counts_as_public")
+def test_a_public_feed_redirecting_to_a_host_with_a_private_address_is_refused(
+    feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = socket.getaddrinfo
+
+    def dns(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        if host == "wiki.corp.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+    url = redirecting_feed(feed_server, "http://wiki.corp.example/minutes.xml")
+    with make_client() as client:
+        result = fetch_one(FetchRequest("news", url), client)
+    assert result.error == (
+        "redirected to wiki.corp.example, which resolves to 10.0.0.7, a private or local address; not fetched"
+    )
+
+
+@pytest.mark.usefixtures("loopback_counts_as_public")
+def test_a_public_feed_may_redirect_to_another_public_host(
+    feed_server: FeedServer, intranet: IntranetServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = netguard.is_public
+    monkeypatch.setattr(netguard, "is_public", lambda text: text in ("127.0.0.1", "127.0.0.2") or real(text))
+    url = redirecting_feed(feed_server, intranet.url("/moved.xml"))
+    with make_client() as client:
+        result = fetch_one(FetchRequest("news", url), client)
+    assert result.status == "ok" and b"CONFIDENTIAL" in result.body
+
+
+@pytest.mark.usefixtures("loopback_counts_as_public")
+def test_allow_private_lets_a_public_feed_redirect_to_the_intranet(
+    feed_server: FeedServer, intranet: IntranetServer
+) -> None:
+    url = redirecting_feed(feed_server, intranet.url("/internal.xml"))
+    with make_client() as client:
+        [result] = fetch_all([FetchRequest("news", url)], client, allow_private=True)
+    assert result.status == "ok" and b"CONFIDENTIAL: board minutes" in result.body
+    assert result.final_url == intranet.url("/internal.xml")
+
+
+def test_an_intranet_feed_may_redirect_inside_the_intranet(feed_server: FeedServer, intranet: IntranetServer) -> None:
+    """Every test server is on loopback, a private address: the feed's own host is private,
+    so its redirects to another private host and to another port are followed."""
+    other = FeedServer().start()
+    try:
+        moved = other.feed("/moved.xml", numbered(2))
+        feed_server.add("/port", lambda r: Response(302, b"", {"Location": moved}))
+        feed_server.add("/host", lambda r: Response(302, b"", {"Location": intranet.url("/internal.xml")}))
+        with make_client() as client:
+            first = fetch_all([FetchRequest("port", feed_server.url("/port"))], client)
+            # the second poll reuses the pooled connections: the feed host is still private
+            second = fetch_all(
+                [FetchRequest("port", feed_server.url("/port")), FetchRequest("host", feed_server.url("/host"))],
+                client,
+            )
+    finally:
+        other.stop()
+    assert [r.status for r in first + second] == ["ok", "ok", "ok"], [r.error for r in first + second]
+    assert b"item 1" in first[0].body and b"CONFIDENTIAL" in second[1].body
+
+
+@pytest.mark.usefixtures("loopback_counts_as_public")
+def test_a_public_feed_still_follows_its_own_redirects_at_most_five(feed_server: FeedServer) -> None:
+    for n in range(5):
+        feed_server.add(f"/r{n}", lambda r, n=n: Response(302, b"", {"Location": f"/r{n + 1}"}))
+    feed_server.feed("/r5", numbered(1))
+    feed_server.add("/s0", lambda r: Response(302, b"", {"Location": "/r0"}))
+    with make_client() as client:
+        assert fetch_one(FetchRequest("five", feed_server.url("/r0")), client).status == "ok"
+        six = fetch_one(FetchRequest("six", feed_server.url("/s0")), client)
+    assert six.error == "more than 5 redirects (a redirect loop?)"
