@@ -93,7 +93,7 @@ def poll(
                 timeout=feed.timeout.total_seconds(),
             )
         )
-    results = fetch_all(requests, client, now=lambda: now)
+    results = fetch_all(requests, client, now=lambda: now, allow_private=config.network.allow_private)
     polls = []
     to_parse: list[FeedPoll] = []
     for feed, result in zip(feeds, results, strict=True):

@@ -4,6 +4,7 @@ server that drips its headers or body never holds relay past the deadline."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import threading
@@ -20,7 +21,7 @@ from relay.errors import FetchError
 from relay.fetch import FetchRequest, fetch_all, fetch_image, fetch_one, make_client
 from tests.support.feeds import numbered
 from tests.support.feedserver import FeedServer, Response
-from tests.support.relayrun import relay_process
+from tests.support.relayrun import relay, relay_process
 
 PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90wS\xde"
@@ -492,3 +493,27 @@ def test_a_public_feed_still_follows_its_own_redirects_at_most_five(feed_server:
         assert fetch_one(FetchRequest("five", feed_server.url("/r0")), client).status == "ok"
         six = fetch_one(FetchRequest("six", feed_server.url("/s0")), client)
     assert six.error == "more than 5 redirects (a redirect loop?)"
+
+
+@pytest.mark.usefixtures("loopback_counts_as_public")
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_preview_refuses_a_public_feeds_redirect_to_the_intranet_unless_allowed(
+    tmp_path: Path, feed_server: FeedServer, intranet: IntranetServer, allow_private: bool
+) -> None:
+    """Through `relay preview`, as a user would: feeds.yaml's network.allow_private decides."""
+    url = redirecting_feed(feed_server, intranet.url("/internal.xml"))
+    config = tmp_path / "feeds.yaml"
+    config.write_text(
+        ("network:\n  allow_private: true\n" if allow_private else "")
+        + "accounts:\n  masto:\n    platform: mastodon\n    instance: https://m.example\n    token: ${T}\n"
+        f"feeds:\n  - name: news\n    url: {url}\n"
+    )
+    result = relay("preview", "-c", str(config), "--format", "json")
+    [feed] = json.loads(result.output)["feeds"]
+    if allow_private:
+        assert feed["status"] == "ok" and intranet.hits == 1
+        assert "CONFIDENTIAL" in result.output
+    else:
+        assert feed["status"] == "error" and intranet.hits == 0
+        assert feed["error"] == "redirected to 127.0.0.2, a private or local address; not fetched"
+        assert "CONFIDENTIAL" not in result.output
