@@ -1,6 +1,9 @@
 """Templates → post text that fits (pure). Jinja2 sandbox, StrictUndefined, autoescape off;
 feed text is only ever a variable. The link and hashtags are never cut: the summary shrinks
-first, then the title, on grapheme boundaries with an ellipsis."""
+first, then the title, on grapheme boundaries with an ellipsis. A filter can turn defused
+feed text back into a mention (striptags decodes `&#64;`, wordwrap breaks a line before an
+'@'), so the final Mastodon text is defused once more. A URL in a Bluesky post is linked only
+when relay.links accepts it, to its normalised form, and shown with its whole host."""
 
 from __future__ import annotations
 
@@ -10,18 +13,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
+from jinja2.filters import do_striptags
 from jinja2.sandbox import SandboxedEnvironment
 
 from relay.errors import RenderError
+from relay.links import normalise_link
 from relay.models import Item
 from relay.text import (
+    ELLIPSIS,
     byte_span,
+    defuse_mentions,
     find_urls,
     grapheme_length,
+    graphemes,
     mastodon_length,
-    shorten_url_for_display,
     truncate,
     utf8_length,
 )
@@ -30,6 +38,7 @@ BLUESKY_MAX_GRAPHEMES = 300
 BLUESKY_MAX_BYTES = 3000
 MASTODON_DEFAULT_LIMIT = 500
 CARD_DESCRIPTION_GRAPHEMES = 300
+URL_DISPLAY_GRAPHEMES = 32  # a Bluesky URL is shown this long, unless its host is longer
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -123,7 +132,19 @@ def make_environment(template_dirs: Sequence[Path]) -> SandboxedEnvironment:
         keep_trailing_newline=False,
     )
     env.filters["date"] = _format_date
+    # striptags decodes entities: '&#64;user@instance' would come back as a live mention
+    env.filters["striptags"] = _striptags
+    # urlize writes HTML (<a href=…>), which a post shows as text; servers link plain URLs
+    env.filters["urlize"] = _plain
     return env
+
+
+def _striptags(value: Any) -> str:
+    return defuse_mentions(do_striptags(value))
+
+
+def _plain(value: Any, *args: Any, **kwargs: Any) -> str:
+    return str(value)
 
 
 def _format_date(value: datetime | None, fmt: str = "%d/%m/%Y") -> str:
@@ -206,7 +227,7 @@ def render_post(
     if platform == "bluesky":
 
         def fits(text: str) -> bool:
-            display, _ = _bluesky_display(text)
+            display, _ = _bluesky_display(text, link)
             return grapheme_length(display) <= BLUESKY_MAX_GRAPHEMES and utf8_length(display) <= BLUESKY_MAX_BYTES
     else:
 
@@ -214,10 +235,15 @@ def render_post(
             return _mastodon_count(text, spoiler_text, limits) <= limits.max_characters
 
     text = fit(produce, fits, item.title, item.summary)
+    if platform != "bluesky":
+        # The backstop: whatever a template's filters did to feed text, no '@' in the post
+        # starts a mention. (One character for one: the length does not change. The '@'s a
+        # normalised link keeps follow '/', '=' or a word character and stay as they are.)
+        text = defuse_mentions(text)
     if link not in text:
         raise RenderError(f"template {template.name} does not show item.link")
     if platform == "bluesky":
-        display, facets = _bluesky_display(text)
+        display, facets = _bluesky_display(text, link)
         facets += _hashtag_facets(display, hashtags)
         facets.sort(key=lambda f: f["index"]["byteStart"])
         return Post(
@@ -304,28 +330,51 @@ def _mastodon_count(text: str, spoiler_text: str, limits: Limits) -> int:
     return base + sum(limits.url_length - 23 for _ in find_urls(text))
 
 
-def _bluesky_display(text: str) -> tuple[str, list[dict[str, Any]]]:
-    """Show URLs shortened; link facets carry the full URLs, at UTF-8 byte offsets."""
+def _bluesky_display(text: str, link: str) -> tuple[str, list[dict[str, Any]]]:
+    """Show URLs shortened; link facets carry the full URLs, at UTF-8 byte offsets. A URL is
+    linked only when relay.links accepts it, and to its normalised form (punycode host,
+    encoded path); one it refuses (a user name before the host, a control character…) is
+    left as the feed wrote it, in full and unlinked, so what it really points to is shown.
+    The item's link was normalised when the feed was read and is linked as it is."""
     parts: list[str] = []
     facets: list[dict[str, Any]] = []
     cursor = 0
     display_so_far = ""
     for start, end in find_urls(text):
         url = text[start:end]
+        try:
+            target = url if url == link else normalise_link(url)
+        except ValueError:
+            continue
         parts.append(text[cursor:start])
         display_so_far = "".join(parts)
-        shown = shorten_url_for_display(url)
+        shown = display_url(url, target)
         span = byte_span(display_so_far + shown, len(display_so_far), len(display_so_far) + len(shown))
         facets.append(
             {
                 "index": {"byteStart": span.start, "byteEnd": span.end},
-                "features": [{"$type": "app.bsky.richtext.facet#link", "uri": url}],
+                "features": [{"$type": "app.bsky.richtext.facet#link", "uri": target}],
             }
         )
         parts.append(shown)
         cursor = end
     parts.append(text[cursor:])
     return "".join(parts), facets
+
+
+def display_url(written: str, normalised: str, max_graphemes: int = URL_DISPLAY_GRAPHEMES) -> str:
+    """'https://www.example.org/2024/very/long/path' → 'example.org/2024/very/lo…'. The host
+    is never cut and is shown as the link goes (punycode, so a look-alike host in another
+    script is visible); only the rest, as the feed wrote it, is shortened."""
+    host = urlsplit(normalised).netloc
+    if host.startswith("www.") and "." in host[4:]:
+        host = host[4:]
+    written_host = urlsplit(written).netloc
+    rest = written[written.index("//") + 2 + len(written_host) :]
+    room = max_graphemes - grapheme_length(host)
+    if grapheme_length(rest) <= room:
+        return host + rest
+    return host + "".join(graphemes(rest)[: max(room - 1, 0)]) + ELLIPSIS
 
 
 def _hashtag_facets(text: str, hashtags: Sequence[str]) -> list[dict[str, Any]]:

@@ -146,6 +146,90 @@ def test_user_templates_override_builtins(tmp_path: Path) -> None:
     assert post.text == "MINE https://example.org/a"  # beats the built-in news.mastodon.j2
 
 
+# hostile feed text through user templates and Bluesky URLs
+
+
+@pytest.mark.parametrize(
+    ("title", "expression"),
+    [
+        ("&#64;u15@evil.social", "item.title | striptags"),  # striptags decodes &#64;
+        (clean_text("&amp;amp;#64;u15@evil.social"), "item.title | striptags"),  # as a feed's text arrives
+        ("&amp;#64;u15@evil.social", "item.title | striptags | striptags"),
+        ("aaaaaaaaaa@u15@evil.social", "item.title | wordwrap(10)"),  # a line break before the '@'
+        ("&#64;u15@evil.social", "item.title | striptags | urlize"),
+        ("&#64;u15@evil.social", "item.title | striptags | forceescape"),
+        ("&#64;u15@evil.social", "item.title | striptags | safe"),
+    ],
+)
+def test_no_filter_brings_a_defused_mention_back(tmp_path: Path, title: str, expression: str) -> None:
+    from bench.fuzzlib import live_mentions
+
+    (tmp_path / "own.j2").write_text(f"{{{{ {expression} }}}}\n{{{{ item.link }}}}")
+    post = render_post(
+        find_template(make_environment([tmp_path]), "own", "mastodon"),
+        item(title=title),
+        FEED,
+        platform="mastodon",
+        account="a",
+        hashtags=(),
+        language="fr",
+    )
+    assert live_mentions(post.text) == [], post.text
+    assert "u15" in post.text and post.text.endswith("\nhttps://example.org/a")
+
+
+def test_urlize_writes_no_html(tmp_path: Path) -> None:
+    (tmp_path / "own.j2").write_text("{{ item.title | urlize }} {{ item.link }}")
+    post = render_post(
+        find_template(make_environment([tmp_path]), "own", "mastodon"),
+        item(title="Voir https://example.org/b"),
+        FEED,
+        platform="mastodon",
+        account="a",
+        hashtags=(),
+        language="fr",
+    )
+    assert post.text == "Voir https://example.org/b https://example.org/a"
+
+
+def links_shown(post):  # type: ignore[no-untyped-def]
+    raw = post.text.encode()
+    return [
+        (raw[f["index"]["byteStart"] : f["index"]["byteEnd"]].decode(), f["features"][0]["uri"])
+        for f in post.facets
+        if f["features"][0]["$type"].endswith("#link")
+    ]
+
+
+def test_a_url_with_a_user_name_in_feed_text_is_not_linked_and_shown_whole() -> None:
+    """The part before '@' reads as the host; the browser goes to evil.example."""
+    disguised = "https://www.laquadrature.net.petition-officielle-sante@evil.example/sign"
+    post = render(item(title=f"Signez la pétition officielle {disguised}"), platform="bluesky")
+    assert disguised in post.text
+    assert links_shown(post) == [("example.org/a", "https://example.org/a")]
+    mastodon = render(item(title=f"Signez la pétition officielle {disguised}"))
+    assert mastodon.link == "https://example.org/a" and mastodon.text.count("https://example.org/a") == 1
+
+
+def test_a_look_alike_host_in_feed_text_is_linked_and_shown_in_punycode() -> None:
+    post = render(item(title="Faites un don https://lаquadrature.net/don"), platform="bluesky")  # Cyrillic а
+    assert ("xn--lquadrature-yij.net/don", "https://xn--lquadrature-yij.net/don") in links_shown(post)
+    assert "lаquadrature" not in post.text
+
+
+def test_a_long_url_in_feed_text_is_shortened_in_its_path_never_its_host() -> None:
+    host = "www.laquadrature.net.petition-officielle-sante.evil.example"
+    post = render(item(title=f"Signez https://{host}/sign/the/petition/now"), platform="bluesky")
+    [(shown, uri)] = [pair for pair in links_shown(post) if "evil" in pair[1]]
+    assert uri == f"https://{host}/sign/the/petition/now"
+    assert shown.startswith(host.removeprefix("www.")) and shown.endswith("…")
+
+
+def test_a_url_in_feed_text_is_linked_to_its_normalised_form() -> None:
+    post = render(item(title="Voir https://Example.ORG/données de santé"), platform="bluesky")
+    assert ("example.org/données", "https://example.org/donn%C3%A9es") in links_shown(post)
+
+
 # properties
 
 ALPHABET = st.characters(
