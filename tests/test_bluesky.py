@@ -384,15 +384,14 @@ def test_an_image_bomb_does_not_wedge_the_account(tmp_path: Path, feed_server: F
 def test_article_html_that_breaks_the_parser_posts_with_a_card_from_the_item(
     tmp_path: Path, feed_server: FeedServer, pds: Pds
 ) -> None:
-    """'<![foo[' in an og: value makes html.parser raise AssertionError: the post still goes
-    out in this run, once, its card built from the item, with one warning line."""
+    """'<![foo[' in the page's head makes html.parser raise AssertionError: the post still
+    goes out in this run, once, its card built from the item, with one warning line."""
     dave = pds.account("dave.test")
     page = feed_server.add(
         "/marked",
         lambda r: Response(
             200,
-            b'<html><head><meta property="og:title" content="OG"><meta property="og:description" content="&lt;![foo[ x">'
-            b"</head></html>",
+            b'<html><head><meta property="og:title" content="OG"><![foo[ x ]]></head></html>',
             {"Content-Type": "text/html"},
         ),
     )

