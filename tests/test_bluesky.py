@@ -409,3 +409,29 @@ def test_article_html_that_breaks_the_parser_posts_with_a_card_from_the_item(
     assert external["title"] == "Section piégée" and external["description"] == ""
     queue = json.loads(relay("queue", "list", "--state", "posted", "--format", "json").output)
     assert [d["attempts"] for d in queue] == [1]
+
+
+def test_a_stalled_service_stops_the_account_and_leaves_the_other_deliveries_untouched(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    """The PDS answers the login one byte at a time: the first delivery's attempt times out,
+    the account waits a minute, and the second delivery keeps its attempts."""
+    from tests.test_netguard import DripServer
+
+    server = DripServer("headers", b'{"accessJwt": "x"}', "application/json")
+    try:
+        config = tmp_path / "feeds.yaml"
+        config.write_text(
+            "defaults:\n  every: 1m\n  backfill: 2\n"
+            "accounts:\n  sky:\n    platform: bluesky\n    handle: slow.test\n    app_password: ${PASSWORD}\n"
+            f"    service: {server.url('')}\n"
+            "pacing:\n  max_per_run: 10\n  min_interval: 0s\n"
+            f"feeds:\n  - name: f\n    url: {feed_server.feed('/f', numbered(2, now=NOW))}\n"
+        )
+        result = relay("run", "-c", str(config), env={"PASSWORD": "x", "RELAY_REQUEST_TIMEOUT": "2"}, now=NOW)
+    finally:
+        server.stop()
+    assert "timed out: no complete answer within 2s" in result.output and "waiting until" in result.output
+    queue = json.loads(relay("queue", "list", "--format", "json").output)
+    assert sorted(d["attempts"] for d in queue) == [0, 1]
+    assert server.connections == 1
