@@ -373,7 +373,8 @@ def record_poll(store: Store, config: Config, feed_poll: FeedPoll, now: datetime
                 item.link,
                 epoch(item.published) if item.published else None,
                 now_s,
-                item_payload(item),
+                # the feed's title travels with the item, so run renders what preview showed
+                {**item_payload(item), "feed_title": feed_poll.parsed.title if feed_poll.parsed else ""},
             )
             if seed:
                 continue
@@ -414,6 +415,7 @@ def item_from_payload(payload: str) -> Item:
     data = json.loads(payload)
     data["published"] = datetime.fromisoformat(data["published"]) if data["published"] else None
     data["tags"] = tuple(data["tags"])
+    data.pop("feed_title", None)
     return Item(**data)
 
 
@@ -652,7 +654,8 @@ def _deliver_one(
         post = Post.from_json(json.loads(delivery.post))
     else:
         try:
-            post = renderer.render(item_from_payload(delivery.payload), feed, account, limits)
+            feed_title = str(json.loads(delivery.payload).get("feed_title") or "")
+            post = renderer.render(item_from_payload(delivery.payload), feed, account, limits, feed_title)
         except RenderError as exc:
             store.mark_failed(delivery.id, f"render: {exc}")
             event("failed", f"render: {exc}")

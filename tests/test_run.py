@@ -473,3 +473,17 @@ def test_a_refused_connection_is_not_in_doubt(tmp_path: Path, feed_server: FeedS
     config.write_text(live)
     assert relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(hours=3)).exit_code == 0
     assert statuses(mastodon) == ["item 0"]
+
+
+def test_a_template_using_the_feed_title_posts_what_preview_showed(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon
+) -> None:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "titled.j2").write_text("{{ feed.title }}: {{ item.title }}\n{{ item.link }}\n")
+    config = write(tmp_path, feed_server.feed("/f", numbered(1, now=NOW)), mastodon, template="titled")
+    preview = json.loads(relay("preview", "-c", str(config), "--format", "json", env=ENV, now=NOW).output)
+    [post] = preview["posts"]
+    assert post["text"].startswith("Test feed: item 0")
+    assert relay("run", "-c", str(config), env=ENV, now=NOW).exit_code == 0
+    [status] = mastodon.statuses
+    assert status["content"] == post["text"]
