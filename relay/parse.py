@@ -20,11 +20,13 @@ from relay.text import clean_text
 
 MAX_ENTRIES = 500
 MAX_FIELD_CHARS = 20_000  # feed text beyond this is never looked at
-# <!ENTITY …> declarations: feedparser's loose parser expands "safe" entities itself, so a
-# 100 KB document can declare one large entity and reference it thousands of times.
-_ENTITY_DECL = re.compile(rb"<!ENTITY\s(?:[^>\"']|\"[^\"]*\"|'[^']*')*>", re.IGNORECASE)
-_HTML_START = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html)[\s>]", re.IGNORECASE | re.DOTALL)
-_IMG_TAG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
+MAX_SHORT_FIELD_CHARS = 2_000  # titles, authors, tags, alt texts: a post shows far less
+_ENTITY_KEYWORD = b"<!entity"
+_SPACE = re.compile(rb"\s*")
+_HTML_ROOT = re.compile(rb"<(!doctype\s+html|html)[\s>]", re.IGNORECASE)
+# Every run of a pattern below that can meet attacker text stops at a '<' or a quote, so no
+# search goes back over the same characters: a feed cannot make parsing super-linear.
+_IMG_TAG = re.compile(r"<img\b[^<>]*>", re.IGNORECASE)
 _IMG_SRC = re.compile(r"\bsrc\s*=\s*[\"']?([^\"'\s>]+)", re.IGNORECASE)
 _IMG_ALT = re.compile(r"\balt\s*=\s*(?:\"([^\"]*)\"|'([^']*)')", re.IGNORECASE)
 SHOWN_LINK_CHARS = 40
@@ -35,16 +37,57 @@ SHOWN_LINK_CHARS = 40
 # URL, so the links are seen as written and such a link is refused.
 _BREAK = rb"(?:[\t\r\n]|&#(?:0*(?:9|1[03])|[xX]0*[9aAdD]);)"
 _BROKEN_LINK = re.compile(
-    rb"<(?:link|feedburner:origlink|guid)\b[^>]*>(?:<!\[CDATA\[)?\s*[^<\s]+" + _BREAK + rb"\s*[^<\s\]]"
+    rb"<(?:link|feedburner:origlink|guid)\b[^<>]*>(?:<!\[CDATA\[)?\s*[^<\s]+" + _BREAK + rb"\s*[^<\s\]]"
     rb"|\bhref\s*=\s*(?:\"[^\"]*" + _BREAK + rb"|'[^']*" + _BREAK + rb")",
     re.IGNORECASE,
 )
 
 
 def defuse_entities(body: bytes) -> bytes:
-    if b"<!ENTITY" in body or b"<!entity" in body.lower():
-        return _ENTITY_DECL.sub(b"", body)
-    return body
+    """Remove every <!ENTITY …> declaration. feedparser's loose parser expands "safe"
+    entities itself, so a 100 KB document can declare one large entity and reference it
+    thousands of times.
+
+    feedparser finds a declaration with <!ENTITY([^>]*?)>, whatever quotes it holds, so
+    each one is removed up to the first '>' after the keyword (with no '>', the rest of the
+    body goes). One scan with str.find, never going back: linear in the body's length. Each
+    declaration becomes a space, so the pieces left around it cannot join into a keyword."""
+    lowered = body.lower()
+    start = lowered.find(_ENTITY_KEYWORD)
+    if start == -1:
+        return body
+    pieces = []
+    cursor = 0
+    while start != -1:
+        pieces.append(body[cursor:start])
+        pieces.append(b" ")
+        end = lowered.find(b">", start + len(_ENTITY_KEYWORD))
+        if end == -1:
+            cursor = len(body)
+            break
+        cursor = end + 1
+        start = lowered.find(_ENTITY_KEYWORD, cursor)
+    pieces.append(body[cursor:])
+    defused = b"".join(pieces)
+    if _ENTITY_KEYWORD in defused.lower():
+        raise ParseError("an entity declaration that cannot be removed")
+    return defused
+
+
+def _looks_like_html(start: bytes) -> bool:
+    """Whether a body starts (after white space and comments) like an HTML page."""
+    cursor = _after_space(start, 0)
+    while start.startswith(b"<!--", cursor):
+        close = start.find(b"-->", cursor + 4)
+        if close == -1:
+            return False
+        cursor = _after_space(start, close + 3)
+    return _HTML_ROOT.match(start, cursor) is not None
+
+
+def _after_space(data: bytes, position: int) -> int:
+    space = _SPACE.match(data, position)
+    return space.end() if space else position
 
 
 def parse_feed(
@@ -66,7 +109,7 @@ def parse_feed(
     version = document.get("version", "")
     entries = document.get("entries", [])
     if not version and not entries:
-        if _HTML_START.match(body[:4096]):
+        if _looks_like_html(body[:4096]):
             raise ParseError("an HTML page, not a feed (point url at the site's RSS or Atom feed)")
         reason = document.get("bozo_exception")
         raise ParseError(f"not a feed{f': {reason}' if reason else ''}")
@@ -86,7 +129,7 @@ def parse_feed(
             item = _rekey(item, f"{item.key}\n{item.link or _content_hash(item)}\n{count}")
         items.append(item)
     return ParsedFeed(
-        title=clean_text(_text(feed_info.get("title", ""))),
+        title=clean_text(_text(feed_info.get("title", ""), MAX_SHORT_FIELD_CHARS)),
         link=str(feed_info.get("link", "") or ""),
         entries=len(entries),
         items=tuple(items),
@@ -126,8 +169,8 @@ def _rekey(item: Item, key: str) -> Item:
     return replace(item, key=key)
 
 
-def _text(value: object) -> str:
-    return str(value or "")[:MAX_FIELD_CHARS]
+def _text(value: object, limit: int = MAX_FIELD_CHARS) -> str:
+    return str(value or "")[:limit]
 
 
 def _content_hash(item: Item) -> str:
@@ -135,8 +178,8 @@ def _content_hash(item: Item) -> str:
     return f"sha256:{digest}"
 
 
-def _clean_field(entry: Any, name: str) -> str:
-    value = _text(entry.get(name, ""))
+def _clean_field(entry: Any, name: str, limit: int = MAX_FIELD_CHARS) -> str:
+    value = _text(entry.get(name, ""), limit)
     detail = entry.get(f"{name}_detail") or {}
     if detail.get("type") == "text/plain":
         # plain text is not HTML: keep '<' literally, only decode and clean
@@ -145,7 +188,7 @@ def _clean_field(entry: Any, name: str) -> str:
 
 
 def entry_to_item(entry: Any, feed_name: str, link_as_written: str | None = None) -> Item:
-    title = _clean_field(entry, "title")
+    title = _clean_field(entry, "title", MAX_SHORT_FIELD_CHARS)
     summary_source = _text(entry.get("summary", ""))
     if not summary_source and entry.get("content"):
         summary_source = _text(entry["content"][0].get("value", ""))
@@ -185,7 +228,10 @@ def entry_to_item(entry: Any, feed_name: str, link_as_written: str | None = None
 
     tags = tuple(
         tag
-        for tag in (clean_text(_text(t.get("term") or t.get("label") or "")) for t in entry.get("tags", [])[:20])
+        for tag in (
+            clean_text(_text(t.get("term") or t.get("label") or "", MAX_SHORT_FIELD_CHARS))
+            for t in entry.get("tags", [])[:20]
+        )
         if tag
     )
     image, image_alt = _image(entry, summary_source)
@@ -196,7 +242,7 @@ def entry_to_item(entry: Any, feed_name: str, link_as_written: str | None = None
         canonical_url=canonical_url(link) if link else None,
         title=title,
         summary=summary,
-        author=clean_text(_text(entry.get("author", ""))),
+        author=clean_text(_text(entry.get("author", ""), MAX_SHORT_FIELD_CHARS)),
         published=published,
         tags=tags,
         image=image,
@@ -214,7 +260,7 @@ def _image(entry: Any, html: str) -> tuple[str | None, str]:
         kind = str(media.get("type", "") or media.get("medium", ""))
         if kind.startswith("image") or kind == "":
             candidates.append((str(media.get("url", "")), ""))
-    description = _text(entry.get("media_description", ""))
+    description = _text(entry.get("media_description", ""), MAX_SHORT_FIELD_CHARS)
     for enclosure in entry.get("enclosures", []) or []:
         if str(enclosure.get("type", "")).startswith("image/"):
             candidates.append((str(enclosure.get("href", "")), ""))
@@ -230,5 +276,5 @@ def _image(entry: Any, html: str) -> tuple[str | None, str]:
             image = normalise_link(url)
         except ValueError:
             continue  # an image that cannot be a safe URL is ignored, the item still goes out
-        return image, clean_text(alt or description)
+        return image, clean_text(_text(alt or description, MAX_SHORT_FIELD_CHARS))
     return None, ""

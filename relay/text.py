@@ -7,7 +7,6 @@ import html
 import re
 import unicodedata
 from dataclasses import dataclass
-from html.parser import HTMLParser
 
 import regex
 
@@ -69,9 +68,10 @@ _JOINER = regex.compile(
     regex.V1,
 )
 # Tag characters spell invisible ASCII; they are kept only in a flag tag sequence (🏴󠁧󠁢󠁳󠁣󠁴󠁿).
-_TAG = regex.compile("(?<!\U0001f3f4[\U000e0020-\U000e007e]*)[\U000e0000-\U000e007f]")
+# (A sequence is matched forwards, not with a variable-length lookbehind: that looks back
+# over the whole run of tag characters at each one, quadratic in the run.)
+_TAG = regex.compile("(?P<keep>\U0001f3f4[\U000e0020-\U000e007e]*[\U000e0000-\U000e007f]?)|[\U000e0000-\U000e007f]")
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+")
-_NEWLINES = re.compile(r"\s*\n\s*(\n\s*)+")
 # Mastodon starts a mention at an '@' not preceded by '=', '/' or a word character, where a
 # word character is Ruby's [[:word:]]: letters, marks, decimal digits and connector
 # punctuation. Python's \w is wider (superscripts, vulgar fractions, ZWJ), so only an '@'
@@ -114,6 +114,14 @@ _BLOCK_TAGS = frozenset(
     ]
 )
 _SKIP_TAGS = frozenset({"script", "style", "head", "title", "noscript", "template"})
+_CLOSING_TAG = {name: re.compile(rf"</{name}(?![^\t\n\r\f />])", re.IGNORECASE) for name in _SKIP_TAGS}
+# After a '<': '/' and a name (end tag), a name (start tag), or '!'/'?' (declarations and
+# processing instructions, group 1 is None). Names as html.parser reads them.
+_TAG_NAME = re.compile(r"(?:(/?)([a-zA-Z][^\t\n\r\f />\x00]*)|[!?])")
+# One attribute inside a tag: a name, then optionally '=' and a quoted or bare value. Each
+# run stops at a character the next part needs, so a search over a tag is linear.
+_ATTRIBUTE = re.compile(r"""([^\s/>"'=]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+)))?""")
+_ENTITY_REFERENCE = re.compile(r"&(#\d+|#x[0-9a-f]+|[a-z]+);", re.IGNORECASE)
 
 
 def graphemes(text: str) -> list[str]:
@@ -155,43 +163,82 @@ def mastodon_length(text: str, spoiler_text: str = "") -> int:
     return grapheme_length("".join(parts)) + grapheme_length(spoiler_text)
 
 
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIP_TAGS:
-            self._skip += 1
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-        elif tag == "img":
-            alt = dict(attrs).get("alt")
-            if alt and not self._skip:
-                self.parts.append(f" {alt} ")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP_TAGS:
-            self._skip = max(0, self._skip - 1)
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.parts.append(data)
-
-
 def html_to_text(value: str) -> str:
-    """Strip tags and decode entities. Tolerates broken HTML and doubly escaped entities."""
-    if "<" in value or "&" in value:
-        extractor = _TextExtractor()
-        extractor.feed(value)
-        extractor.close()
-        value = "".join(extractor.parts)
-        if re.search(r"&(#\d+|#x[0-9a-f]+|[a-z]+);", value, re.IGNORECASE):
-            value = html.unescape(value)  # a second level of escaping (&amp;eacute;)
-    return value
+    """Strip tags and decode entities. Tolerates broken HTML and doubly escaped entities.
+
+    A small tokenizer rather than html.parser: html.parser re-scans an unterminated start
+    tag from every '<' when it is closed, so "<a <a <a …" in a feed costs quadratic time.
+    Here every character is looked at a bounded number of times: a '<' starts a tag only if
+    a '>' comes before the next '<'; anything else is literal text."""
+    if "<" not in value and "&" not in value:
+        return value
+    parts: list[str] = []
+    text: list[str] = []  # literal text not yet decoded
+
+    def flush() -> None:
+        if text:
+            parts.append(html.unescape("".join(text)))
+            text.clear()
+
+    length = len(value)
+    cursor = 0
+    while cursor < length:
+        start = value.find("<", cursor)
+        if start == -1:
+            text.append(value[cursor:])
+            break
+        text.append(value[cursor:start])
+        if value.startswith("<!--", start):
+            close = value.find("-->", start + 4)
+            if close == -1:
+                break  # an unclosed comment hides the rest
+            cursor = close + 3
+            continue
+        following = value.find("<", start + 1)
+        stop = length if following == -1 else following
+        close = value.find(">", start + 1, stop)
+        match = _TAG_NAME.match(value, start + 1, stop)
+        if close == -1 or match is None:
+            text.append("<")  # not a tag: "a < b", "<3", "<a <a <a"
+            cursor = start + 1
+            continue
+        cursor = close + 1
+        if match.group(1) is None:
+            continue  # <!DOCTYPE …>, <?xml …?>, <![CDATA[…]]>: nothing to show
+        name = match.group(2).lower()
+        is_end = bool(match.group(1))
+        if name in _BLOCK_TAGS:
+            flush()
+            parts.append("\n")
+        elif is_end:
+            continue
+        elif name in _SKIP_TAGS:
+            closing = _CLOSING_TAG[name].search(value, cursor)
+            if closing is None:
+                break  # unclosed script/style/…: the rest is not text
+            end = value.find(">", closing.end())
+            cursor = length if end == -1 else end + 1
+        elif name == "img":
+            alt = _image_alt(value[match.end() : close])
+            if alt:
+                flush()
+                parts.append(f" {alt} ")
+    flush()
+    result = "".join(parts)
+    if _ENTITY_REFERENCE.search(result):
+        result = html.unescape(result)  # a second level of escaping (&amp;eacute;)
+    return result
+
+
+def _image_alt(attributes: str) -> str:
+    """The decoded alt attribute of an <img> tag's attribute text, or ""."""
+    for match in _ATTRIBUTE.finditer(attributes):
+        if match.group(1).lower() == "alt":
+            value = match.group(2) if match.group(2) is not None else match.group(3)
+            if value is None:
+                value = match.group(4) or ""
+            return html.unescape(value)
+    return ""
 
 
 def clean_text(value: str, *, keep_newlines: bool = False) -> str:
@@ -200,11 +247,7 @@ def clean_text(value: str, *, keep_newlines: bool = False) -> str:
     text = unicodedata.normalize("NFC", text)
     text = remove_invisible(text)
     text = _SPACES.sub(" ", text)
-    if keep_newlines:
-        text = _NEWLINES.sub("\n\n", text)
-        text = "\n".join(line.strip() for line in text.split("\n"))
-    else:
-        text = re.sub(r"\s+", " ", text)
+    text = "\n".join(_paragraphs(text.split("\n"))) if keep_newlines else re.sub(r"\s+", " ", text)
     return defuse_mentions(text.strip())
 
 
@@ -215,14 +258,47 @@ def remove_invisible(text: str) -> str:
     if "\u200c" in text or "\u200d" in text:
         text = _JOINER.sub(lambda match: match.group("keep") or "", text)
     if _TAG_START.search(text):
-        text = _TAG.sub("", text)
+        text = _TAG.sub(lambda match: match.group("keep") or "", text)
     return text
 
 
 def defuse_mentions(text: str) -> str:
     """'@handle' → '＠handle' (FULLWIDTH COMMERCIAL AT): readable, and no server or client
     turns it into a mention, so a relayed title never notifies a stranger."""
-    return _MENTION.sub("＠", text)
+    text = _MENTION.sub("＠", text)
+    if text.isascii():
+        return text
+    # The regex module's Unicode is newer than Mastodon's (Ruby 3.x: Unicode 15.0): U+1E5D0
+    # is a letter to it and unassigned to Ruby, so "\U0001e5d0@user@host" would notify. An
+    # '@' after a non-ASCII character is left alone only if Python's own (older) Unicode
+    # database also calls that character a word character.
+    pieces = []
+    cursor = 0
+    at = text.find("@", 1)
+    while at != -1:
+        before = text[at - 1]
+        if not before.isascii() and not _is_word_everywhere(before):
+            pieces.append(text[cursor:at])
+            pieces.append("＠")
+            cursor = at + 1
+        at = text.find("@", at + 1)
+    pieces.append(text[cursor:])
+    return "".join(pieces)
+
+
+def _is_word_everywhere(character: str) -> bool:
+    category = unicodedata.category(character)
+    return category[0] in "LM" or category in ("Nd", "Pc")
+
+
+def _paragraphs(lines: list[str]) -> list[str]:
+    """Stripped lines, with every run of blank lines made one blank line."""
+    kept: list[str] = []
+    for line in lines:
+        line = line.strip()
+        if line or (kept and kept[-1]):
+            kept.append(line)
+    return kept
 
 
 def truncate(text: str, max_graphemes: int) -> str:
