@@ -158,3 +158,42 @@ def test_an_image_url_that_cannot_be_normalised_is_ignored() -> None:
     first, second = parse(body).items
     assert first.image == "https://xn--bcher-kva.example/vignette%20%C3%A9.png"
     assert second.image is None and second.link == "https://example.org/b"
+
+
+@pytest.mark.parametrize(
+    "declaration",
+    [
+        '<!ENTITY big "{entity}">',
+        "<!entity big '{entity}'>",
+        '<!ENTITY big "{entity}" \'>',  # an unbalanced quote: feedparser still stops at '>'
+        '<!EnTiTy big "{entity}>',
+    ],
+)
+def test_every_entity_declaration_is_removed(declaration: str) -> None:
+    entity = "A" * 10_000
+    body = (
+        # on a line of its own, where feedparser's loose parser looks for declarations
+        f'<?xml version="1.0"?>\n<!DOCTYPE rss [\n{declaration.format(entity=entity)}]>'
+        '<rss version="2.0"><channel><title>t</title>'
+        f"<item><title>x {'&big;' * 1_000}</title><link>https://example.org/e</link><guid>e</guid></item>"
+        "</channel></rss>"
+    ).encode()
+    parsed = parse(body)
+    assert all("A" * 100 not in item.title for item in parsed.items)
+
+
+def test_an_entity_keyword_without_an_end_drops_the_rest_of_the_body() -> None:
+    body = rss([{"title": "kept", "link": "https://example.org/k", "guid": "k"}]) + b"<!-- <!ENTITY <!ENTITY x"
+    assert [item.title for item in parse(body).items] == ["kept"]
+
+
+def test_removing_a_declaration_cannot_glue_a_new_keyword() -> None:
+    from relay.parse import defuse_entities
+
+    defused = defuse_entities(b"<!ENT<!ENTITY a>ITY b 'x'>")
+    assert b"<!entity" not in defused.lower()
+
+
+def test_a_comment_prefixed_html_page_is_recognised() -> None:
+    with pytest.raises(ParseError, match="an HTML page"):
+        parse(b"<!-- a --> <!-- b -->\n<!DOCTYPE html><html><body>Accueil</body></html>", content_type="text/html")

@@ -211,3 +211,29 @@ def test_long_urls_are_shortened_for_display() -> None:
         == "example.org/2026/11/un-tres-lon…"
     )
     assert shorten_url_for_display("https://example.org/a") == "example.org/a"
+
+
+def test_html_tokenizer_keeps_what_a_reader_sees() -> None:
+    html = (
+        '<p>One &amp; <b class="x">two</b></p><img alt="a &gt; b" src="i.png"/><br/>three'
+        "<!-- hidden --><style>p{}</style><SCRIPT>alert(1)</SCRIPT> a < b, <3 and <a <a <a"
+    )
+    assert clean_text(html) == "One & two a > b three a < b, <3 and <a <a <a"
+    assert clean_text("<p>one</p><p>two</p>", keep_newlines=True) == "one\n\ntwo"
+
+
+def test_unclosed_comments_and_scripts_hide_the_rest() -> None:
+    assert clean_text("shown <!-- never closed <b>hidden</b>") == "shown"
+    assert clean_text("shown <script>never closed <b>hidden</b>") == "shown"
+    assert clean_text("shown <title>page</title> and <template>x</template>more") == "shown and more"
+
+
+@pytest.mark.parametrize("character", ["\U0001e5d0", "\U00010d50", "\U00011380", "\U0002ebf0"])
+def test_an_at_after_a_letter_newer_than_mastodons_unicode_is_defused(character: str) -> None:
+    # letters to the regex module (Unicode 15.1/16.0), unassigned to Mastodon's Ruby
+    # (Unicode 15.0): Mastodon would start a mention at the '@'
+    assert clean_text(f"Hi {character}@victim@mastodon.social") == f"Hi {character}＠victim@mastodon.social"
+
+
+def test_an_at_after_an_older_letter_is_left_alone() -> None:
+    assert defuse_mentions("café@example.org and 日本@example.org") == "café@example.org and 日本@example.org"
