@@ -121,6 +121,7 @@ _TAG_NAME = re.compile(r"(?:(/?)([a-zA-Z][^\t\n\r\f />\x00]*)|[!?])")
 # One attribute inside a tag: a name, then optionally '=' and a quoted or bare value. Each
 # run stops at a character the next part needs, so a search over a tag is linear.
 _ATTRIBUTE = re.compile(r"""([^\s/>"'=]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+)))?""")
+_TAG_END = re.compile("[>\"']")
 _ENTITY_REFERENCE = re.compile(r"&(#\d+|#x[0-9a-f]+|[a-z]+);", re.IGNORECASE)
 
 
@@ -196,8 +197,8 @@ def html_to_text(value: str) -> str:
             continue
         following = value.find("<", start + 1)
         stop = length if following == -1 else following
-        close = value.find(">", start + 1, stop)
         match = _TAG_NAME.match(value, start + 1, stop)
+        close = -1 if match is None else _tag_end(value, match.end(), stop)
         if close == -1 or match is None:
             text.append("<")  # not a tag: "a < b", "<3", "<a <a <a"
             cursor = start + 1
@@ -212,7 +213,7 @@ def html_to_text(value: str) -> str:
             parts.append("\n")
         elif is_end:
             continue
-        elif name in _SKIP_TAGS:
+        elif name in _SKIP_TAGS and value[close - 1] != "/":  # <script/> hides nothing
             closing = _CLOSING_TAG[name].search(value, cursor)
             if closing is None:
                 break  # unclosed script/style/…: the rest is not text
@@ -228,6 +229,22 @@ def html_to_text(value: str) -> str:
     if _ENTITY_REFERENCE.search(result):
         result = html.unescape(result)  # a second level of escaping (&amp;eacute;)
     return result
+
+
+def _tag_end(value: str, position: int, stop: int) -> int:
+    """The '>' that ends a tag, outside quoted attribute values (alt="a > b"), looked for
+    only before stop (the next '<'), so no character is scanned for two tags. With a quote
+    left open there, the first '>' (-1: none)."""
+    while True:
+        special = _TAG_END.search(value, position, stop)
+        if special is None:
+            return -1
+        if special.group() == ">":
+            return special.start()
+        closing = value.find(special.group(), special.end(), stop)
+        if closing == -1:
+            return value.find(">", position, stop)
+        position = closing + 1
 
 
 def _image_alt(attributes: str) -> str:
@@ -277,7 +294,8 @@ def defuse_mentions(text: str) -> str:
     at = text.find("@", 1)
     while at != -1:
         before = text[at - 1]
-        if not before.isascii() and not _is_word_everywhere(before):
+        after = text[at + 1 : at + 2]
+        if not before.isascii() and not _is_word_everywhere(before) and after and not after.isspace():
             pieces.append(text[cursor:at])
             pieces.append("＠")
             cursor = at + 1

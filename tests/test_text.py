@@ -226,6 +226,7 @@ def test_unclosed_comments_and_scripts_hide_the_rest() -> None:
     assert clean_text("shown <!-- never closed <b>hidden</b>") == "shown"
     assert clean_text("shown <script>never closed <b>hidden</b>") == "shown"
     assert clean_text("shown <title>page</title> and <template>x</template>more") == "shown and more"
+    assert clean_text('<script src="x.js"/>still shown') == "still shown"
 
 
 @pytest.mark.parametrize("character", ["\U0001e5d0", "\U00010d50", "\U00011380", "\U0002ebf0"])
@@ -237,3 +238,7 @@ def test_an_at_after_a_letter_newer_than_mastodons_unicode_is_defused(character:
 
 def test_an_at_after_an_older_letter_is_left_alone() -> None:
     assert defuse_mentions("café@example.org and 日本@example.org") == "café@example.org and 日本@example.org"
+
+
+def test_a_quoted_greater_than_sign_stays_inside_an_attribute() -> None:
+    assert clean_text('<img alt="a > b" src="i.png">after') == "a > b after"
