@@ -23,9 +23,9 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import httpcore
 import httpx
@@ -33,6 +33,7 @@ from httpcore._backends.sync import SyncStream
 
 from relay.errors import FetchError
 
+T = TypeVar("T")
 _state = threading.local()  # each worker thread runs its own request, with its own deadline
 
 
@@ -155,25 +156,42 @@ def is_public(text: str) -> bool:
     return True
 
 
-def resolve(host: str, port: int, timeout: float | None) -> list[tuple[Any, ...]]:
-    """getaddrinfo with a deadline: it has none of its own, so it runs in a daemon thread
-    that is abandoned (not waited for) when the time is up."""
-    found: list[Any] = []
+class Abandoned(Exception):
+    """A call did not finish in time; it was left running in its daemon thread."""
+
+
+def call_abandonable(function: Callable[[], T], timeout: float | None, name: str) -> T:
+    """function() in a daemon thread, waited for at most `timeout` seconds, for calls that
+    have no total deadline of their own (getaddrinfo, an SDK's request): one that overruns
+    is abandoned (it dies with the process) and Abandoned is raised; its errors are raised
+    here, in the caller's thread."""
+    outcome: list[T] = []
     failure: list[BaseException] = []
 
     def work() -> None:
         try:
-            found.extend(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+            outcome.append(function())
         except BaseException as exc:  # handed to the caller's thread
             failure.append(exc)
 
-    worker = threading.Thread(target=work, name="relay-dns", daemon=True)
+    worker = threading.Thread(target=work, name=name, daemon=True)
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
-        raise httpcore.ConnectTimeout(f"no DNS answer for {host} in time")
+        raise Abandoned(name)
     if failure:
-        raise httpcore.ConnectError(f"cannot resolve {host}: {failure[0]}")
+        raise failure[0]
+    return outcome[0]
+
+
+def resolve(host: str, port: int, timeout: float | None) -> list[tuple[Any, ...]]:
+    """getaddrinfo with a deadline: it has none of its own."""
+    try:
+        found = call_abandonable(lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout, "relay-dns")
+    except Abandoned:
+        raise httpcore.ConnectTimeout(f"no DNS answer for {host} in time") from None
+    except Exception as exc:
+        raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
     if not found:
         raise httpcore.ConnectError(f"cannot resolve {host}")
     return found

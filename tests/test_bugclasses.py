@@ -261,7 +261,8 @@ def test_a_held_copy_of_an_article_does_not_silence_an_allys_item(
     )
     assert relay("run", "-c", str(config), env=ENV, now=NOW).exit_code == 0  # both feeds known, empty
     flood = [
-        {"title": f"spam {n}", "link": f"https://evil.example/{n}", "guid": f"e{n}", "published": NOW} for n in range(10)
+        {"title": f"spam {n}", "link": f"https://evil.example/{n}", "guid": f"e{n}", "published": NOW}
+        for n in range(10)
     ]
     flood.append({"title": "copy", "link": "http://www.ally.example/news-2/?utm_source=evil#x", "guid": "e-copy"})
     evil["body"] = rss(flood)

@@ -271,52 +271,41 @@ def test_preview_reports_a_dripping_feed_and_goes_on(
     assert "item 0" in text  # the other feed is still previewed
 
 
-def test_run_is_not_held_by_a_dripping_mastodon_api(
-    tmp_path: Path, feed_server: FeedServer, drips: list[DripServer]
+@pytest.mark.parametrize(
+    ("service", "answer", "account"),
+    [
+        (
+            "Mastodon API",
+            b'{"id": "1"}',
+            "  masto:\n    platform: mastodon\n    instance: {url}\n    token: ${{SECRET}}\n",
+        ),
+        (
+            "Bluesky service",
+            b'{"accessJwt": "x"}',
+            "  sky:\n    platform: bluesky\n    handle: slow.test\n    app_password: ${{SECRET}}\n    service: {url}\n",
+        ),
+    ],
+)
+def test_run_is_not_held_by_a_dripping_api(
+    tmp_path: Path, feed_server: FeedServer, drips: list[DripServer], service: str, answer: bytes, account: str
 ) -> None:
-    server = DripServer("headers", b'{"id": "1"}', "application/json")
-    drips.append(server)
-    config = tmp_path / "feeds.yaml"
-    config.write_text(
-        "defaults:\n  every: 1m\n  backfill: 1\n"
-        f"accounts:\n  masto:\n    platform: mastodon\n    instance: {server.url('')}\n    token: ${{TOKEN}}\n"
-        "pacing:\n  max_per_run: 10\n  min_interval: 0s\n"
-        f"feeds:\n  - name: f\n    url: {feed_server.feed('/f', numbered(2))}\n"
-    )
-    environment = {"RELAY_STATE_DIR": str(tmp_path / "state"), "TOKEN": "x", "RELAY_REQUEST_TIMEOUT": "2"}
-    process = relay_process("run", "-c", str(config), env=environment)
-    try:
-        out, err = process.communicate(timeout=30)  # the failure mode: relay held by the server
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-        pytest.fail("relay run was held by a dripping Mastodon API")
-    text = out + err
-    assert "no complete answer within 2s" in text, text
-    assert "Traceback" not in text
-
-
-def test_run_is_not_held_by_a_dripping_bluesky_service(
-    tmp_path: Path, feed_server: FeedServer, drips: list[DripServer]
-) -> None:
-    server = DripServer("headers", b'{"accessJwt": "x"}', "application/json")
+    server = DripServer("headers", answer, "application/json")
     drips.append(server)
     config = tmp_path / "feeds.yaml"
     config.write_text(
         "defaults:\n  every: 1m\n  backfill: 2\n"
-        "accounts:\n  sky:\n    platform: bluesky\n    handle: slow.test\n    app_password: ${PASSWORD}\n"
-        f"    service: {server.url('')}\n"
+        f"accounts:\n{account.format(url=server.url(''))}"
         "pacing:\n  max_per_run: 10\n  min_interval: 0s\n"
         f"feeds:\n  - name: f\n    url: {feed_server.feed('/f', numbered(2))}\n"
     )
-    environment = {"RELAY_STATE_DIR": str(tmp_path / "state"), "PASSWORD": "x", "RELAY_REQUEST_TIMEOUT": "2"}
+    environment = {"RELAY_STATE_DIR": str(tmp_path / "state"), "SECRET": "x", "RELAY_REQUEST_TIMEOUT": "2"}
     process = relay_process("run", "-c", str(config), env=environment)
     try:
         out, err = process.communicate(timeout=30)  # the failure mode: relay held by the server
     except subprocess.TimeoutExpired:
         process.kill()
         process.communicate()
-        pytest.fail("relay run was held by a dripping Bluesky service")
+        pytest.fail(f"relay run was held by a dripping {service}")
     text = out + err
     assert "timed out: no complete answer within 2s" in text, text
     assert "Traceback" not in text

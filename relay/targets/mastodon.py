@@ -7,7 +7,6 @@ checked before upload; any image problem means the post goes without it."""
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +15,7 @@ from relay.config import Account
 from relay.errors import FetchError
 from relay.fetch import USER_AGENT, fetch_image
 from relay.images import ImageError, inspect
+from relay.netguard import Abandoned, call_abandonable
 from relay.render import Limits, Post
 from relay.store import Store
 from relay.targets.base import PublishError, Receipt, request_timeout, run_now
@@ -235,24 +235,11 @@ class MastodonTarget:
         if self._stalled:
             raise self._stall_error()
         total = request_timeout()
-        outcome: list[Any] = []
-        failure: list[BaseException] = []
-
-        def work() -> None:
-            try:
-                outcome.append(method(*args, **kwargs))
-            except BaseException as exc:  # handed to the caller's thread
-                failure.append(exc)
-
-        worker = threading.Thread(target=work, name="relay-mastodon", daemon=True)
-        worker.start()
-        worker.join(total)
-        if worker.is_alive():
+        try:
+            return call_abandonable(lambda: method(*args, **kwargs), total, "relay-mastodon")
+        except Abandoned:
             self._stalled = f"{self.account.instance} timed out: no complete answer within {total:g}s"
-            raise self._stall_error()
-        if failure:
-            raise failure[0]
-        return outcome[0]
+            raise self._stall_error() from None
 
     def _stall_error(self) -> PublishError:
         return PublishError(
