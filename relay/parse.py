@@ -90,6 +90,17 @@ def _after_space(data: bytes, position: int) -> int:
     return space.end() if space else position
 
 
+_FEEDPARSER_REPLACE_DOCTYPE = feedparser.sanitizer.replace_doctype
+
+
+def _doctype_without_entities(data: bytes) -> tuple[str | None, bytes, dict[str, str]]:
+    """feedparser's DOCTYPE step, which runs after it decoded the body to UTF-8: entity
+    declarations are removed there too (a UTF-16 or UTF-32 body hides them from the byte
+    scan before decoding), and no entity is left for its loose parser to expand."""
+    version, data, _ = _FEEDPARSER_REPLACE_DOCTYPE(defuse_entities(data))
+    return version, data, {}
+
+
 def parse_feed(
     body: bytes,
     *,
@@ -99,6 +110,7 @@ def parse_feed(
 ) -> ParsedFeed:
     """Parse one feed body. Raises ParseError when the body is not a usable feed."""
     body = defuse_entities(body)
+    feedparser.api.replace_doctype = _doctype_without_entities  # see above; idempotent
     headers = {"content-location": url}
     if content_type:
         headers["content-type"] = content_type
