@@ -232,7 +232,7 @@ def decide_all(
     all_items: bool = False,
 ) -> None:
     """For each new item and each account: post, hold, or skip with a reason."""
-    batch: dict[bytes, tuple[str, set[str]]] = {}  # canonical → (feed, accounts) in this poll
+    batch: dict[tuple[bytes, str], str] = {}  # (canonical, account) → the feed posting it in this poll
     known_feeds = [
         p.feed.name
         for p in polls
@@ -288,16 +288,18 @@ def decide_all(
             for account in feed.to:
                 action, why = "post", None
                 if canonical is not None and not all_items:
-                    earlier = batch.get(canonical)
-                    other = store.relayed_elsewhere(canonical, account) if store else None
-                    if other:
+                    # only a copy already sent or posted makes this one a duplicate: a copy
+                    # that is merely queued may yet be held, failed or dropped, and must not
+                    # silence this one (if both wait, the second to go out is dropped then)
+                    other, other_state = store.relayed_elsewhere(canonical, account) if store else (None, None)
+                    earlier = batch.get((canonical, account))
+                    if other and other_state != "queued":
                         action, why = "skip", f"already relayed via feed {other!r}"
-                    elif earlier and account in earlier[1]:
-                        action, why = "skip", f"already relayed via feed {earlier[0]!r}"
+                    elif earlier:
+                        action, why = "skip", f"already relayed via feed {earlier!r}"
+                    elif other:
+                        why = f"also queued via feed {other!r}: the copy that goes out first is the one posted"
                 decision.accounts[account] = (action, why)
-            if canonical is not None:
-                entry = batch.setdefault(canonical, (feed.name, set()))
-                entry[1].update(a for a, (act, _) in decision.accounts.items() if act == "post")
         relayable = [d for d in candidates if any(a == "post" for a, _ in d.accounts.values())]
         in_day = recent.get(feed.name, 0) + len(relayable)
         steer = f"`relay queue release {feed.name}` or `relay queue drop-held {feed.name}`"
@@ -319,6 +321,12 @@ def decide_all(
                     if action == "post":
                         decision.accounts[account] = ("hold", why)
             feed_poll.report.warnings.append(why)
+        for decision in candidates:  # after the flood guard: a held copy silences nothing
+            if decision.item.canonical_url:
+                canonical = fingerprint(decision.item.canonical_url)
+                for account, (action, _) in decision.accounts.items():
+                    if action == "post":
+                        batch.setdefault((canonical, account), feed.name)
         feed_poll.decisions = decisions
 
 

@@ -373,17 +373,17 @@ class Store:
         ).fetchone()
         return row[0] if row else None
 
-    def relayed_elsewhere(self, canonical: bytes, account: str) -> str | None:
-        """The feed through which this article already went (or is going) to account. A held
-        or failed delivery does not count: another feed's copy of the article must not be
-        silenced by a delivery that may never be posted (a flooding feed's, say)."""
+    def relayed_elsewhere(self, canonical: bytes, account: str) -> tuple[str | None, str | None]:
+        """The feed through which this article already went (or is queued to go) to account,
+        and that delivery's state, posted or sending first. A held or failed delivery does
+        not count: another feed's copy must not be silenced by one that may never be posted."""
         row = self.db.execute(
-            "SELECT items.feed FROM items JOIN deliveries ON deliveries.item_id = items.id"
+            "SELECT items.feed, deliveries.state FROM items JOIN deliveries ON deliveries.item_id = items.id"
             " WHERE items.canonical = ? AND deliveries.account = ?"
-            " AND deliveries.state IN ('queued', 'sending', 'posted') LIMIT 1",
+            " AND deliveries.state IN ('queued', 'sending', 'posted') ORDER BY deliveries.state = 'queued' LIMIT 1",
             (canonical, account),
         ).fetchone()
-        return row[0] if row else None
+        return (row[0], row[1]) if row else (None, None)
 
     def posted_duplicate(self, delivery_id: int) -> str | None:
         """The feed through which this delivery's article was already posted to its account

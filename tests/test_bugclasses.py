@@ -281,3 +281,57 @@ def _serve(body: bytes) -> Any:
     from tests.support.feedserver import Response
 
     return Response(200, body, {"Content-Type": "application/rss+xml"})
+
+
+def test_a_copy_queued_then_held_does_not_silence_an_allys_item(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon
+) -> None:
+    """The copy is queued first (pacing keeps it waiting), the ally's item comes next, then
+    the copy's feed floods over 24 hours and everything it has waiting is held: the ally's
+    item is still posted, and the copy, released later, is not posted a second time."""
+    evil: dict[str, bytes] = {"body": rss([])}
+    ally: dict[str, bytes] = {"body": rss([])}
+    feed_server.add("/evil", lambda request: _serve(evil["body"]))
+    feed_server.add("/ally", lambda request: _serve(ally["body"]))
+    config = write(
+        tmp_path,
+        mastodon,
+        f"  - name: evil\n    url: {feed_server.url('/evil')}\n  - name: ally\n    url: {feed_server.url('/ally')}\n",
+        pacing="  max_per_run: 1\n  min_interval: 6h\n  max_per_day: 40\n",
+    )
+    at = NOW
+    assert relay("run", "-c", str(config), env=ENV, now=at).exit_code == 0  # both feeds known, empty
+    items = [
+        {"title": "spam 0", "link": "https://evil.example/0", "guid": "e0", "published": NOW},
+        {
+            "title": "copy",
+            "link": "http://www.ally.example/news-2/?utm_source=evil#x",
+            "guid": "e-copy",
+            "published": NOW + timedelta(minutes=1),
+        },
+    ]
+    evil["body"] = rss(items)
+    at += timedelta(minutes=2)
+    relay("run", "-c", str(config), env=ENV, now=at)
+    assert posted(mastodon) == ["spam 0"]  # the copy waits (min_interval 6h)
+    ally["body"] = rss([{"title": "Ally: big petition launch", "link": "https://ally.example/news-2", "guid": "a2"}])
+    at += timedelta(minutes=2)
+    relay("run", "-c", str(config), env=ENV, now=at)
+    for batch in range(3):  # ten new items a poll: the third poll passes flood_threshold_day (30)
+        items += [
+            {"title": f"spam {batch}-{n}", "link": f"https://evil.example/{batch}/{n}", "guid": f"e{batch}-{n}"}
+            for n in range(10)
+        ]
+        evil["body"] = rss(items)
+        at += timedelta(minutes=2)
+        relay("run", "-c", str(config), env=ENV, now=at)
+    queued = json.loads(relay("queue", "list", "--state", "queued", "--format", "json").output)
+    assert [d["title"] for d in queued] == ["Ally: big petition launch"]
+    at += timedelta(hours=6, minutes=1)
+    relay("run", "-c", str(config), env=ENV, now=at)
+    assert posted(mastodon) == ["spam 0", "Ally: big petition launch"]
+    relay("queue", "release", "evil", now=at)
+    for _ in range(3):
+        at += timedelta(hours=6, minutes=1)
+        relay("run", "-c", str(config), env=ENV, now=at)
+    assert posted(mastodon).count("Ally: big petition launch") == 1 and "copy" not in posted(mastodon)

@@ -82,7 +82,15 @@ def test_cross_feed_dedupe_in_one_poll_and_against_the_store(tmp_path: Path) -> 
     record_poll(store, cfg, first[1], NOW)  # b is known, with nothing yet
     later = polls(cfg, a=[], b=[item("b", 0, "http://shared.example/x/")])
     decide_all(later, store, store.feed_states(), NOW)
-    assert actions(later[1]) == {"b 0": {"m": "skip", "s": "skip"}}
+    # a's copy only waits in the queue (it may yet be held or dropped): b's is queued too,
+    # and the second to go out is dropped at delivery
+    assert actions(later[1]) == {"b 0": {"m": "post", "s": "post"}}
+    assert "also queued via feed 'a'" in (later[1].decisions[0].accounts["m"][1] or "")
+    for delivery in store.deliveries("d.state = 'queued'"):
+        store.mark_posted(delivery.id, NOW.timestamp(), "1", "https://m.example/1")
+    again = polls(cfg, a=[], b=[item("b", 0, "http://shared.example/x/")])
+    decide_all(again, store, store.feed_states(), NOW)
+    assert actions(again[1]) == {"b 0": {"m": "skip", "s": "skip"}}
 
 
 def test_a_new_feed_does_not_relay_what_another_feed_already_saw(tmp_path: Path) -> None:
