@@ -379,8 +379,8 @@ class Store:
         not count: another feed's copy must not be silenced by one that may never be posted."""
         row = self.db.execute(
             "SELECT items.feed, deliveries.state FROM items JOIN deliveries ON deliveries.item_id = items.id"
-            " WHERE items.canonical = ? AND deliveries.account = ?"
-            " AND deliveries.state IN ('queued', 'sending', 'posted') ORDER BY deliveries.state = 'queued' LIMIT 1",
+            " WHERE items.canonical = ? AND +deliveries.account = ?"  # by the article, not the account's outbox
+            " AND +deliveries.state IN ('queued', 'sending', 'posted') ORDER BY deliveries.state = 'queued' LIMIT 1",
             (canonical, account),
         ).fetchone()
         return (row[0], row[1]) if row else (None, None)
@@ -391,7 +391,9 @@ class Store:
         row = self.db.execute(
             "SELECT oi.feed FROM deliveries d JOIN items i ON i.id = d.item_id"
             " JOIN items oi ON oi.canonical = i.canonical JOIN deliveries od ON od.item_id = oi.id"
-            " WHERE d.id = ? AND od.account = d.account AND od.id != d.id AND od.state = 'posted' LIMIT 1",
+            # '+' keeps SQLite off the (account, state) index, which would walk every post
+            # of the account: the copies of one article are found by its canonical URL
+            " WHERE d.id = ? AND +od.account = d.account AND od.id != d.id AND +od.state = 'posted' LIMIT 1",
             (delivery_id,),
         ).fetchone()
         return row[0] if row else None
