@@ -311,6 +311,38 @@ def check(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, online
     for warning in config.warnings:
         if not quiet:
             click.echo(f"warning: {_redact(config, warning)}", err=True)
+    # Mastodon's card is the first link in the text: render each Mastodon feed against an
+    # item whose every field holds a URL, and warn when the first URL is not the item's.
+    from relay.text import find_urls
+
+    linked = Item(
+        feed="sample",
+        key="sample-urls",
+        link="https://example.org/2026/11/item-link",
+        canonical_url="example.org/2026/11/item-link",
+        title="Title https://title.example/page",
+        summary="Summary (https://summary.example/page) and https://summary.example/other",
+        author="Author https://author.example/",
+        published=_now(),
+        tags=("https://tag.example/",),
+        image="https://image.example/picture.jpg",
+    )
+    for index, feed in enumerate(config.feeds):
+        mastodon = [config.accounts[n] for n in feed.to if config.accounts[n].platform == "mastodon"]
+        if not mastodon:
+            continue
+        try:
+            post = renderer.render(linked, feed, mastodon[0], Limits(), "Site https://site.example/")
+        except RenderError:
+            continue
+        urls = [post.text[start:end] for start, end in find_urls(post.text)]
+        if urls and urls[0] != linked.link and not quiet:
+            source = {linked.image: "item.image", feed.url: "feed.url"}.get(urls[0], urls[0])
+            click.echo(
+                f"warning: {config.path.name}:{feed.line}: feeds[{index}].template: {feed.template} for mastodon"
+                f" (feed {feed.name}) puts {source} before item.link: Mastodon's card would show that page",
+                err=True,
+            )
     failed = False
     if online:
         from relay.targets import make_target

@@ -3,7 +3,14 @@ feed text is only ever a variable. The link and hashtags are never cut: the summ
 first, then the title, on grapheme boundaries with an ellipsis. A filter can turn defused
 feed text back into a mention (striptags decodes `&#64;`, wordwrap breaks a line before an
 '@'), so the final Mastodon text is defused once more. A URL in a Bluesky post is linked only
-when relay.links accepts it, to its normalised form, and shown with its whole host."""
+when relay.links accepts it, to its normalised form, and shown with its whole host.
+
+Mastodon builds a post's preview card from the first link in its text, so on Mastodon the
+URLs in feed text (title, summary, author, tags, the feed's title) are removed before the
+template sees them, the words around them kept: only the item's own link is a URL that comes
+from the feed, whatever the template's order. An item without a title gets a headline from
+the start of its summary, and its Bluesky card a title from the summary's first sentence or
+the site's name."""
 
 from __future__ import annotations
 
@@ -39,6 +46,8 @@ BLUESKY_MAX_BYTES = 3000
 MASTODON_DEFAULT_LIMIT = 500
 CARD_DESCRIPTION_GRAPHEMES = 300
 URL_DISPLAY_GRAPHEMES = 32  # a Bluesky URL is shown this long, unless its host is longer
+HEADLINE_GRAPHEMES = 200  # an untitled item's headline: the start of its summary
+CARD_TITLE_GRAPHEMES = 120  # an untitled item's Bluesky card title: the summary's first sentence
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -198,20 +207,27 @@ def render_post(
     if item.link is None:
         raise RenderError(item.skip_reason or "no link")
     link = item.link
+    # On Mastodon the first URL in the text makes the card: feed text brings none of its own.
+    clean = remove_urls if platform != "bluesky" else _unchanged
+    title, summary = clean(item.title), clean(item.summary)
+    author = clean(item.author) if item.author is not None else None
+    tags = [t for t in (clean(tag) for tag in item.tags) if t]
+    feed_title = clean(feed.title)
 
     def produce(title: str, summary: str) -> str:
         context = {
             "item": {
                 "title": title,
+                "headline": headline(title, summary),
                 "link": link,
                 "summary": summary,
-                "author": item.author,
+                "author": author,
                 "published": item.published,
-                "tags": list(item.tags),
+                "tags": tags,
                 "image": item.image,
                 "feed": feed.name,
             },
-            "feed": {"name": feed.name, "title": feed.title, "url": feed.url},
+            "feed": {"name": feed.name, "title": feed_title, "url": feed.url},
             "hashtags": list(hashtags),
             "platform": platform,
             "account": account,
@@ -234,7 +250,7 @@ def render_post(
         def fits(text: str) -> bool:
             return _mastodon_count(text, spoiler_text, limits) <= limits.max_characters
 
-    text = fit(produce, fits, item.title, item.summary)
+    text = fit(produce, fits, title, summary)
     if platform != "bluesky":
         # The backstop: whatever a template's filters did to feed text, no '@' in the post
         # starts a mention. (One character for one: the length does not change. The '@'s a
@@ -259,12 +275,12 @@ def render_post(
                 "$type": "app.bsky.embed.external",
                 "external": {
                     "uri": link,
-                    "title": item.title,
+                    "title": card_title(item.title, item.summary, feed),
                     "description": truncate(item.summary, CARD_DESCRIPTION_GRAPHEMES),
                 },
             },
             image=item.image,
-            image_alt=item.image_alt or item.title,
+            image_alt=item.image_alt or card_title(item.title, item.summary, feed),
         )
     return Post(
         platform=platform,
@@ -281,6 +297,52 @@ def render_post(
         attach_image=images and item.image is not None,
         visibility=visibility,
     )
+
+
+def _unchanged(text: str) -> str:
+    return text
+
+
+def remove_urls(text: str) -> str:
+    """The text without its http(s) URLs, the words around them kept: 'Patreon:
+    https://patreon.com/x' → 'Patreon:', 'our letter (https://…) monthly' → 'our letter
+    monthly'. A bracket left empty goes with its URL; spaces left double are one."""
+    spans = find_urls(text)
+    if not spans:
+        return text
+    parts = []
+    cursor = 0
+    for start, end in spans:
+        parts.append(text[cursor:start])
+        cursor = end
+    parts.append(text[cursor:])
+    kept = "".join(parts)
+    kept = re.sub(r"[ \t]*(?:\([ \t]*\)|\[[ \t]*\]|<[ \t]*>|\{[ \t]*\})", "", kept)
+    kept = re.sub(r"[ \t]{2,}", " ", kept)
+    kept = re.sub(r"[ \t]+(?=[,.;!?)\]]|\n|$)", "", kept)
+    return tidy(kept)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def headline(title: str, summary: str, max_graphemes: int = HEADLINE_GRAPHEMES) -> str:
+    """The item's title; for an untitled item (a Mastodon status, a micro.blog post) the
+    start of its summary on one line, without URLs, cut on a word boundary."""
+    if title.strip():
+        return title
+    return truncate(_one_line(remove_urls(summary)), max_graphemes)
+
+
+def card_title(title: str, summary: str, feed: FeedInfo) -> str:
+    """A Bluesky card's title, never empty: the item's title, else the summary's first
+    sentence, else the site's name."""
+    if title.strip():
+        return title
+    text = _one_line(remove_urls(summary))
+    sentence = re.split(r"(?<=[.!?…])\s", text, maxsplit=1)[0] if text else ""
+    return truncate(sentence, CARD_TITLE_GRAPHEMES) or _one_line(feed.title) or feed.name
 
 
 def tidy(text: str) -> str:

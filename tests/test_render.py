@@ -13,11 +13,14 @@ from relay.render import (
     BLUESKY_MAX_GRAPHEMES,
     FeedInfo,
     Limits,
+    card_title,
     find_template,
+    headline,
     make_environment,
+    remove_urls,
     render_post,
 )
-from relay.text import clean_text, grapheme_length, mastodon_length
+from relay.text import clean_text, find_urls, grapheme_length, mastodon_length
 
 ENV = make_environment([])
 DEFAULT_LIMITS = Limits()
@@ -177,17 +180,18 @@ def test_no_filter_brings_a_defused_mention_back(tmp_path: Path, title: str, exp
 
 
 def test_urlize_writes_no_html(tmp_path: Path) -> None:
-    (tmp_path / "own.j2").write_text("{{ item.title | urlize }} {{ item.link }}")
+    # (on Mastodon, feed text brings no URL: the feed's configured URL is the one to linkify)
+    (tmp_path / "own.j2").write_text("{{ item.title }} {{ item.link }} {{ feed.url | urlize }}")
     post = render_post(
         find_template(make_environment([tmp_path]), "own", "mastodon"),
-        item(title="Voir https://example.org/b"),
+        item(title="Voir"),
         FEED,
         platform="mastodon",
         account="a",
         hashtags=(),
         language="fr",
     )
-    assert post.text == "Voir https://example.org/b https://example.org/a"
+    assert post.text == "Voir https://example.org/a https://www.laquadrature.net/feed/"
 
 
 def links_shown(post):  # type: ignore[no-untyped-def]
@@ -293,3 +297,102 @@ def test_property_fits_and_keeps_link_and_facets(
             else:
                 assert "…" in covered or feature["uri"].endswith(covered) or covered in feature["uri"]
     assert live_mentions(post.text) == [], post.text  # Mastodon's own pattern, ported
+
+
+# The Mastodon card follows the item (issue 14): Mastodon makes the card from the first link.
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("Soutenez-nous : https://www.patreon.com/x", "Soutenez-nous :"),
+        ("Notre lettre (https://lettre.example/i) chaque mois.", "Notre lettre chaque mois."),
+        ("Voir https://a.example/b, puis https://c.example/d.", "Voir, puis."),
+        ("https://only.example/page", ""),
+        ("Pas de lien ici.", "Pas de lien ici."),
+    ],
+)
+def test_remove_urls_keeps_the_words(text: str, kept: str) -> None:
+    assert remove_urls(text) == kept
+
+
+def test_mastodon_text_has_no_url_from_feed_text_before_the_link() -> None:
+    it = Item(
+        "quadrature",
+        "k",
+        "https://example.org/a",
+        "example.org/a",
+        "Titre https://title.example/t",
+        "Soutenez-nous sur Patreon (https://www.patreon.com/x) et lisez https://lettre.example/n",
+        author="Auteur https://author.example/",
+        tags=("https://tag.example/",),
+    )
+    for template in ("news", "petition", "news-en"):
+        post = render(it, template=template)
+        assert [post.text[s:e] for s, e in find_urls(post.text)] == ["https://example.org/a"], template
+        assert "Soutenez-nous sur Patreon et lisez" in post.text
+
+
+def test_a_user_template_with_the_summary_first_still_shows_the_item_card(tmp_path: Path) -> None:
+    (tmp_path / "own.j2").write_text("{{ item.summary }} {{ item.author }} {{ feed.title }}\n{{ item.link }}")
+    post = render_post(
+        find_template(make_environment([tmp_path]), "own", "mastodon"),
+        Item(
+            "f",
+            "k",
+            "https://example.org/a",
+            "example.org/a",
+            "",
+            "Lire https://b.example/",
+            author="https://c.example/",
+        ),
+        FeedInfo("f", "Site https://d.example/", "https://example.org/feed"),
+        platform="mastodon",
+        account="a",
+        hashtags=(),
+        language="fr",
+    )
+    assert post.text == "Lire  Site\nhttps://example.org/a"  # the empty author between two spaces
+
+
+def test_bluesky_keeps_urls_in_feed_text() -> None:
+    post = render(item(summary="Voir https://b.example/page"), platform="bluesky", template="news-en")
+    assert "b.example/page" in post.text
+
+
+# Untitled items read well everywhere (issue 14).
+
+
+STATUS = "Notre lettre est parue. Le point sur la loi climat https://lettre.example/n et les mobilisations."
+
+
+def test_untitled_bluesky_post_starts_with_the_summary_and_its_card_has_a_title() -> None:
+    for template in ("news", "petition"):
+        post = render(item(title="", summary=STATUS), platform="bluesky", template=template)
+        assert "Notre lettre est parue. Le point sur la loi climat et les mobilisations." in post.text
+        assert post.embed is not None
+        assert post.embed["external"]["title"] == "Notre lettre est parue."
+        assert post.image_alt == "Notre lettre est parue."
+
+
+def test_untitled_bluesky_headline_is_cut_on_a_word() -> None:
+    post = render(item(title="", summary="manifestation " * 60), platform="bluesky")
+    first = post.text.split("\n")[0]
+    assert first.endswith("manifestation…")
+    assert grapheme_length(first) <= 200
+
+
+def test_untitled_item_without_summary_has_the_site_name_as_card_title() -> None:
+    post = render(item(title="", summary=""), platform="bluesky")
+    assert post.embed is not None and post.embed["external"]["title"] == "La Quadrature du Net"
+
+
+def test_untitled_mastodon_post_starts_with_the_summary() -> None:
+    post = render(item(title="", summary=STATUS))
+    assert post.text.startswith("Notre lettre est parue. Le point sur la loi climat et les mobilisations.")
+
+
+def test_titled_item_headline_is_its_title() -> None:
+    assert headline("Titre", "Résumé") == "Titre"
+    assert card_title("Titre", "Résumé. Suite.", FEED) == "Titre"
+    assert card_title("", "Résumé ! Suite.", FEED) == "Résumé !"
