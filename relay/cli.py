@@ -399,7 +399,7 @@ def preview(
       relay preview --format json | jq '.posts[] | select(.action == "post")'
     """
     from relay.fetch import make_client
-    from relay.pipeline import Renderer, account_limits, poll
+    from relay.pipeline import Renderer, account_limits, poll, post_language
     from relay.store import Store
 
     config = _load(config_path)
@@ -449,6 +449,7 @@ def preview(
                 if decision.reason is None
                 else {a: ("skip", decision.reason) for a in feed_poll.feed.to}
             )
+            language, language_source = post_language(item, feed_poll.feed)
             for name, (action, reason) in targets.items():
                 account = config.accounts[name]
                 entry: dict[str, Any] = {
@@ -460,7 +461,8 @@ def preview(
                     "limit": None,
                     "facets": [],
                     "embed": None,
-                    "language": feed_poll.feed.language,
+                    "language": language,
+                    "language_source": language_source,
                     "action": action,
                     "reason": reason,
                 }
@@ -527,7 +529,10 @@ def _print_preview(
         for post in shown:
             reason = f" ({post['reason']})" if post["reason"] else ""
             length = f" {post['length']}/{post['limit']}" if post["length"] is not None else ""
-            echo(f"-- [{post['action']}] {post['feed']}: {truncate(post['title'], 70)}{length}{reason}")
+            # where the language came from, when not from defaults: a reader checks it there
+            source = post.get("language_source", "default")
+            language = f" [{post['language']} from {source}]" if source != "default" else ""
+            echo(f"-- [{post['action']}] {post['feed']}: {truncate(post['title'], 70)}{length}{language}{reason}")
             if (post["text"] and post["action"] != "skip") or (post["text"] and verbose):
                 if post.get("spoiler_text"):
                     echo(f"   CW: {post['spoiler_text']}")

@@ -72,7 +72,7 @@ class Feed:
     max_age: timedelta
     backfill: int
     template: str
-    language: str
+    language: str  # the feed's own language: when set, else defaults.language
     hashtags: tuple[str, ...]
     to: tuple[str, ...]
     include: tuple[str, ...] = ()
@@ -85,6 +85,7 @@ class Feed:
     sensitive: bool = False
     images: bool = False
     visibility: str = ""  # Mastodon: overrides the account's visibility when set
+    language_set: bool = False  # language: written for this feed (it outranks the channel's)
     line: int = 0
     fetch_url: str = field(default="", repr=False)  # url with ${VAR} substituted; never shown
 
@@ -810,6 +811,7 @@ def _feeds(
                 flood_threshold_day=ints["flood_threshold_day"],
                 template=strings["template"],
                 language=strings["language"],
+                language_set="language" in raw,
                 content_warning=strings["content_warning"],
                 visibility=strings["visibility"],
                 hashtags=tuple(hashtags),

@@ -22,6 +22,8 @@ class Item:
     image: str | None = None
     image_alt: str = ""
     skip_reason: str | None = None  # why this entry can never be relayed (bad link, ...)
+    language: str = ""  # the language the entry declares itself (xml:lang, dc:language)
+    channel_language: str = ""  # the language its feed declares (<language>, xml:lang)
 
 
 @dataclass(frozen=True)
@@ -31,3 +33,4 @@ class ParsedFeed:
     entries: int
     items: tuple[Item, ...]
     warnings: tuple[str, ...] = field(default=())
+    language: str = ""  # the channel's <language> or the Atom feed's xml:lang, when valid

@@ -7,8 +7,10 @@ import calendar
 import hashlib
 import io
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import feedparser
 
@@ -119,6 +121,15 @@ def parse_feed(
     except MemoryError:
         raise ParseError("feed too large to parse") from None
     version = document.get("version", "")
+    feed_info = document.get("feed", {})
+    site = _site_link(url, feed_info)
+    if site:
+        # a feed read from disk has no web address: its relative links resolve against the
+        # site it declares, so they are the same links as when it is read over HTTP
+        try:
+            document = feedparser.parse(io.BytesIO(body), response_headers={**headers, "content-location": site})
+        except MemoryError:
+            raise ParseError("feed too large to parse") from None
     entries = document.get("entries", [])
     if not version and not entries:
         if _looks_like_html(body[:4096]):
@@ -127,6 +138,13 @@ def parse_feed(
         raise ParseError(f"not a feed{f': {reason}' if reason else ''}")
     feed_info = document.get("feed", {})
     warnings = []
+    invalid_languages: list[str] = []
+    channel_language = _language(feed_info.get("language"), invalid_languages)
+    # the language every entry inherits (Atom xml:lang), which is not an item's own
+    inherited = {
+        str(feed_info.get("language") or "").strip(),
+        str((feed_info.get("title_detail") or {}).get("language") or "").strip(),
+    }
     if len(entries) > MAX_ENTRIES:
         warnings.append(f"{len(entries)} entries: only the first {MAX_ENTRIES} are read")
     items = []
@@ -134,19 +152,86 @@ def parse_feed(
     written = _links_as_written(body, len(entries)) if _BROKEN_LINK.search(body) else {}
     for index, entry in enumerate(entries[:MAX_ENTRIES]):
         item = entry_to_item(entry, feed_name, written.get(index))
+        item = replace(
+            item,
+            language=_entry_language(entry, inherited, invalid_languages),
+            channel_language=channel_language,
+        )
         count = seen_keys.get(item.key, 0)
         seen_keys[item.key] = count + 1
         if count:
             # a duplicated guid must not hide the second item: qualify it by link/content
             item = _rekey(item, f"{item.key}\n{item.link or _content_hash(item)}\n{count}")
         items.append(item)
+    for tag in dict.fromkeys(invalid_languages):
+        warnings.append(f"language {_show(tag)} is not a language tag (like fr or fr-FR): ignored")
     return ParsedFeed(
         title=clean_text(_text(feed_info.get("title", ""), MAX_SHORT_FIELD_CHARS)),
         link=str(feed_info.get("link", "") or ""),
         entries=len(entries),
         items=tuple(items),
         warnings=tuple(warnings),
+        language=channel_language,
     )
+
+
+def _site_link(url: str, feed_info: Any) -> str:
+    """The channel's absolute http(s) site link, when the feed has no HTTP address of its own
+    (a file:// URL or none) to resolve relative links against; else ""."""
+    if urlsplit(url).scheme.lower() not in ("", "file"):
+        return ""
+    link = str(feed_info.get("link", "") or "").strip()
+    parts = urlsplit(link)
+    if parts.scheme.lower() in ("http", "https") and parts.hostname and "@" not in parts.netloc:
+        return link
+    return ""
+
+
+# BCP-47 well-formed, simplified: a 2-3 letter language, then subtags (script, region,
+# variant) of 1-8 letters or digits. "en_US" is read as "en-US".
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
+MAX_LANGUAGE_CHARS = 35
+
+
+def _language(value: object, invalid: list[str]) -> str:
+    """A declared language tag, normalised (fr, fr-FR, zh-Hant); "" when none is declared,
+    and "" with the tag added to invalid when it is not a language tag."""
+    tag = str(value or "").strip()
+    if not tag:
+        return ""
+    tag = tag.replace("_", "-")
+    if len(tag) > MAX_LANGUAGE_CHARS or not _LANGUAGE_TAG.fullmatch(tag):
+        invalid.append(str(value).strip()[:MAX_LANGUAGE_CHARS])
+        return ""
+    primary, *rest = tag.split("-")
+    subtags = [primary.lower()]
+    for subtag in rest:
+        if len(subtag) == 2 and subtag.isalpha():
+            subtags.append(subtag.upper())  # region
+        elif len(subtag) == 4 and subtag.isalpha():
+            subtags.append(subtag.title())  # script
+        else:
+            subtags.append(subtag.lower())
+    return "-".join(subtags)
+
+
+def _entry_language(entry: Any, inherited: set[str], invalid: list[str]) -> str:
+    """The language an entry declares itself: dc:language, else an xml:lang on the entry or
+    its text (feedparser hands down the feed's xml:lang, which is the channel's, not the
+    item's)."""
+    declared = str(entry.get("language") or "").strip()
+    if declared:
+        return _language(declared, invalid)
+    details = [entry.get("title_detail"), entry.get("summary_detail"), *(entry.get("content") or [])[:1]]
+    for detail in details:
+        language = str((detail or {}).get("language") or "").strip()
+        if language and language not in inherited:
+            return _language(language, invalid)
+    return ""
+
+
+def _show(text: str) -> str:
+    return repr(text)  # one line, control characters escaped
 
 
 def _links_as_written(body: bytes, count: int) -> dict[int, str]:
@@ -176,8 +261,6 @@ def _entry_link(entry: Any) -> str:
 
 
 def _rekey(item: Item, key: str) -> Item:
-    from dataclasses import replace
-
     return replace(item, key=key)
 
 

@@ -430,6 +430,19 @@ def item_from_payload(payload: str) -> Item:
 # rendering
 
 
+def post_language(item: Item, feed: Feed) -> tuple[str, str]:
+    """A post's language and where it came from: the item's own (item), else the feed's
+    language: in feeds.yaml when written for that feed (feed), else the one the channel
+    declares (channel), else defaults.language (default). One rule for preview and run."""
+    if item.language:
+        return item.language, "item"
+    if feed.language_set:
+        return feed.language, "feed"
+    if item.channel_language:
+        return item.channel_language, "channel"
+    return feed.language, "default"
+
+
 class Renderer:
     """Templates compiled once per run; one render per item and account."""
 
@@ -446,7 +459,7 @@ class Renderer:
             platform=account.platform,
             account=account.name,
             hashtags=feed.hashtags,
-            language=feed.language,
+            language=post_language(item, feed)[0],
             limits=limits,
             spoiler_text=feed.content_warning,
             sensitive=feed.sensitive,
