@@ -49,6 +49,7 @@ def test_every_key_is_documented(key: str) -> None:
         "item.title",
         "item.summary",
         "item.link",
+        "item.headline",
         "item.author",
         "item.published",
         "item.tags",
