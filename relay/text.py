@@ -3,10 +3,12 @@ offsets, HTML to text, mention defusing. No I/O, no clock."""
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Any
 
 import regex
 
@@ -260,12 +262,52 @@ def _image_alt(attributes: str) -> str:
 
 def clean_text(value: str, *, keep_newlines: bool = False) -> str:
     """Untrusted feed text → plain, visible, single-spaced text with no mentions."""
-    text = html_to_text(value)
+    text = repair_mojibake(html_to_text(value))
     text = unicodedata.normalize("NFC", text)
     text = remove_invisible(text)
     text = _SPACES.sub(" ", text)
     text = "\n".join(_paragraphs(text.split("\n"))) if keep_newlines else re.sub(r"\s+", " ", text)
     return defuse_mentions(text.strip())
+
+
+# What a UTF-8 multi-byte sequence looks like once decoded as Windows-1252 (or Latin-1): a
+# lead byte (Â … ô) followed by a continuation byte (0x80–0xBF as one of those code pages
+# shows it). Correct text rarely has the pair; when it does, ftfy decides and leaves it.
+_MOJIBAKE_SIGN = re.compile(
+    "[\u00c2-\u00f4][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc"
+    "\u2013\u2014\u2018-\u201a\u201c-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]"
+    "|\u00c3 "  # à whose second byte (a no-break space) became a space on the way
+)
+
+
+def repair_mojibake(text: str) -> str:
+    """UTF-8 text decoded as Windows-1252 and encoded again ("cÃ©lÃ¨bre", "lâ€™Ã©tat"), as
+    some newspapers' feeds are, repaired by ftfy. Only its encoding fixes run: quotes,
+    full-width characters (＠ included), ligatures and line breaks stay as they are, and
+    correct text that merely looks odd ("NÃO", "IRMÃ") is left alone. Linear in the text."""
+    if text.isascii() or not _MOJIBAKE_SIGN.search(text):
+        return text
+    import ftfy  # only when there is something to repair
+
+    return str(ftfy.fix_text(text, _ftfy_config()))
+
+
+@functools.cache
+def _ftfy_config() -> Any:
+    import ftfy
+
+    return ftfy.TextFixerConfig(
+        unescape_html=False,  # html_to_text decoded the entities; a literal "&amp;" stays
+        remove_terminal_escapes=False,
+        fix_latin_ligatures=False,
+        fix_character_width=False,
+        uncurl_quotes=False,
+        fix_line_breaks=False,
+        fix_surrogates=False,
+        remove_control_chars=False,  # remove_invisible decides what is invisible
+        normalization=None,  # NFC comes next
+        explain=False,
+    )
 
 
 def remove_invisible(text: str) -> str:

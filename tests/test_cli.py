@@ -95,6 +95,7 @@ def test_preview_json_contract() -> None:
         "facets",
         "embed",
         "language",
+        "language_source",
         "action",
         "reason",
     }
@@ -103,7 +104,12 @@ def test_preview_json_contract() -> None:
         assert post["action"] in ("post", "skip", "hold")
         if post["action"] == "post":
             assert post["length"] <= post["limit"]
-            assert post["language"] == "fr"
+            # defaults.language, or the feed's own <language> (framablog declares fr-FR)
+            assert (post["language"], post["language_source"]) in {
+                ("fr", "default"),
+                ("fr", "channel"),
+                ("fr-FR", "channel"),
+            }
     skipped = [p for p in data["posts"] if p["title"].startswith("Lien piégé")]
     assert skipped and all(p["action"] == "skip" and "not http(s)" in p["reason"] for p in skipped)
     bluesky = [p for p in data["posts"] if p["platform"] == "bluesky" and p["action"] == "post"]

@@ -242,3 +242,38 @@ def test_an_at_after_an_older_letter_is_left_alone() -> None:
 
 def test_a_quoted_greater_than_sign_stays_inside_an_attribute() -> None:
     assert clean_text('<img alt="a > b" src="i.png">after') == "a > b after"
+
+
+@pytest.mark.parametrize(
+    ("broken", "repaired"),
+    [
+        ("VIDÃ‰O - Le cÃ©lÃ¨bre chef", "VIDÉO - Le célèbre chef"),
+        ("lâ€™Ã©tat", "l’état"),
+        ("Â«Â Ã§a suffitÂ Â», dit lâ€™Ã©lÃ¨ve", "« ça suffit », dit l’élève"),
+        ("cÅ“ur, Å“uvre", "cœur, œuvre"),
+        ("Ã&nbsp; propos, &Atilde;&copy;t&eacute;", "à propos, été"),
+    ],
+)
+def test_double_encoded_french_is_repaired(broken: str, repaired: str) -> None:
+    assert clean_text(broken) == repaired
+
+
+@pytest.mark.parametrize(
+    "correct",
+    [
+        "NÃO À PRIVATIZAÇÃO",  # Portuguese capitals: Ã is an intended letter
+        "MINHA IRMÃ E EU",
+        "SÃO PAULO, MÃE",
+        "l’état «citation» — déjà vu…",
+        "👩\u200d👩\u200d👧\u200d👦 famille",
+        "مرحبا بالعالم",
+        "Écrire à ＠collectif",
+        "Les 3 ﬁchiers en pleine largeur ＡＢＣ",  # ligatures and full width are not ftfy's to fix here
+    ],
+)
+def test_correct_text_is_left_as_it_is(correct: str) -> None:
+    assert clean_text(correct) == correct
+
+
+def test_a_repaired_mention_is_still_defused() -> None:
+    assert clean_text("Merci Ã  @cnil_officiel") == "Merci à ＠cnil_officiel"
