@@ -250,15 +250,7 @@ def test_a_held_copy_of_an_article_does_not_silence_an_allys_item(
     """A flooding feed's held items include a copy of an ally's article (its link with a
     tracker and a fragment). The ally's own item is still posted; releasing the held copy
     later does not post the article twice."""
-    evil: dict[str, bytes] = {"body": rss([])}
-    ally: dict[str, bytes] = {"body": rss([])}
-    feed_server.add("/evil", lambda request: _serve(evil["body"]))
-    feed_server.add("/ally", lambda request: _serve(ally["body"]))
-    config = write(
-        tmp_path,
-        mastodon,
-        f"  - name: evil\n    url: {feed_server.url('/evil')}\n  - name: ally\n    url: {feed_server.url('/ally')}\n",
-    )
+    evil, ally, config = _evil_and_ally(tmp_path, feed_server, mastodon)
     assert relay("run", "-c", str(config), env=ENV, now=NOW).exit_code == 0  # both feeds known, empty
     flood = [
         {"title": f"spam {n}", "link": f"https://evil.example/{n}", "guid": f"e{n}", "published": NOW}
@@ -277,6 +269,20 @@ def test_a_held_copy_of_an_article_does_not_silence_an_allys_item(
     assert "copy" not in posted(mastodon) and len(posted(mastodon)) == 11  # the ten spam items, the article once
 
 
+def _evil_and_ally(
+    tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon, pacing: str = PACING
+) -> tuple[dict[str, bytes], dict[str, bytes], Path]:
+    """Two feeds whose bodies a test changes between runs: an attacker's and an ally's."""
+    evil: dict[str, bytes] = {"body": rss([])}
+    ally: dict[str, bytes] = {"body": rss([])}
+    feed_server.add("/evil", lambda request: _serve(evil["body"]))
+    feed_server.add("/ally", lambda request: _serve(ally["body"]))
+    feeds = (
+        f"  - name: evil\n    url: {feed_server.url('/evil')}\n  - name: ally\n    url: {feed_server.url('/ally')}\n"
+    )
+    return evil, ally, write(tmp_path, mastodon, feeds, pacing=pacing)
+
+
 def _serve(body: bytes) -> Any:
     from tests.support.feedserver import Response
 
@@ -289,15 +295,8 @@ def test_a_copy_queued_then_held_does_not_silence_an_allys_item(
     """The copy is queued first (pacing keeps it waiting), the ally's item comes next, then
     the copy's feed floods over 24 hours and everything it has waiting is held: the ally's
     item is still posted, and the copy, released later, is not posted a second time."""
-    evil: dict[str, bytes] = {"body": rss([])}
-    ally: dict[str, bytes] = {"body": rss([])}
-    feed_server.add("/evil", lambda request: _serve(evil["body"]))
-    feed_server.add("/ally", lambda request: _serve(ally["body"]))
-    config = write(
-        tmp_path,
-        mastodon,
-        f"  - name: evil\n    url: {feed_server.url('/evil')}\n  - name: ally\n    url: {feed_server.url('/ally')}\n",
-        pacing="  max_per_run: 1\n  min_interval: 6h\n  max_per_day: 40\n",
+    evil, ally, config = _evil_and_ally(
+        tmp_path, feed_server, mastodon, pacing="  max_per_run: 1\n  min_interval: 6h\n  max_per_day: 40\n"
     )
     at = NOW
     assert relay("run", "-c", str(config), env=ENV, now=at).exit_code == 0  # both feeds known, empty

@@ -6,22 +6,10 @@ from click.testing import CliRunner
 
 from relay.cli import cli
 from tests.support import feedserver as fs
-from tests.support.feeds import numbered, rss
+from tests.support.feeds import TWO_ACCOUNTS, numbered, rss
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "offline" / "feeds.yaml"
-
-ACCOUNTS = """\
-accounts:
-  masto:
-    platform: mastodon
-    instance: https://mastodon.example
-    token: ${TOKEN}
-  sky:
-    platform: bluesky
-    handle: collectif.bsky.social
-    app_password: ${APP_PASSWORD}
-"""
 
 
 def invoke(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
@@ -30,7 +18,7 @@ def invoke(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-un
 
 def config(tmp_path: Path, feeds: str, defaults: str = "") -> Path:
     path = tmp_path / "feeds.yaml"
-    path.write_text(f"defaults:\n  backfill: 5\n{defaults}{ACCOUNTS}feeds:\n{feeds}")
+    path.write_text(f"defaults:\n  backfill: 5\n{defaults}{TWO_ACCOUNTS}feeds:\n{feeds}")
     return path
 
 

@@ -8,21 +8,11 @@ from pathlib import Path
 import pytest
 
 from relay.text import find_urls
+from tests.support.feeds import TWO_ACCOUNTS
 from tests.support.relayrun import relay
 
 FEEDS = Path(__file__).resolve().parent / "feeds"
 ENV = {"TOKEN": "t", "APP_PASSWORD": "p"}
-ACCOUNTS = """\
-accounts:
-  masto:
-    platform: mastodon
-    instance: https://mastodon.example
-    token: ${TOKEN}
-  sky:
-    platform: bluesky
-    handle: collectif.bsky.social
-    app_password: ${APP_PASSWORD}
-"""
 YOUTUBE = "youtube_channel_description_links.atom.xml"
 MASTODON_ACCOUNT = "mastodon_account_untitled_links.rss.xml"
 MICROBLOG = "microblog_untitled.rss.xml"
@@ -31,7 +21,7 @@ MICROBLOG = "microblog_untitled.rss.xml"
 def preview(tmp_path: Path, feed_file: str, template: str = "news") -> list[dict]:  # type: ignore[type-arg]
     shutil.copy(FEEDS / feed_file, tmp_path / feed_file)
     (tmp_path / "feeds.yaml").write_text(
-        f"{ACCOUNTS}feeds:\n  - name: f\n    url: ./{feed_file}\n    to: [masto, sky]\n    template: {template}\n"
+        f"{TWO_ACCOUNTS}feeds:\n  - name: f\n    url: ./{feed_file}\n    to: [masto, sky]\n    template: {template}\n"
     )
     result = relay(
         "preview",
@@ -104,7 +94,7 @@ def test_check_warns_when_a_user_template_puts_another_url_before_the_link(tmp_p
         "{{ item.summary }} {{ item.author }} {{ item.tags | join(' ') }} {{ feed.title }}\n{{ item.title }}\n{{ item.link }}"
     )
     (tmp_path / "feeds.yaml").write_text(
-        f"{ACCOUNTS}feeds:\n"
+        f"{TWO_ACCOUNTS}feeds:\n"
         "  - name: pictures\n    url: https://example.org/feed\n    to: [masto, sky]\n    template: imagefirst\n"
         "  - name: statuses\n    url: https://example.org/other\n    to: [masto]\n    template: summaryfirst\n"
         "  - name: sky-only\n    url: https://example.org/sky\n    to: [sky]\n    template: imagefirst\n"

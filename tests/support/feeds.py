@@ -42,3 +42,18 @@ def numbered(
             for n in range(start + count - 1, start - 1, -1)
         ]
     )
+
+
+# A Mastodon and a Bluesky account, secrets from ${TOKEN} and ${APP_PASSWORD} (preview only
+# warns when they are not set).
+TWO_ACCOUNTS = """\
+accounts:
+  masto:
+    platform: mastodon
+    instance: https://mastodon.example
+    token: ${TOKEN}
+  sky:
+    platform: bluesky
+    handle: collectif.bsky.social
+    app_password: ${APP_PASSWORD}
+"""
