@@ -213,6 +213,8 @@ def render_post(
     author = clean(item.author) if item.author is not None else None
     tags = [t for t in (clean(tag) for tag in item.tags) if t]
     feed_title = clean(feed.title)
+    if not title.strip() and not summary.strip():
+        title = feed_title or feed.name  # an item that says nothing is named by its site, not a bare link
 
     def produce(title: str, summary: str) -> str:
         context = {
@@ -323,16 +325,23 @@ def remove_urls(text: str) -> str:
     return tidy(kept)
 
 
+_LETTER = re.compile(r"[^\W\d_]")
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
 def headline(title: str, summary: str, max_graphemes: int = HEADLINE_GRAPHEMES) -> str:
     """The item's title; for an untitled item (a Mastodon status, a micro.blog post) the
-    start of its summary on one line, without URLs, cut on a word boundary."""
-    if title.strip():
-        return title
-    return truncate(_one_line(remove_urls(summary)), max_graphemes)
+    start of its summary on one line, without URLs, cut on a word boundary. A title without
+    a single letter (a release titled "0.2.0") is followed by the start of the summary."""
+    start = truncate(_one_line(remove_urls(summary)), max_graphemes)
+    if not title.strip():
+        return start
+    if not _LETTER.search(title) and start:
+        return truncate(f"{title} — {start}", max_graphemes)
+    return title
 
 
 def card_title(title: str, summary: str, feed: FeedInfo) -> str:

@@ -396,3 +396,16 @@ def test_titled_item_headline_is_its_title() -> None:
     assert headline("Titre", "Résumé") == "Titre"
     assert card_title("Titre", "Résumé. Suite.", FEED) == "Titre"
     assert card_title("", "Résumé ! Suite.", FEED) == "Résumé !"
+
+
+@pytest.mark.parametrize("platform", ["mastodon", "bluesky"])
+def test_an_item_with_neither_title_nor_summary_is_named_by_its_site(platform: str) -> None:
+    post = render(item(title="", summary=""), platform=platform)
+    assert post.text.startswith("La Quadrature du Net")  # FEED's title, not a bare link
+    if platform == "bluesky":
+        assert post.embed["external"]["title"] == "La Quadrature du Net"
+
+
+def test_a_title_without_letters_is_followed_by_the_summary_on_bluesky() -> None:
+    post = render(item(title="0.2.0", summary="Align the domain model with the 2018 edition."), platform="bluesky")
+    assert post.text.startswith("0.2.0 — Align the domain model with the 2018 edition.")
