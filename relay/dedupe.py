@@ -7,7 +7,8 @@ import hashlib
 import re
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-# Query parameters that only track where a click came from.
+# Query parameters that only track where a click came from, for dedupe keys only (never
+# posted: the posted link is cleaned by the ClearURLs rules in relay.trackers).
 _TRACKERS = re.compile(
     r"^(utm_\w+|fbclid|gclid|gclsrc|dclid|msclkid|mc_cid|mc_eid|mc_\w+|xtor|xtref|_hsenc|_hsmi"
     r"|igshid|yclid|twclid|ref_src|ref_url|at_medium|at_campaign|at_\w+|pk_\w+|piwik_\w+"
@@ -42,12 +43,13 @@ def canonical_url(url: str) -> str:
     canonical = host + path
     if kept:
         canonical += "?" + urlencode(kept)
-    # xtor in a fragment (#xtor=RSS-1) is a tracker; other fragments are page anchors.
-    return canonical
+    return canonical  # no fragment: #xtor=RSS-1 tracks, and a page anchor is the same page
 
 
-def strip_trackers(url: str) -> str:
-    """The link as published, minus tracking parameters: what relay posts."""
+def key_link(url: str) -> str:
+    """The link an item without a guid is known by: the link minus the parameters in
+    _TRACKERS. Frozen: state written by earlier versions holds these keys, and a new key
+    would post those items again. The link that is posted is cleaned by relay.trackers."""
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -24,6 +24,9 @@ class Item:
     skip_reason: str | None = None  # why this entry can never be relayed (bad link, ...)
     language: str = ""  # the language the entry declares itself (xml:lang, dc:language)
     channel_language: str = ""  # the language its feed declares (<language>, xml:lang)
+    # the link as keys and dedupe know it (dedupe.key_link), never posted: kept as earlier
+    # versions wrote it, so a better tracker list cannot post an old item again
+    key_link: str | None = None
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,12 @@ from urllib.parse import urlsplit
 
 import feedparser
 
-from relay.dedupe import canonical_url, strip_trackers
+from relay.dedupe import canonical_url, key_link
 from relay.errors import ParseError
 from relay.links import normalise_link
 from relay.models import Item, ParsedFeed
 from relay.text import clean_text
+from relay.trackers import clean_link
 
 MAX_ENTRIES = 500
 MAX_FIELD_CHARS = 20_000  # feed text beyond this is never looked at
@@ -161,7 +162,7 @@ def parse_feed(
         seen_keys[item.key] = count + 1
         if count:
             # a duplicated guid must not hide the second item: qualify it by link/content
-            item = _rekey(item, f"{item.key}\n{item.link or _content_hash(item)}\n{count}")
+            item = _rekey(item, f"{item.key}\n{item.key_link or _content_hash(item)}\n{count}")
         items.append(item)
     for tag in dict.fromkeys(invalid_languages):
         warnings.append(f"language {_show(tag)} is not a language tag (like fr or fr-FR): ignored")
@@ -291,14 +292,20 @@ def entry_to_item(entry: Any, feed_name: str, link_as_written: str | None = None
 
     raw_link = link_as_written or _entry_link(entry)
     link: str | None = None
+    link_key = ""  # the link as earlier versions keyed it
     skip_reason = None
     if not raw_link:
         skip_reason = "no link"
     else:
         try:
+            written = normalise_link(raw_link)
             # normalised again after the trackers go: dropping a parameter can leave a
             # character at the end that a post would cut off the link
-            link = normalise_link(strip_trackers(normalise_link(raw_link)))
+            link_key = normalise_link(key_link(written))
+            try:
+                link = normalise_link(clean_link(written))
+            except ValueError:
+                link = written  # a redirect's target relay refuses: the link as written still works
         except ValueError as exc:
             shown = raw_link[:SHOWN_LINK_CHARS] + ("…" if len(raw_link) > SHOWN_LINK_CHARS else "")
             skip_reason = f"{exc}: {shown!r}"  # repr: one line, control characters escaped
@@ -307,7 +314,7 @@ def entry_to_item(entry: Any, feed_name: str, link_as_written: str | None = None
     if item_id:
         key = f"id:{item_id[:2000]}"
     elif link:
-        key = f"link:{link}"
+        key = f"link:{link_key}"
     else:
         key = ""
 
@@ -334,7 +341,7 @@ def entry_to_item(entry: Any, feed_name: str, link_as_written: str | None = None
         feed=feed_name,
         key=key,
         link=link,
-        canonical_url=canonical_url(link) if link else None,
+        canonical_url=canonical_url(link_key) if link else None,
         title=title,
         summary=summary,
         author=clean_text(_text(entry.get("author", ""), MAX_SHORT_FIELD_CHARS)),
@@ -343,6 +350,7 @@ def entry_to_item(entry: Any, feed_name: str, link_as_written: str | None = None
         image=image,
         image_alt=image_alt,
         skip_reason=skip_reason,
+        key_link=link_key or None,
     )
     if not key:
         item = _rekey(item, _content_hash(item))

@@ -41,9 +41,11 @@ def items(name: str, url: str = "https://example.org/feed/"):  # type: ignore[no
     return parse_feed((CORPUS / name).read_bytes(), feed_name="c", url=url).items
 
 
-def test_google_alerts_links_canonicalise_to_the_real_article() -> None:
+def test_google_alerts_links_are_posted_and_canonicalised_as_the_real_article() -> None:
     for item in items("feedjira__google_alerts_atom.xml"):
-        assert item.link and "google.com/url" in item.link
+        assert item.key_link and "google.com/url" in item.key_link  # the key as earlier versions made it
+        assert item.link and item.link.startswith(("http://", "https://")) and "google." not in item.link
+        assert "&ct=ga" not in item.link and "usg=" not in item.link
         assert item.canonical_url and not item.canonical_url.startswith("google.com")
 
 
