@@ -221,11 +221,24 @@ def test_pacing_spreads_a_burst_oldest_first_none_lost_none_twice(
 def test_pacing_min_interval_and_max_per_day(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
     config = write(tmp_path, feed_server.feed("/f", numbered(10, now=NOW)), mastodon, extra_feed="    backfill: 10\n")
     config.write_text(
-        config.read_text().replace("min_interval: 0s\n  max_per_day: 1000", "min_interval: 10m\n  max_per_day: 4")
+        config.read_text().replace(
+            "max_per_run: 10\n  min_interval: 0s\n  max_per_day: 1000",
+            "max_per_run: 2\n  min_interval: 10m\n  max_per_day: 5",
+        )
     )
-    for minutes in (0, 5, 10, 15, 20, 30):
+    posted_after: dict[int, int] = {}
+    for minutes in (0, 5, 9, 10, 15, 20, 30):
         relay("run", "-c", str(config), env=ENV, now=NOW + timedelta(minutes=minutes))
-    assert len(mastodon.statuses) == 4  # max_per_run 10, but 4 a day
+        posted_after[minutes] = len(mastodon.statuses)
+    assert posted_after == {
+        0: 2,  # max_per_run
+        5: 2,  # 5 and 9 minutes after the last post: min_interval 10m holds the next
+        9: 2,
+        10: 4,  # 10 minutes after: two more
+        15: 4,
+        20: 5,  # only one left of max_per_day 5
+        30: 5,  # none left today
+    }
 
 
 def test_flood_guard_holds_then_release(tmp_path: Path, feed_server: FeedServer, mastodon: FakeMastodon) -> None:
