@@ -3,6 +3,7 @@ stats): no crash on any file, every entry accounted for, and what MANIFEST.md de
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,14 @@ import pytest
 from relay.dedupe import canonical_url
 from relay.errors import ParseError
 from relay.parse import parse_feed
+from tests.support.fake_mastodon import FakeMastodon
+from tests.support.feedserver import FeedServer
+from tests.support.relayrun import relay
 
 CORPUS = Path(__file__).parent / "feeds" / "corpus"
 STATS = json.loads((CORPUS / "corpus_stats.json").read_text())
 FILES = sorted(name for name in STATS)
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -77,9 +82,35 @@ def test_encodings_decode() -> None:
     assert "é" in " ".join(i.title for i in items("miniflux__no_encoding_ISO-8859-1.xml"))
 
 
-def test_humanite_numeric_guids_are_namespaced_by_feed() -> None:
-    keys = {item.key for item in items("sfp__humanite.rss.xml")}
-    assert len(keys) == 10
+def test_numeric_guids_shared_by_two_feeds_are_each_feeds_own(tmp_path: Path, feed_server: FeedServer) -> None:
+    """L'Humanité's guids are bare numbers (645745), unique only within the feed: another
+    feed using the same numbers for other articles is neither known already nor posted
+    under the first feed's idempotency keys."""
+    humanite = (CORPUS / "sfp__humanite.rss.xml").read_bytes()
+    assert len({item.key for item in items("sfp__humanite.rss.xml")}) == 10
+    same_guids = humanite.replace(b"https://www.humanite.fr/", b"https://other.example/")
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "link.j2").write_text("{{ item.link }}")  # the fake counts a URL in full
+    mastodon = FakeMastodon()
+    config = tmp_path / "feeds.yaml"
+    text = (
+        "defaults:\n  backfill: 10\n  max_age: 36500d\n  template: link\n"
+        f"accounts:\n  masto:\n    platform: mastodon\n    instance: {mastodon.url}\n    token: ${{TOKEN}}\n"
+        "pacing:\n  max_per_run: 100\n  min_interval: 0s\n  max_per_day: 1000\n"
+        f"feeds:\n  - name: humanite\n    url: {feed_server.feed('/humanite', humanite)}\n"
+    )
+    try:
+        config.write_text(text)
+        first = relay("run", "-c", str(config), env={"TOKEN": "good-token"}, now=NOW)
+        assert first.exit_code == 0, first.output
+        config.write_text(text + f"  - name: other\n    url: {feed_server.feed('/other', same_guids)}\n")
+        later = relay("run", "-c", str(config), env={"TOKEN": "good-token"}, now=NOW + timedelta(hours=1))
+        assert later.exit_code == 0, later.output
+    finally:
+        mastodon.stop()
+    links = [s["content"] for s in mastodon.statuses]
+    assert len(links) == 20 and len({s["idempotency_key"] for s in mastodon.statuses}) == 20
+    assert sum("other.example/" in link for link in links) == 10
 
 
 def test_two_digit_years_parse() -> None:
