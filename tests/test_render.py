@@ -133,13 +133,13 @@ def test_broken_template_is_a_render_error(tmp_path: Path) -> None:
 
 def test_undefined_variable_is_a_render_error(tmp_path: Path) -> None:
     (tmp_path / "typo.j2").write_text("{{ item.titel }} {{ item.link }}")
-    with pytest.raises(RenderError):
+    with pytest.raises(RenderError, match=r"^template typo\.j2: .*has no attribute 'titel'$"):
         render_own(tmp_path, "typo")
 
 
 def test_sandbox_blocks_unsafe_attributes(tmp_path: Path) -> None:
     (tmp_path / "evil.j2").write_text("{{ item.title.__class__.__mro__ }} {{ item.link }}")
-    with pytest.raises(RenderError):
+    with pytest.raises(RenderError, match=r"^template evil\.j2: access to attribute '__class__' .* is unsafe"):
         render_own(tmp_path, "evil")
 
 
