@@ -175,7 +175,7 @@ def test_root_relative_links_from_disk_match_the_same_feed_over_http(tmp_path: P
 
 def test_a_local_feed_without_an_absolute_site_link_keeps_its_links_unresolved() -> None:
     # the channel's own link is relative: nothing to resolve against, the items are skipped
-    parsed = parse("nodefp__rss-with-relative-urls.xml", url="file:///srv/feeds/neverwinter.xml")
+    parsed = parse("links__rss-relative-urls-relative-site-link.xml", url="file:///srv/feeds/neverwinter.xml")
     assert all(item.link is None and "not http(s)" in (item.skip_reason or "") for item in parsed.items)
 
 

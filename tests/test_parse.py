@@ -55,19 +55,19 @@ def test_non_http_links_are_skipped_with_reason(link: str) -> None:
 
 
 def test_relative_links_resolve_against_the_feed_url() -> None:
-    body = (FEEDS / "nodefp__rss-with-relative-urls.xml").read_bytes()
+    body = (FEEDS / "links__rss-relative-urls-relative-site-link.xml").read_bytes()
     parsed = parse(body, url="https://blog.example.net/feed/")
     assert all(item.link and item.link.startswith("http") for item in parsed.items)
 
 
 def test_feedburner_origlink_is_preferred() -> None:
-    parsed = parse((FEEDS / "feedjira__FeedBurnerXHTML.xml").read_bytes(), content_type="application/atom+xml")
+    parsed = parse((FEEDS / "links__atom-feedburner-origlink.xml").read_bytes(), content_type="application/atom+xml")
     assert parsed.items
     assert all("feedproxy" not in (item.link or "") for item in parsed.items)
 
 
 def test_titles_lose_html_and_entities() -> None:
-    parsed = parse((FEEDS / "flus__commitstrip.rss.xml").read_bytes())
+    parsed = parse((FEEDS / "titles__rss-html-entities.xml").read_bytes())
     assert parsed.items[0].title == "C’est l’histoire d’une conf-call Teams"
 
 
@@ -80,7 +80,7 @@ def test_html_page_is_not_a_feed() -> None:
 
 def test_empty_document_is_not_a_feed() -> None:
     with pytest.raises(ParseError, match="not a feed"):
-        parse((FEEDS / "feedparser__rss_empty_document.xml").read_bytes())
+        parse((FEEDS / "not_a_feed__empty-document.xml").read_bytes())
 
 
 def test_large_entity_referenced_many_times_is_not_expanded() -> None:
@@ -105,7 +105,7 @@ def test_large_entity_referenced_many_times_is_not_expanded() -> None:
 
 
 def test_media_image_and_alt() -> None:
-    parsed = parse((FEEDS / "carousel__lemonde_international.rss.xml").read_bytes())
+    parsed = parse((FEEDS / "media__rss-media-content-image.xml").read_bytes())
     item = parsed.items[0]
     assert item.image and item.image.startswith("https://")
 
