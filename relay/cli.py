@@ -21,6 +21,7 @@ import click
 
 from relay import __version__
 from relay.errors import ConfigError, ExitCode, LockedError, RelayError, RenderError, StateError
+from relay.models import DROP, DROP_HELD, RELEASE, RETRY, WAITING, DeliveryState, Move
 
 F = TypeVar("F", bound=Callable[..., Any])
 TIME_FORMAT = "%Y-%m-%d %H:%M"
@@ -415,7 +416,7 @@ def preview(
         from relay.store import epoch
 
         for name, account in config.accounts.items():
-            queued = len(store.deliveries("d.account = ? AND d.state IN ('queued', 'sending')", (name,)))
+            queued = store.waiting_count(name)
             budget, _ = schedule.pacing_budget(
                 account.pacing,
                 now=epoch(now),
@@ -654,7 +655,7 @@ def _run_with(
                 click.echo(_redact(config, f"warning: feed {report.name}: {warning}"), err=True)
     elif verbose:
         click.echo("no feed is due")
-    if not _has_due_deliveries(store, epoch(now)):
+    if not store.has_due_deliveries(epoch(now)):
         return failed
     import sqlite3
 
@@ -712,47 +713,12 @@ def _run_with(
     return failed or delivered.failed
 
 
-def _has_due_deliveries(store: Any, now: float) -> bool:
-    row = store.db.execute(
-        "SELECT 1 FROM deliveries WHERE state = 'sending' OR (state = 'queued' AND next_attempt_at <= ?) LIMIT 1",
-        (now,),
-    ).fetchone()
-    return row is not None
-
-
 @contextlib.contextmanager
 def _dry_run_state(state_dir: Path) -> Iterator[Any]:
-    """A throwaway copy of the state, so a dry run takes the real path and writes nothing.
-    Private (0700 folder, 0600 files: it holds session tokens) and removed on the way out,
-    even on Ctrl-C."""
-    import sqlite3
-    import tempfile
+    from relay.store import Store
 
-    from relay.store import Store, state_path
-
-    path = state_path(state_dir)
-    old_umask = os.umask(0o077)
-    scratch = Path(tempfile.mkdtemp(prefix="relay-dry-run-"))
-    try:
-        if path.exists():
-            source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-            target = sqlite3.connect(scratch / "relay.db")
-            try:
-                source.backup(target)
-            except sqlite3.DatabaseError as exc:
-                raise StateError(f"{path}: not a usable relay state file ({exc})") from None
-            finally:
-                source.close()
-                target.close()
-        os.umask(old_umask)
-        store = Store.open(scratch)
-        try:
-            yield store
-        finally:
-            store.close()
-    finally:
-        os.umask(old_umask)
-        shutil.rmtree(scratch, ignore_errors=True)
+    with Store.scratch_copy(state_dir) as store:
+        yield store
 
 
 # status, history, queue
@@ -811,22 +777,21 @@ def status(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, outpu
         for s in store.feed_states().values()
     ]
     counts = store.outbox_counts()
-    names = sorted(set(counts) | {r[0] for r in store.db.execute("SELECT name FROM accounts")})
     accounts = []
-    for name in names:
-        row = store.account_row(name)
+    for name in store.account_names():
+        known = store.account_state(name)
         accounts.append(
             {
                 "name": name,
                 "outbox": counts.get(name, {}),
-                "blocked_until": _iso(row["blocked_until"]),
-                "last_error": row["last_error"],
-                "logins": row["logins"],
+                "blocked_until": _iso(known.blocked_until),
+                "last_error": known.last_error,
+                "logins": known.logins,
                 "last_posted_at": _iso(store.last_posted_at(name)),
             }
         )
-    held = [_delivery_json(d) for d in store.deliveries("d.state = 'held'")]
-    failed = [_delivery_json(d) for d in store.deliveries("d.state = 'failed'")]
+    held = [_delivery_json(d) for d in store.deliveries(states=[DeliveryState.HELD])]
+    failed = [_delivery_json(d) for d in store.deliveries(states=[DeliveryState.FAILED])]
     if output_format == "json":
         click.echo(
             _redact(
@@ -901,7 +866,10 @@ def history(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, outp
       relay history --limit 10
     """
     store = _open_existing(state_dir)
-    rows = [_delivery_json(d) for d in store.deliveries("d.state = 'posted'", order="d.posted_at DESC", limit=limit)]
+    rows = [
+        _delivery_json(d)
+        for d in store.deliveries(states=[DeliveryState.POSTED], newest_posted_first=True, limit=limit)
+    ]
     if output_format == "json":
         click.echo(_redact(None, json.dumps(rows, ensure_ascii=False, indent=2)))
         return
@@ -933,7 +901,7 @@ def queue() -> None:
     "--state",
     "states",
     multiple=True,
-    type=click.Choice(["queued", "sending", "posted", "failed", "held", "dropped"]),
+    type=click.Choice([state.value for state in DeliveryState]),
     help="Only deliveries in this state (repeatable); default: all but posted and dropped.",
 )
 def queue_list(
@@ -946,9 +914,8 @@ def queue_list(
       relay queue list --state failed --state held
     """
     store = _open_existing(state_dir)
-    wanted = states or ("queued", "sending", "failed", "held")
-    marks = ",".join("?" * len(wanted))
-    rows = [_delivery_json(d) for d in store.deliveries(f"d.state IN ({marks})", tuple(wanted))]
+    wanted = [DeliveryState(s) for s in states] if states else WAITING
+    rows = [_delivery_json(d) for d in store.deliveries(states=wanted)]
     if output_format == "json":
         click.echo(_redact(None, json.dumps(rows, ensure_ascii=False, indent=2)))
         return
@@ -957,21 +924,13 @@ def queue_list(
         click.echo(_redact(None, f"#{d['id']} {d['state']} {d['account']} {d['feed']}: {d['title'][:60]}{error}"))
 
 
-def _change_state(state_dir: Path, ids: tuple[int, ...], allowed_from: tuple[str, ...], to: str) -> None:
+def _move(state_dir: Path, ids: tuple[int, ...], move: Move) -> None:
     from relay.store import epoch
 
     with run_lock(state_dir):
         store = _open_existing(state_dir)
-        for delivery_id in ids:
-            delivery = store.delivery(delivery_id)
-            if delivery is None:
-                raise StateError(f"no delivery #{delivery_id} (see `relay queue list`)")
-            if delivery.state not in allowed_from:
-                raise StateError(
-                    f"delivery #{delivery_id} is {delivery.state}; only {', '.join(allowed_from)} can become {to}"
-                )
-        store.set_state(ids, to, epoch(_now()))
-        click.echo(f"{len(ids)} deliveries now {to}")
+        store.move(ids, move, epoch(_now()))
+        click.echo(f"{len(ids)} deliveries now {move.to}")
 
 
 @queue.command("retry")
@@ -984,7 +943,7 @@ def queue_retry(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, 
     Example:
       relay queue retry 42 43
     """
-    _change_state(state_dir, ids, ("failed", "dropped"), "queued")
+    _move(state_dir, ids, RETRY)
 
 
 @queue.command("drop")
@@ -997,7 +956,7 @@ def queue_drop(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, i
     Example:
       relay queue drop 42
     """
-    _change_state(state_dir, ids, ("queued", "held", "failed"), "dropped")
+    _move(state_dir, ids, DROP)
 
 
 @queue.command("release")
@@ -1010,7 +969,7 @@ def queue_release(config_path: Path, state_dir: Path, verbose: bool, quiet: bool
     Example:
       relay queue release quadrature
     """
-    _bulk(state_dir, feed, "held", "queued")
+    _move_feed(state_dir, feed, RELEASE)
 
 
 @queue.command("drop-held")
@@ -1023,17 +982,16 @@ def queue_drop_held(config_path: Path, state_dir: Path, verbose: bool, quiet: bo
     Example:
       relay queue drop-held quadrature
     """
-    _bulk(state_dir, feed, "held", "dropped")
+    _move_feed(state_dir, feed, DROP_HELD)
 
 
-def _bulk(state_dir: Path, feed: str, from_state: str, to: str) -> None:
+def _move_feed(state_dir: Path, feed: str, move: Move) -> None:
     from relay.store import epoch
 
     with run_lock(state_dir):
         store = _open_existing(state_dir)
-        ids = [d.id for d in store.deliveries("i.feed = ? AND d.state = ?", (feed, from_state))]
-        store.set_state(ids, to, epoch(_now()))
-        click.echo(f"feed {feed}: {len(ids)} {from_state} deliveries now {to}")
+        count = store.move_feed(feed, move, epoch(_now()))
+        click.echo(f"feed {feed}: {count} {move.allowed_from[0]} deliveries now {move.to}")
 
 
 # cron

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
 
 @dataclass(frozen=True)
@@ -37,3 +38,36 @@ class ParsedFeed:
     items: tuple[Item, ...]
     warnings: tuple[str, ...] = field(default=())
     language: str = ""  # the channel's <language> or the Atom feed's xml:lang, when valid
+
+
+class DeliveryState(StrEnum):
+    """Where a delivery (one item for one account) is in its life:
+
+    queued → sending → posted, or back to queued (a retry), or failed (for good);
+    held (the flood guard) → queued (`relay queue release`) or dropped;
+    queued, held or failed → dropped (`relay queue drop`, or a duplicate found at delivery);
+    failed or dropped → queued (`relay queue retry`)."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    POSTED = "posted"
+    FAILED = "failed"
+    HELD = "held"
+    DROPPED = "dropped"
+
+
+WAITING = (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.FAILED, DeliveryState.HELD)
+
+
+@dataclass(frozen=True)
+class Move:
+    """A change of state a user asks for with `relay queue`, and the states it may start from."""
+
+    allowed_from: tuple[DeliveryState, ...]
+    to: DeliveryState
+
+
+RETRY = Move((DeliveryState.FAILED, DeliveryState.DROPPED), DeliveryState.QUEUED)
+DROP = Move((DeliveryState.QUEUED, DeliveryState.HELD, DeliveryState.FAILED), DeliveryState.DROPPED)
+RELEASE = Move((DeliveryState.HELD,), DeliveryState.QUEUED)
+DROP_HELD = Move((DeliveryState.HELD,), DeliveryState.DROPPED)

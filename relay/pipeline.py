@@ -471,7 +471,7 @@ class Renderer:
 def account_limits(account: Account, store: Store | None) -> Limits:
     """The account's setting, else the instance's limits cached by `relay check --online`
     or a run, else Mastodon's defaults."""
-    cached = store.account_row(account.name)["limits"] if store else None
+    cached = store.account_state(account.name).limits if store else None
     max_characters = account.max_characters or (cached or {}).get("max_characters") or 500
     url_length = (cached or {}).get("url_length") or 23
     return Limits(max_characters=int(max_characters), url_length=int(url_length))
@@ -518,11 +518,11 @@ def deliver(
         account = config.accounts[name]
         target = targets[name]
         now = clock()
-        row = store.account_row(name)
-        if row["blocked_until"] and row["blocked_until"] > epoch(now):
-            until = datetime.fromtimestamp(row["blocked_until"], tz=UTC)
+        known = store.account_state(name)
+        if known.blocked_until and known.blocked_until > epoch(now):
+            until = datetime.fromtimestamp(known.blocked_until, tz=UTC)
             report.account_errors.append(
-                f"account {name}: waiting until {until:%Y-%m-%d %H:%M:%S} UTC ({row['last_error']})"
+                f"account {name}: waiting until {until:%Y-%m-%d %H:%M:%S} UTC ({known.last_error})"
             )
             continue
         posted_last_day = store.posted_since(name, epoch(now) - 86400)

@@ -6,14 +6,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from relay.errors import StateError
+from relay.models import DeliveryState, Move
 
 DB_NAME = "relay.db"
 
@@ -112,8 +115,16 @@ def epoch(when: datetime) -> float:
     return when.timestamp()
 
 
-def from_epoch(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
+@dataclass(frozen=True)
+class AccountState:
+    """What the state file knows of an account: a pause the platform asked for, the
+    instance's limits cached by `relay check --online` or a run, logins counted."""
+
+    blocked_until: float | None = None
+    last_error: str | None = None
+    limits: dict[str, Any] | None = None
+    limits_at: float | None = None
+    logins: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,7 +147,7 @@ class Delivery:
     id: int
     item_id: int
     account: str
-    state: str
+    state: DeliveryState
     idempotency_key: str
     rkey: str | None
     attempts: int
@@ -154,6 +165,10 @@ class Delivery:
     payload: str
     first_seen_at: float = 0.0
     doubt_since: float | None = None  # an attempt may have posted without relay knowing
+
+
+def _delivery(row: tuple[Any, ...]) -> Delivery:
+    return Delivery(row[0], row[1], row[2], DeliveryState(row[3]), *row[4:])
 
 
 PRIVATE_FILES = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", "relay.lock")
@@ -181,10 +196,9 @@ def state_path(state_dir: Path) -> Path:
 
 
 class Store:
-    def __init__(self, db: sqlite3.Connection, path: Path, read_only: bool = False) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self.db = db
         self.path = path
-        self.read_only = read_only
         self.warnings: list[str] = []  # one line each, for the command to print
         self.created = False  # no state file existed before this open
 
@@ -214,6 +228,36 @@ class Store:
         return store
 
     @classmethod
+    @contextlib.contextmanager
+    def scratch_copy(cls, state_dir: Path) -> Iterator[Store]:
+        """A throwaway copy of the state, so a dry run takes the real path and writes nothing.
+        Private (0700 folder, 0600 files: it holds session tokens) and removed on the way
+        out, even on Ctrl-C."""
+        path = state_path(state_dir)
+        old_umask = os.umask(0o077)
+        scratch = Path(tempfile.mkdtemp(prefix="relay-dry-run-"))
+        try:
+            if path.exists():
+                source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+                target = sqlite3.connect(scratch / DB_NAME)
+                try:
+                    source.backup(target)
+                except sqlite3.DatabaseError as exc:
+                    raise StateError(f"{path}: not a usable relay state file ({exc})") from None
+                finally:
+                    source.close()
+                    target.close()
+            os.umask(old_umask)
+            store = cls.open(scratch)
+            try:
+                yield store
+            finally:
+                store.close()
+        finally:
+            os.umask(old_umask)
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    @classmethod
     def open_read_only(cls, state_dir: Path) -> Store | None:
         """For preview: None when there is no state yet; never creates or migrates."""
         if state_dir.exists() and not state_dir.is_dir():
@@ -223,7 +267,7 @@ class Store:
             return None
         try:
             db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10, isolation_level=None)
-            store = cls(db, path, read_only=True)
+            store = cls(db, path)
             version = store._check_version()
             if version < SCHEMA_VERSION:
                 raise StateError(
@@ -443,16 +487,53 @@ class Store:
     )
 
     def deliveries(
-        self, where: str = "1", params: tuple[Any, ...] = (), order: str = "d.id", limit: int | None = None
+        self,
+        *,
+        states: Iterable[DeliveryState] | None = None,
+        account: str | None = None,
+        feed: str | None = None,
+        ids: Iterable[int] | None = None,
+        newest_posted_first: bool = False,
+        limit: int | None = None,
     ) -> list[Delivery]:
-        sql = f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries d JOIN items i ON i.id = d.item_id WHERE {where} ORDER BY {order}"
+        """Deliveries with their item, oldest first (or the newest posts first)."""
+        where: list[str] = ["1"]
+        params: list[Any] = []
+        for column, value in (("d.account", account), ("i.feed", feed)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        for column, values in (("d.state", states), ("d.id", ids)):
+            if values is not None:
+                chosen = list(values)
+                where.append(f"{column} IN ({','.join('?' * len(chosen))})")
+                params += chosen
+        sql = (
+            f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries d JOIN items i ON i.id = d.item_id"
+            f" WHERE {' AND '.join(where)} ORDER BY {'d.posted_at DESC' if newest_posted_first else 'd.id'}"
+        )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [Delivery(*row) for row in self.db.execute(sql, params)]
+        return [_delivery(row) for row in self.db.execute(sql, params)]
 
     def delivery(self, delivery_id: int) -> Delivery | None:
-        found = self.deliveries("d.id = ?", (delivery_id,))
+        found = self.deliveries(ids=[delivery_id])
         return found[0] if found else None
+
+    def has_due_deliveries(self, now: float) -> bool:
+        """Something to send now: an in-doubt delivery, or a queued one whose time has come."""
+        row = self.db.execute(
+            "SELECT 1 FROM deliveries WHERE state = 'sending' OR (state = 'queued' AND next_attempt_at <= ?) LIMIT 1",
+            (now,),
+        ).fetchone()
+        return row is not None
+
+    def waiting_count(self, account: str) -> int:
+        """Deliveries queued or being sent to account: they go before anything new."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM deliveries WHERE account = ? AND state IN ('queued', 'sending')", (account,)
+        ).fetchone()
+        return int(row[0])
 
     def due_deliveries(self, account: str, now: float, limit: int) -> list[Delivery]:
         """In-doubt ('sending') deliveries first, then the queue in fair turns: each feed's
@@ -475,7 +556,7 @@ class Store:
             f" LIMIT {int(limit)}",
             (account, now - 86400, account, now),
         )
-        return [Delivery(*row) for row in rows]
+        return [_delivery(row) for row in rows]
 
     def mark_sending(self, delivery_id: int, now: float, post: str) -> None:
         with self.transaction():
@@ -525,18 +606,38 @@ class Store:
         with self.transaction():
             self.db.execute("UPDATE deliveries SET state = 'failed', last_error = ? WHERE id = ?", (error, delivery_id))
 
-    def set_state(self, delivery_ids: Iterable[int], state: str, now: float) -> int:
+    def move(self, delivery_ids: Iterable[int], move: Move, now: float) -> int:
+        """Apply a user's move to these deliveries, all or none: StateError names the first
+        that does not exist or is not in a state the move starts from."""
         ids = list(delivery_ids)
         with self.transaction():
-            count = 0
             for delivery_id in ids:
-                count += self.db.execute(
-                    "UPDATE deliveries SET state = ?, next_attempt_at = ?, last_error = CASE WHEN ? = 'queued'"
-                    " THEN NULL ELSE last_error END, attempts = CASE WHEN ? = 'queued' THEN 0 ELSE attempts END,"
-                    " doubt_since = CASE WHEN ? = 'queued' THEN NULL ELSE doubt_since END"  # the user checked
-                    " WHERE id = ?",
-                    (state, now, state, state, state, delivery_id),
-                ).rowcount
+                delivery = self.delivery(delivery_id)
+                if delivery is None:
+                    raise StateError(f"no delivery #{delivery_id} (see `relay queue list`)")
+                if delivery.state not in move.allowed_from:
+                    raise StateError(
+                        f"delivery #{delivery_id} is {delivery.state}; only"
+                        f" {', '.join(move.allowed_from)} can become {move.to}"
+                    )
+            return self._set_state(ids, move.to, now)
+
+    def move_feed(self, feed: str, move: Move, now: float) -> int:
+        """Apply a user's move to every delivery of feed in the state it starts from."""
+        with self.transaction():
+            ids = [d.id for d in self.deliveries(feed=feed, states=move.allowed_from)]
+            return self._set_state(ids, move.to, now)
+
+    def _set_state(self, ids: list[int], state: DeliveryState, now: float) -> int:
+        count = 0
+        for delivery_id in ids:
+            count += self.db.execute(
+                "UPDATE deliveries SET state = ?, next_attempt_at = ?, last_error = CASE WHEN ? = 'queued'"
+                " THEN NULL ELSE last_error END, attempts = CASE WHEN ? = 'queued' THEN 0 ELSE attempts END,"
+                " doubt_since = CASE WHEN ? = 'queued' THEN NULL ELSE doubt_since END"  # the user checked
+                " WHERE id = ?",
+                (state, now, state, state, state, delivery_id),
+            ).rowcount
         return count
 
     def posted_since(self, account: str, since: float) -> int:
@@ -584,19 +685,24 @@ class Store:
 
     # accounts and sessions
 
-    def account_row(self, name: str) -> dict[str, Any]:
+    def account_names(self) -> list[str]:
+        """Accounts with a row of their own (a pause, limits, logins) or a delivery."""
+        rows = self.db.execute("SELECT name FROM accounts UNION SELECT DISTINCT account FROM deliveries")
+        return sorted(row[0] for row in rows)
+
+    def account_state(self, name: str) -> AccountState:
         row = self.db.execute(
             "SELECT blocked_until, last_error, limits, limits_at, logins FROM accounts WHERE name = ?", (name,)
         ).fetchone()
         if not row:
-            return {"blocked_until": None, "last_error": None, "limits": None, "limits_at": None, "logins": 0}
-        return {
-            "blocked_until": row[0],
-            "last_error": row[1],
-            "limits": json.loads(row[2]) if row[2] else None,
-            "limits_at": row[3],
-            "logins": row[4],
-        }
+            return AccountState()
+        return AccountState(
+            blocked_until=row[0],
+            last_error=row[1],
+            limits=json.loads(row[2]) if row[2] else None,
+            limits_at=row[3],
+            logins=row[4],
+        )
 
     def update_account(self, name: str, **fields: Any) -> None:
         if "limits" in fields and fields["limits"] is not None:

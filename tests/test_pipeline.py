@@ -11,7 +11,7 @@ from PIL.Image import DecompressionBombError
 
 from relay.config import Pacing, load_config
 from relay.dedupe import canonical_url
-from relay.models import Item, ParsedFeed
+from relay.models import DeliveryState, Item, ParsedFeed
 from relay.pipeline import (
     DeliveryReport,
     FeedPoll,
@@ -86,7 +86,7 @@ def test_cross_feed_dedupe_in_one_poll_and_against_the_store(tmp_path: Path) -> 
     # and the second to go out is dropped at delivery
     assert actions(later[1]) == {"b 0": {"m": "post", "s": "post"}}
     assert "also queued via feed 'a'" in (later[1].decisions[0].accounts["m"][1] or "")
-    for delivery in store.deliveries("d.state = 'queued'"):
+    for delivery in store.deliveries(states=[DeliveryState.QUEUED]):
         store.mark_posted(delivery.id, NOW.timestamp(), "1", "https://m.example/1")
     again = polls(cfg, a=[], b=[item("b", 0, "http://shared.example/x/")])
     decide_all(again, store, store.feed_states(), NOW)
@@ -218,7 +218,7 @@ def run_deliver(cfg: Any, store: Store, target: ScriptedTarget) -> DeliveryRepor
 
 
 def states(store: Store) -> list[tuple[str, str, int]]:
-    return [(d.title, d.state, d.attempts) for d in store.deliveries(order="d.id")]
+    return [(d.title, d.state, d.attempts) for d in store.deliveries()]
 
 
 @pytest.mark.parametrize(
@@ -236,7 +236,7 @@ def test_any_error_of_a_delivery_requeues_it_and_the_others_go_on(tmp_path: Path
     target = ScriptedTarget(error)
     report = run_deliver(cfg, store, target)
     assert target.published == ["a 1", "a 0"]  # the one behind it went out, then the next
-    first = store.deliveries(order="d.id")[-1]  # a 2, the oldest, went first
+    first = store.deliveries()[-1]  # a 2, the oldest, went first
     assert (first.title, first.state, first.attempts) == ("a 2", "queued", 1)
     assert first.last_error == f"{type(error).__name__}: {str(error).splitlines()[0]}"
     assert first.next_attempt_at == NOW.timestamp() + 60  # backoff
@@ -283,7 +283,7 @@ def test_rate_limit_blocks_the_account_until_the_reset(tmp_path: Path) -> None:
     cfg, store = queued_store(tmp_path, count=2)
     reset = NOW + timedelta(minutes=30)
     report = run_deliver(cfg, store, ScriptedTarget(PublishError("rate limited", transient=True, retry_at=reset)))
-    assert store.account_row("m")["blocked_until"] == reset.timestamp()
+    assert store.account_state("m").blocked_until == reset.timestamp()
     assert [e.outcome for e in report.events] == ["retry"] and "waiting until" in report.account_errors[0]
     again = run_deliver(cfg, store, ScriptedTarget())
     assert again.events == [] and "waiting until" in again.account_errors[0]

@@ -107,7 +107,7 @@ def test_recent_counts_and_feed_activity(tmp_path: Path) -> None:
             if feed != "c":  # c's item was only marked seen
                 store.insert_delivery(item, "m", "queued", f"k{n}", None, seen)
     assert store.recent_item_counts(["a", "b", "c"], since=1000.0) == {"a": 2, "b": 1}
-    first = store.deliveries(order="d.id")[0]
+    first = store.deliveries()[0]
     store.mark_posted(first.id, 5500.0, "1", "")
     assert store.feed_activity("m", since=1000.0) == {"a": 1, "b": 0}
     store.requeue(first.id, 7000.0, "KeyError: 'id'", attempts=3)

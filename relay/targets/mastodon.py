@@ -17,7 +17,7 @@ from relay.fetch import USER_AGENT, fetch_image
 from relay.images import ImageError, inspect
 from relay.netguard import Abandoned, call_abandonable
 from relay.render import Limits, Post
-from relay.store import Store
+from relay.store import AccountState, Store
 from relay.targets.base import PublishError, Receipt, request_timeout, run_now
 
 LIMITS_MAX_AGE = 86400  # re-read the instance's limits once a day
@@ -50,10 +50,10 @@ class MastodonTarget:
 
     def instance_limits(self, *, refresh: bool = False) -> dict[str, Any]:
         """configuration.statuses / media_attachments from /api/v2/instance, cached in state."""
-        row = self.store.account_row(self.account.name) if self.store else {"limits": None, "limits_at": None}
-        fresh = row["limits_at"] and time.time() - row["limits_at"] < LIMITS_MAX_AGE
-        if row["limits"] and fresh and not refresh:
-            return dict(row["limits"])
+        known = self.store.account_state(self.account.name) if self.store else AccountState()
+        fresh = known.limits_at and time.time() - known.limits_at < LIMITS_MAX_AGE
+        if known.limits and fresh and not refresh:
+            return dict(known.limits)
         try:
             instance = self._call(self.api.instance_v2)
         except PublishError as exc:
@@ -63,7 +63,7 @@ class MastodonTarget:
             self.warnings.append(
                 f"account {self.account.name}: cannot read the instance's limits ({exc}); using 500 characters, 23 per URL"
             )
-            return dict(row["limits"] or {"max_characters": 500, "url_length": 23})
+            return dict(known.limits or {"max_characters": 500, "url_length": 23})
         configuration = _get(instance, "configuration") or {}
         statuses = _get(configuration, "statuses") or {}
         media = _get(configuration, "media_attachments") or {}
