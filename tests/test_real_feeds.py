@@ -35,7 +35,8 @@ STATS = json.loads((CORPUS / "corpus_stats.json").read_text())
 CORPUS_FILES = sorted(
     name for name, stats in STATS.items() if (stats["entries"] or stats["version"]) and stats["bytes"] < 200_000
 )
-# No public test suite has a real double-encoded French newspaper feed: this one is synthetic.
+# No public test suite has a real double-encoded French newspaper feed (a real English one,
+# simplepie__wordpress_double_encoded, is in the corpus): the French one is synthetic.
 SYNTHETIC = ["../mojibake__double_encoded_french.rss.xml"]
 ALL_FILES = CORPUS_FILES + SYNTHETIC
 # Real feeds on which relay still fails a check: each is a relay gap, reported, kept visible.
