@@ -146,6 +146,18 @@ def _field(key: object, limit: int = SHOWN_CHARACTERS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _problem(filename: str, line: int | None, where: str, message: str) -> str:
+    """The one shape of every problem and warning: 'file:line: field: message' (the line
+    and the field left out where there is none)."""
+    location = filename if line is None else f"{filename}:{line}"
+    return f"{location}: {where}: {message}" if where else f"{location}: {message}"
+
+
+def _refusal(filename: str, line: int | None, where: str, message: str) -> ConfigError:
+    """A problem that stops reading at once (the file cannot be read as a whole)."""
+    return ConfigError([_problem(filename, line, where, message)])
+
+
 def parse_duration(value: object) -> timedelta | None:
     try:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -250,9 +262,9 @@ def _read_yaml(source: str, filename: str) -> tuple[Any, list[str]]:
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         if "tag:yaml.org,2002:merge" in reason:
             reason = "merge keys (<<) are not supported: write the keys out"
-        raise ConfigError([f"{filename}:{line}: invalid YAML: {_field(reason, 200)}"]) from None
+        raise _refusal(filename, line, "invalid YAML", _field(reason, 200)) from None
     except RecursionError:
-        raise ConfigError([f"{filename}:1: invalid YAML: nested too deeply"]) from None
+        raise _refusal(filename, 1, "invalid YAML", "nested too deeply") from None
     finally:
         if loader is not None:
             loader.dispose()
@@ -269,8 +281,8 @@ def _bound_aliases(root: yaml.Node, filename: str) -> None:
         key = id(node)
         if key in sizes:
             if sizes[key] < 0:
-                raise ConfigError(
-                    [f"{filename}:{_line(node)}: {path or 'document'}: a YAML alias refers to the value that holds it"]
+                raise _refusal(
+                    filename, _line(node), path or "document", "a YAML alias refers to the value that holds it"
                 )
             repeated.add(key)
             return sizes[key]
@@ -293,11 +305,12 @@ def _bound_aliases(root: yaml.Node, filename: str) -> None:
         return
     worst = max(repeated, key=lambda key: sizes[key])
     node, path = first_seen[worst]
-    raise ConfigError(
-        [
-            f"{filename}:{_line(node)}: {path or 'document'}: YAML aliases expand the file to {expanded:,} values,"
-            f" over the limit of {limit:,}: write the repeated values out"
-        ]
+    raise _refusal(
+        filename,
+        _line(node),
+        path or "document",
+        f"YAML aliases expand the file to {expanded:,} values, over the limit of {limit:,}:"
+        " write the repeated values out",
     )
 
 
@@ -318,7 +331,9 @@ def _duplicate_keys(loader: _Loader, root: yaml.Node, filename: str) -> list[str
                     name = str(loader.construct_object(key_node))
                     if name in first_lines:
                         problems.append(
-                            f"{filename}:{_line(key_node)}: {child}: duplicate key (first at line {first_lines[name]})"
+                            _problem(
+                                filename, _line(key_node), child, f"duplicate key (first at line {first_lines[name]})"
+                            )
                         )
                     else:
                         first_lines[name] = _line(key_node)
@@ -339,11 +354,14 @@ def read_dotenv(path: Path) -> dict[str, str]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ConfigError(
-            [f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}): save it as UTF-8"]
+        raise _refusal(
+            str(path),
+            None,
+            "",
+            f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}): save it as UTF-8",
         ) from None
     except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+        raise _refusal(str(path), None, "", f"cannot read: {exc.strerror or exc}") from None
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#") or "=" not in line:
@@ -354,12 +372,44 @@ def read_dotenv(path: Path) -> dict[str, str]:
 
 
 class _Checker:
+    """Collects the problems (which refuse the file) and the warnings (which do not) of one
+    file, so they are all reported at once."""
+
     def __init__(self, filename: str) -> None:
         self.filename = filename
         self.problems: list[str] = []
+        self.warnings: list[str] = []
 
     def error(self, line: int, where: str, message: str) -> None:
-        self.problems.append(f"{self.filename}:{line}: {where}: {message}")
+        self.problems.append(_problem(self.filename, line, where, message))
+
+    def warn(self, line: int | None, where: str, message: str) -> None:
+        self.warnings.append(_problem(self.filename, line, where, message))
+
+
+@dataclass(frozen=True)
+class _Section:
+    """One mapping being validated: its values (defaults included) and where to report a
+    problem with each key: the key's own line, else the line of the default it came from,
+    else the line of the mapping."""
+
+    check: _Checker
+    where: str
+    values: Mapping[str, Any]
+    line: int
+    written: tuple[_Lined, ...]  # the mappings the values came from, nearest first
+
+    def line_of(self, key: str) -> int:
+        for mapping in self.written:
+            if key in mapping.key_lines:
+                return mapping.key_lines[key]
+        return self.line
+
+    def error(self, key: str, message: str) -> None:
+        self.check.error(self.line_of(key), f"{self.where}.{key}", message)
+
+    def warn(self, key: str, message: str) -> None:
+        self.check.warn(self.line_of(key), f"{self.where}.{key}", message)
 
 
 class _Secrets:
@@ -401,9 +451,18 @@ _ACCOUNT_KEYS = {
     "mastodon": {"platform", "instance", "token", "visibility", "max_characters", "pacing"},
     "bluesky": {"platform", "handle", "app_password", "service", "pacing"},
 }
+_ACCOUNT_STRINGS = ("instance", "token", "handle", "app_password", "service", "visibility")
+_SECRET_KEYS = ("token", "app_password")
 _PACING_KEYS = {"max_per_run", "min_interval", "max_per_day"}
 _NETWORK_KEYS = {"allow_private"}
 _TOP_KEYS = {"defaults", "accounts", "pacing", "feeds", "templates", "network"}
+_FEED_MINIMUMS = (("backfill", 0), ("max_bytes", 1024), ("flood_threshold", 1), ("flood_threshold_day", 1))
+_SERVICE_URL = re.compile(r"^https?://[^/\s]+")
+_HANDLE = re.compile(r"^[A-Za-z0-9.-]+\.[A-Za-z0-9-]+$")
+_LANGUAGE_TAG = re.compile(r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$")
+_TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_FETCHED_SCHEMES = re.compile(r"^(https?|file)://", re.IGNORECASE)
+_ANY_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 _BUILTIN_DEFAULTS: dict[str, Any] = {
     "every": "15m",
@@ -433,69 +492,80 @@ def load_config(
 ) -> Config:
     """Read and validate feeds.yaml. Raises ConfigError listing every problem."""
     path = Path(path)
-    filename = path.name
+    data, duplicates = _read_yaml(_read_source(path), path.name)
+    data = _document(data, path.name)
+    secrets = _Secrets({**read_dotenv(path.parent / ".env"), **(environ if environ is not None else os.environ)})
+    check = _Checker(path.name)
+    check.problems.extend(duplicates)
+    _unknown_keys(check, data, _TOP_KEYS, "")
+    pacing = _pacing(check, data.get("pacing"), "pacing", data.key_lines.get("pacing", 1))
+    accounts = _accounts(check, data, secrets, pacing)
+    network = _network(check, data)
+    defaults, written_defaults = _defaults(check, data)
+    feeds = _feeds(check, data, defaults, written_defaults, accounts, secrets)
+    template_dirs = _template_dirs(check, data, path.parent)
+    config = Config(
+        path, feeds, accounts, template_dirs, tuple(check.warnings), network=network, secrets=secrets.pairs()
+    )
+    if template_exists is not None:
+        _check_templates(check, config, template_exists)
+    if check.problems:
+        raise ConfigError(check.problems)
+    return config
+
+
+def _read_source(path: Path) -> str:
     try:
-        source = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError([f"{path}: no such file (try `relay init` or --config)"]) from None
+        raise _refusal(str(path), None, "", "no such file (try `relay init` or --config)") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
-    data, duplicates = _read_yaml(source, filename)
+        raise _refusal(str(path), None, "", f"cannot read: {exc}") from None
+
+
+def _document(data: Any, filename: str) -> _Lined:
+    """The top of the file: a mapping (an empty file is an empty mapping)."""
     if data is None:
         data = _Lined()
         data.line, data.key_lines = 1, {}
     if not isinstance(data, _Lined):
-        raise ConfigError([f"{filename}:1: the file must be a mapping with a 'feeds:' list"])
+        raise _refusal(filename, 1, "", "the file must be a mapping with a 'feeds:' list")
+    return data
 
-    env = dict(read_dotenv(path.parent / ".env"))
-    env.update(environ if environ is not None else os.environ)
-    secrets = _Secrets(env)
-    check = _Checker(filename)
-    check.problems.extend(duplicates)
-    _unknown_keys(check, data, _TOP_KEYS, "")
 
-    pacing = _pacing(check, data.get("pacing"), "pacing", data.key_lines.get("pacing", 1))
-    accounts, missing = _accounts(check, data, secrets, pacing)
-    warnings = [
-        f"{filename}: accounts.{_field(name)}: ${{{var}}} is not set in the environment" for name, var in missing
-    ]
-    network = _network(check, data)
+def _defaults(check: _Checker, data: _Lined) -> tuple[dict[str, Any], tuple[_Lined, ...]]:
+    """Every feed key's default (`defaults:` over the built-ins), and the `defaults:`
+    mapping as written, if there is one (a problem with a default is shown at its line)."""
     defaults = dict(_BUILTIN_DEFAULTS)
-    raw_defaults = data.get("defaults")
-    if raw_defaults is not None:
-        if isinstance(raw_defaults, _Lined):
-            _unknown_keys(check, raw_defaults, _DEFAULT_KEYS, "defaults")
-            defaults.update(raw_defaults)
-        else:
-            check.error(data.key_lines["defaults"], "defaults", "must be a mapping")
-    feeds = _feeds(check, data, defaults, raw_defaults, accounts, secrets, warnings)
+    raw = data.get("defaults")
+    if raw is None:
+        return defaults, ()
+    if not isinstance(raw, _Lined):
+        check.error(data.key_lines["defaults"], "defaults", "must be a mapping")
+        return defaults, ()
+    _unknown_keys(check, raw, _DEFAULT_KEYS, "defaults")
+    return {**defaults, **raw}, (raw,)
 
-    base = path.parent
-    template_dirs = []
-    if "templates" in data:
-        if isinstance(data["templates"], str):
-            template_dirs.append((base / data["templates"]).resolve())
-        else:
-            check.error(data.key_lines["templates"], "templates", "must be a folder path")
-    else:
-        template_dirs.append((base / "templates").resolve())
 
-    config = Config(
-        path, tuple(feeds), accounts, tuple(template_dirs), tuple(warnings), network=network, secrets=secrets.pairs()
-    )
-    if template_exists is not None:
-        for index, feed in enumerate(feeds):
-            if not template_exists(config, feed.template):
-                check.error(
-                    feed.line,
-                    f"feeds[{index}].template",
-                    f"no template {_show(feed.template)} (looked for {_field(feed.template)}.j2 in "
-                    + ", ".join(str(d) for d in template_dirs)
-                    + " and the built-ins)",
-                )
-    if check.problems:
-        raise ConfigError(check.problems)
-    return config
+def _template_dirs(check: _Checker, data: _Lined, base: Path) -> tuple[Path, ...]:
+    if "templates" not in data:
+        return ((base / "templates").resolve(),)
+    if isinstance(data["templates"], str):
+        return ((base / data["templates"]).resolve(),)
+    check.error(data.key_lines["templates"], "templates", "must be a folder path")
+    return ()
+
+
+def _check_templates(check: _Checker, config: Config, template_exists: Callable[[Config, str], bool]) -> None:
+    for index, feed in enumerate(config.feeds):
+        if not template_exists(config, feed.template):
+            looked_in = ", ".join(str(directory) for directory in config.template_dirs)
+            check.error(
+                feed.line,
+                f"feeds[{index}].template",
+                f"no template {_show(feed.template)} (looked for {_field(feed.template)}.j2 in {looked_in}"
+                " and the built-ins)",
+            )
 
 
 def _unknown_keys(check: _Checker, mapping: _Lined, allowed: set[str], where: str) -> None:
@@ -517,6 +587,49 @@ def _close_match(key: str, allowed: set[str]) -> str | None:
     return matches[0] if matches else None
 
 
+def _whole_number(section: _Section, key: str, low: int, fallback: int) -> int:
+    value = section.values[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        section.error(key, f"{_show(value)} is not a whole number >= {low}")
+        return fallback
+    return value
+
+
+def _duration(section: _Section, key: str, fallback: timedelta, *, positive: bool) -> timedelta:
+    value = section.values[key]
+    duration = parse_duration(value)
+    if duration is None or (positive and duration.total_seconds() <= 0):
+        section.error(key, f"{_show(value)} is not a duration{_duration_hint(value)}")
+        return fallback
+    return duration
+
+
+def _string(section: _Section, key: str, fallback: str) -> str:
+    value = section.values[key]
+    if not isinstance(value, str):
+        section.error(key, f"{_show(value)} must be a string")
+        return fallback
+    return value
+
+
+def _strings(section: _Section, key: str) -> tuple[str, ...]:
+    """A list of strings, or one string: stripped, blanks dropped."""
+    value = section.values[key]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        section.error(key, "must be a list of strings")
+        value = []
+    return tuple(item.strip() for item in value if item.strip())
+
+
+def _flag(section: _Section, key: str) -> bool:
+    value = section.values[key]
+    if not isinstance(value, bool):
+        section.error(key, "must be true or false")
+    return bool(value)
+
+
 def _pacing(check: _Checker, raw: object, where: str, line: int, base: Pacing | None = None) -> Pacing:
     pacing = base or Pacing()
     if raw is None:
@@ -525,26 +638,15 @@ def _pacing(check: _Checker, raw: object, where: str, line: int, base: Pacing | 
         check.error(line, where, "must be a mapping of max_per_run, min_interval, max_per_day")
         return pacing
     _unknown_keys(check, raw, _PACING_KEYS, where)
-    values: dict[str, Any] = {}
-    for key in ("max_per_run", "max_per_day"):
-        if key in raw:
-            value = raw[key]
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                check.error(raw.key_lines[key], f"{where}.{key}", f"{_show(value)} is not a whole number >= 0")
-            else:
-                values[key] = value
+    section = _Section(check, where, raw, line, (raw,))
+    max_per_run, max_per_day = (
+        _whole_number(section, key, 0, getattr(pacing, key)) if key in raw else getattr(pacing, key)
+        for key in ("max_per_run", "max_per_day")
+    )
+    min_interval = pacing.min_interval
     if "min_interval" in raw:
-        duration = parse_duration(raw["min_interval"])
-        if duration is None:
-            value = raw["min_interval"]
-            check.error(
-                raw.key_lines["min_interval"],
-                f"{where}.min_interval",
-                f"{_show(value)} is not a duration{_duration_hint(value)}",
-            )
-        else:
-            values["min_interval"] = duration
-    return Pacing(**{**pacing.__dict__, **values})
+        min_interval = _duration(section, "min_interval", min_interval, positive=False)
+    return Pacing(max_per_run=max_per_run, min_interval=min_interval, max_per_day=max_per_day)
 
 
 def _network(check: _Checker, data: _Lined) -> Network:
@@ -562,268 +664,258 @@ def _network(check: _Checker, data: _Lined) -> Network:
     return Network(allow_private=allow_private)
 
 
-def _accounts(
-    check: _Checker, data: _Lined, secrets: _Secrets, pacing: Pacing
-) -> tuple[dict[str, Account], list[tuple[str, str]]]:
-    accounts: dict[str, Account] = {}
-    missing_all: list[tuple[str, str]] = []
+def _accounts(check: _Checker, data: _Lined, secrets: _Secrets, pacing: Pacing) -> dict[str, Account]:
     raw_accounts = data.get("accounts")
     if raw_accounts is None:
-        return accounts, missing_all
+        return {}
     if not isinstance(raw_accounts, _Lined):
         check.error(data.key_lines["accounts"], "accounts", "must be a mapping of account names")
-        return accounts, missing_all
+        return {}
+    accounts: dict[str, Account] = {}
     for name, raw in raw_accounts.items():
-        where = f"accounts.{_field(name)}"
-        line = raw_accounts.key_lines[name]
-        if not _NAME.match(name):
-            check.error(line, where, "account names use letters, digits, '.', '_' and '-'")
-        if not isinstance(raw, _Lined):
-            check.error(line, where, "must be a mapping with a 'platform:' key")
-            continue
-        platform = raw.get("platform")
-        if platform not in PLATFORMS:
-            check.error(
-                raw.key_lines.get("platform", line),
-                f"{where}.platform",
-                f"{_show(platform)} is not one of: {', '.join(PLATFORMS)}",
+        account = _account(check, name, raw, raw_accounts.key_lines[name], secrets, pacing)
+        if account is not None:
+            accounts[name] = account
+    return accounts
+
+
+def _account(check: _Checker, name: str, raw: object, line: int, secrets: _Secrets, pacing: Pacing) -> Account | None:
+    where = f"accounts.{_field(name)}"
+    if not _NAME.match(name):
+        check.error(line, where, "account names use letters, digits, '.', '_' and '-'")
+    if not isinstance(raw, _Lined):
+        check.error(line, where, "must be a mapping with a 'platform:' key")
+        return None
+    section = _Section(check, where, raw, line, (raw,))
+    platform = raw.get("platform")
+    if platform not in PLATFORMS:
+        section.error("platform", f"{_show(platform)} is not one of: {', '.join(PLATFORMS)}")
+        return None
+    _unknown_keys(check, raw, _ACCOUNT_KEYS[platform], where)
+    _refuse_written_secrets(section)
+    written = _account_strings(section)
+    missing: list[str] = []
+    strings = {key: secrets.substitute(value, missing) for key, value in written.items()}
+    settings = _mastodon(section, strings, written) if platform == "mastodon" else _bluesky(section, strings, written)
+    account_pacing = _pacing(check, raw.get("pacing"), f"{where}.pacing", section.line_of("pacing"), pacing)
+    for variable in missing:
+        check.warn(None, where, f"${{{variable}}} is not set in the environment")
+    return Account(name=name, platform=platform, pacing=account_pacing, missing_secrets=tuple(missing), **settings)
+
+
+def _account_strings(section: _Section) -> dict[str, str]:
+    """The string settings as written: messages show these (${VAR}), never what the
+    environment put there."""
+    written: dict[str, str] = {}
+    for key in _ACCOUNT_STRINGS:
+        if key in section.values:
+            if isinstance(section.values[key], str):
+                written[key] = section.values[key]
+            else:
+                section.error(key, "must be a string")
+    return written
+
+
+def _refuse_written_secrets(section: _Section) -> None:
+    for key in section.values:
+        secret = section.values[key] if key in _SECRET_KEYS else None
+        if isinstance(secret, str) and secret and not _ENV_REF.fullmatch(secret.strip()):
+            section.error(
+                key, "secrets never go in feeds.yaml: write ${VARIABLE} and set it in the environment or in .env"
             )
-            continue
-        _unknown_keys(check, raw, _ACCOUNT_KEYS[platform], where)
-        for key in raw:
-            secret = raw[key] if key in ("token", "app_password") else None
-            if isinstance(secret, str) and secret and not _ENV_REF.fullmatch(secret.strip()):
-                check.error(
-                    raw.key_lines[key],
-                    f"{where}.{key}",
-                    "secrets never go in feeds.yaml: write ${VARIABLE} and set it in the environment or in .env",
-                )
-        missing: list[str] = []
-        strings: dict[str, str] = {}
-        # messages show what was written (${VAR}), never what the environment put there
-        written: dict[str, str] = {}
-        for key in ("instance", "token", "handle", "app_password", "service", "visibility"):
-            if key in raw:
-                if not isinstance(raw[key], str):
-                    check.error(raw.key_lines[key], f"{where}.{key}", "must be a string")
-                    continue
-                written[key] = raw[key]
-                strings[key] = secrets.substitute(raw[key], missing)
-        kwargs: dict[str, Any] = dict(strings)
-        if platform == "mastodon":
-            instance = strings.get("instance", "")
-            if not re.match(r"^https?://[^/\s]+", instance):
-                check.error(
-                    raw.key_lines.get("instance", line),
-                    f"{where}.instance",
-                    f"{_show(written.get('instance', ''))} is not an instance URL (like https://mastodon.social)",
-                )
-            kwargs["instance"] = instance.rstrip("/")
-            if "token" not in raw:
-                check.error(line, f"{where}.token", "missing (write token: ${RELAY_MASTODON_TOKEN})")
-            visibility = strings.get("visibility", "public")
-            if visibility not in VISIBILITIES:
-                check.error(
-                    raw.key_lines.get("visibility", line),
-                    f"{where}.visibility",
-                    f"{_show(written.get('visibility', ''))} is not one of: {', '.join(VISIBILITIES)}",
-                )
-            if "max_characters" in raw:
-                value = raw["max_characters"]
-                if not isinstance(value, int) or isinstance(value, bool) or value < 50:
-                    check.error(
-                        raw.key_lines["max_characters"], f"{where}.max_characters", "must be a whole number >= 50"
-                    )
-                else:
-                    kwargs["max_characters"] = value
+
+
+def _mastodon(section: _Section, strings: dict[str, str], written: dict[str, str]) -> dict[str, Any]:
+    settings: dict[str, Any] = dict(strings)
+    settings["instance"] = _service_url(
+        section, "instance", strings, written, "an instance URL (like https://mastodon.social)"
+    )
+    if "token" not in section.values:
+        section.error("token", "missing (write token: ${RELAY_MASTODON_TOKEN})")
+    if strings.get("visibility", "public") not in VISIBILITIES:
+        section.error("visibility", f"{_show(written.get('visibility', ''))} is not one of: {', '.join(VISIBILITIES)}")
+    if "max_characters" in section.values:
+        value = section.values["max_characters"]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 50:
+            section.error("max_characters", "must be a whole number >= 50")
         else:
-            handle = strings.get("handle", "")
-            if not re.match(r"^[A-Za-z0-9.-]+\.[A-Za-z0-9-]+$", handle.lstrip("@")):
-                check.error(
-                    raw.key_lines.get("handle", line),
-                    f"{where}.handle",
-                    f"{_show(written.get('handle', ''))} is not a handle (like collectif.bsky.social)",
-                )
-            kwargs["handle"] = handle.lstrip("@")
-            if "app_password" not in raw:
-                check.error(
-                    line, f"{where}.app_password", "missing (write app_password: ${RELAY_BLUESKY_APP_PASSWORD})"
-                )
-            service = strings.get("service", "https://bsky.social")
-            if not re.match(r"^https?://[^/\s]+", service):
-                check.error(
-                    raw.key_lines.get("service", line),
-                    f"{where}.service",
-                    f"{_show(written.get('service', ''))} is not a URL",
-                )
-            kwargs["service"] = service.rstrip("/")
-        account_pacing = _pacing(check, raw.get("pacing"), f"{where}.pacing", raw.key_lines.get("pacing", line), pacing)
-        accounts[name] = Account(
-            name=name,
-            platform=platform,
-            pacing=account_pacing,
-            missing_secrets=tuple(missing),
-            **kwargs,
-        )
-        missing_all.extend((name, var) for var in missing)
-    return accounts, missing_all
+            settings["max_characters"] = value
+    return settings
+
+
+def _bluesky(section: _Section, strings: dict[str, str], written: dict[str, str]) -> dict[str, Any]:
+    settings: dict[str, Any] = dict(strings)
+    handle = strings.get("handle", "").lstrip("@")
+    if not _HANDLE.match(handle):
+        section.error("handle", f"{_show(written.get('handle', ''))} is not a handle (like collectif.bsky.social)")
+    settings["handle"] = handle
+    if "app_password" not in section.values:
+        section.error("app_password", "missing (write app_password: ${RELAY_BLUESKY_APP_PASSWORD})")
+    settings["service"] = _service_url(section, "service", strings, written, "a URL", "https://bsky.social")
+    return settings
+
+
+def _service_url(
+    section: _Section, key: str, strings: dict[str, str], written: dict[str, str], what: str, default: str = ""
+) -> str:
+    url = strings.get(key, default)
+    if not _SERVICE_URL.match(url):
+        section.error(key, f"{_show(written.get(key, ''))} is not {what}")
+    return url.rstrip("/")
 
 
 def _feeds(
     check: _Checker,
     data: _Lined,
     defaults: dict[str, Any],
-    raw_defaults: object,
+    written_defaults: tuple[_Lined, ...],
     accounts: Mapping[str, Account],
     secrets: _Secrets,
-    warnings: list[str],
-) -> list[Feed]:
+) -> tuple[Feed, ...]:
     raw_feeds = data.get("feeds")
     if raw_feeds is None:
         check.error(data.line, "feeds", "missing: list the feeds to relay under 'feeds:'")
-        return []
+        return ()
     if not isinstance(raw_feeds, _LinedList):
         check.error(data.key_lines["feeds"], "feeds", "must be a list")
-        return []
+        return ()
     feeds: list[Feed] = []
     names: set[str] = set()
     for index, raw in enumerate(raw_feeds):
-        where = f"feeds[{index}]"
-        line = raw_feeds.item_lines[index]
+        where, line = f"feeds[{index}]", raw_feeds.item_lines[index]
         if not isinstance(raw, _Lined):
             check.error(line, where, "must be a mapping with 'name:' and 'url:'")
             continue
         _unknown_keys(check, raw, _FEED_KEYS, where)
-        merged = {**defaults, **raw}
+        section = _Section(check, where, {**defaults, **raw}, line, (raw, *written_defaults))
+        feeds.append(_feed(section, index, names, accounts, secrets))
+    return tuple(feeds)
 
-        def line_of(key: str, raw: _Lined = raw, line: int = line) -> int:
-            if key in raw.key_lines:
-                return raw.key_lines[key]
-            if isinstance(raw_defaults, _Lined) and key in raw_defaults.key_lines:
-                return raw_defaults.key_lines[key]
-            return line
 
-        def problem(key: str, message: str, where: str = where, line_of: Callable[[str], int] = line_of) -> None:
-            check.error(line_of(key), f"{where}.{key}", message)
+def _feed(section: _Section, index: int, names: set[str], accounts: Mapping[str, Account], secrets: _Secrets) -> Feed:
+    """One feed. The order of the checks is the order its problems are listed in."""
+    name = _feed_name(section, index, names)
+    url, fetch_url = _feed_url(section, secrets)
+    every, max_age, timeout = (
+        _duration(section, key, _builtin_duration(key), positive=True) for key in ("every", "max_age", "timeout")
+    )
+    backfill, max_bytes, flood_threshold, flood_threshold_day = (
+        _whole_number(section, key, low, _BUILTIN_DEFAULTS[key]) for key, low in _FEED_MINIMUMS
+    )
+    template, language, content_warning, visibility = _feed_strings(section)
+    hashtags, include, exclude = (_strings(section, key) for key in ("hashtags", "include", "exclude"))
+    hashtags = _hashtags(section, hashtags)
+    _check_patterns(section, "include", include)
+    _check_patterns(section, "exclude", exclude)
+    to = _feed_accounts(section, accounts)
+    sensitive, images = _flag(section, "sensitive"), _flag(section, "images")
+    return Feed(
+        name=name,
+        url=url,
+        fetch_url=fetch_url,
+        every=every,
+        max_age=max_age,
+        timeout=timeout,
+        backfill=backfill,
+        max_bytes=max_bytes,
+        flood_threshold=flood_threshold,
+        flood_threshold_day=flood_threshold_day,
+        template=template,
+        language=language,
+        language_set="language" in section.written[0],  # written for this feed, not a default
+        content_warning=content_warning,
+        visibility=visibility,
+        hashtags=hashtags,
+        include=include,
+        exclude=exclude,
+        to=to,
+        sensitive=sensitive,
+        images=images,
+        line=section.line,
+    )
 
-        name = merged.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
-            problem("name", f"{_show(name)} is not a feed name (letters, digits, '.', '_', '-')")
-            name = f"feed{index}"
-        elif name in names:
-            problem("name", f"{_show(name)} is used by another feed")
-        names.add(name)
-        url = merged.get("url")
-        fetch_url = ""
-        if not isinstance(url, str) or not url.strip():
-            problem("url", "missing: an http(s) URL, a file:// URL or a local path")
-            url = ""
-        else:
-            url = url.strip()
-            missing: list[str] = []
-            fetch_url = secrets.substitute(url, missing, in_url=True)
-            warnings.extend(
-                f"{check.filename}:{line_of('url')}: {where}.url: ${{{var}}} is not set in the environment"
-                for var in missing
-            )
-            if re.match(r"^[a-z][a-z0-9+.-]*://", fetch_url, re.IGNORECASE) and not re.match(
-                r"^(https?|file)://", fetch_url, re.IGNORECASE
-            ):
-                problem("url", f"{_show(mask_credentials(url))}: only http, https and file URLs are fetched")
-        durations: dict[str, timedelta] = {}
-        for key in ("every", "max_age", "timeout"):
-            duration = parse_duration(merged[key])
-            if duration is None or duration.total_seconds() <= 0:
-                problem(key, f"{_show(merged[key])} is not a duration{_duration_hint(merged[key])}")
-                duration = parse_duration(_BUILTIN_DEFAULTS[key])
-            assert duration is not None
-            durations[key] = duration
-        ints: dict[str, int] = {}
-        for key, low in (("backfill", 0), ("max_bytes", 1024), ("flood_threshold", 1), ("flood_threshold_day", 1)):
-            value = merged[key]
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                problem(key, f"{_show(value)} is not a whole number >= {low}")
-                value = _BUILTIN_DEFAULTS[key]
-            ints[key] = value
-        strings: dict[str, str] = {}
-        for key in ("template", "language", "content_warning", "visibility"):
-            value = merged[key]
-            if not isinstance(value, str):
-                problem(key, f"{_show(value)} must be a string")
-                value = _BUILTIN_DEFAULTS[key]
-            strings[key] = value.strip()
-        if not re.match(r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$", strings["language"]):
-            problem("language", f"{_show(strings['language'])} is not a language tag (like fr or fr-FR)")
-        if strings["visibility"] and strings["visibility"] not in VISIBILITIES:
-            problem("visibility", f"{_show(strings['visibility'])} is not one of: {', '.join(VISIBILITIES)}")
-        if not re.match(r"^[A-Za-z0-9_-]+$", strings["template"]):
-            problem("template", f"{_show(strings['template'])} is not a template name (like news)")
-        lists: dict[str, tuple[str, ...]] = {}
-        for key in ("hashtags", "include", "exclude"):
-            value = merged[key]
-            if isinstance(value, str):
-                value = [value]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                problem(key, "must be a list of strings")
-                value = []
-            lists[key] = tuple(v.strip() for v in value if v.strip())
-        hashtags = []
-        for tag in lists["hashtags"]:
-            tag = tag.lstrip("#")
-            if not re.fullmatch(r"\w+", tag):
-                problem("hashtags", f"{_show(tag)} is not a hashtag (letters, digits and _ only)")
-            hashtags.append(tag)
-        for key in ("include", "exclude"):
-            for pattern in lists[key]:
-                if len(pattern) > 2 and pattern.startswith("/") and pattern.endswith("/"):
-                    try:
-                        re.compile(pattern[1:-1])
-                    except re.error as exc:
-                        problem(key, f"{_show(pattern)} is not a valid regex: {exc}")
-        to = merged["to"]
-        if to is None:
-            to = list(accounts)
-        if isinstance(to, str):
-            to = [to]
-        if not isinstance(to, list) or not all(isinstance(v, str) for v in to):
-            problem("to", "must be a list of account names")
-            to = []
-        for account in to:
-            if account not in accounts:
-                known = ", ".join(_field(a) for a in accounts) or "none defined"
-                problem("to", f"account {_show(account)} is not defined under accounts: ({known})")
-        bools: dict[str, bool] = {}
-        for key in ("sensitive", "images"):
-            if not isinstance(merged[key], bool):
-                problem(key, "must be true or false")
-            bools[key] = bool(merged[key])
-        feeds.append(
-            Feed(
-                name=name,
-                url=url,
-                fetch_url=fetch_url,
-                every=durations["every"],
-                max_age=durations["max_age"],
-                timeout=durations["timeout"],
-                backfill=ints["backfill"],
-                max_bytes=ints["max_bytes"],
-                flood_threshold=ints["flood_threshold"],
-                flood_threshold_day=ints["flood_threshold_day"],
-                template=strings["template"],
-                language=strings["language"],
-                language_set="language" in raw,
-                content_warning=strings["content_warning"],
-                visibility=strings["visibility"],
-                hashtags=tuple(hashtags),
-                include=lists["include"],
-                exclude=lists["exclude"],
-                to=tuple(a for a in to if a in accounts),
-                sensitive=bools["sensitive"],
-                images=bools["images"],
-                line=line,
-            )
-        )
-    return feeds
+
+def _builtin_duration(key: str) -> timedelta:
+    duration = parse_duration(_BUILTIN_DEFAULTS[key])
+    assert duration is not None
+    return duration
+
+
+def _feed_name(section: _Section, index: int, names: set[str]) -> str:
+    name = section.values.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        section.error("name", f"{_show(name)} is not a feed name (letters, digits, '.', '_', '-')")
+        name = f"feed{index}"
+    elif name in names:
+        section.error("name", f"{_show(name)} is used by another feed")
+    names.add(name)
+    return name
+
+
+def _feed_url(section: _Section, secrets: _Secrets) -> tuple[str, str]:
+    """The URL as written (what is shown) and as fetched (${VAR} substituted)."""
+    url = section.values.get("url")
+    if not isinstance(url, str) or not url.strip():
+        section.error("url", "missing: an http(s) URL, a file:// URL or a local path")
+        return "", ""
+    url = url.strip()
+    missing: list[str] = []
+    fetch_url = secrets.substitute(url, missing, in_url=True)
+    for variable in missing:
+        section.warn("url", f"${{{variable}}} is not set in the environment")
+    if _ANY_SCHEME.match(fetch_url) and not _FETCHED_SCHEMES.match(fetch_url):
+        section.error("url", f"{_show(mask_credentials(url))}: only http, https and file URLs are fetched")
+    return url, fetch_url
+
+
+def _feed_strings(section: _Section) -> tuple[str, str, str, str]:
+    """template, language, content_warning and visibility, stripped and checked."""
+    template, language, content_warning, visibility = (
+        _string(section, key, _BUILTIN_DEFAULTS[key]).strip()
+        for key in ("template", "language", "content_warning", "visibility")
+    )
+    if not _LANGUAGE_TAG.match(language):
+        section.error("language", f"{_show(language)} is not a language tag (like fr or fr-FR)")
+    if visibility and visibility not in VISIBILITIES:
+        section.error("visibility", f"{_show(visibility)} is not one of: {', '.join(VISIBILITIES)}")
+    if not _TEMPLATE_NAME.match(template):
+        section.error("template", f"{_show(template)} is not a template name (like news)")
+    return template, language, content_warning, visibility
+
+
+def _hashtags(section: _Section, tags: tuple[str, ...]) -> tuple[str, ...]:
+    hashtags = tuple(tag.lstrip("#") for tag in tags)
+    for tag in hashtags:
+        if not re.fullmatch(r"\w+", tag):
+            section.error("hashtags", f"{_show(tag)} is not a hashtag (letters, digits and _ only)")
+    return hashtags
+
+
+def _check_patterns(section: _Section, key: str, patterns: tuple[str, ...]) -> None:
+    """include/exclude: a /slashed/ pattern is a regular expression, which must compile."""
+    for pattern in patterns:
+        if len(pattern) > 2 and pattern.startswith("/") and pattern.endswith("/"):
+            try:
+                re.compile(pattern[1:-1])
+            except re.error as exc:
+                section.error(key, f"{_show(pattern)} is not a valid regex: {exc}")
+
+
+def _feed_accounts(section: _Section, accounts: Mapping[str, Account]) -> tuple[str, ...]:
+    """`to:`, the accounts the feed posts to (every account when left out)."""
+    to = section.values["to"]
+    if to is None:
+        to = list(accounts)
+    if isinstance(to, str):
+        to = [to]
+    if not isinstance(to, list) or not all(isinstance(name, str) for name in to):
+        section.error("to", "must be a list of account names")
+        to = []
+    for name in to:
+        if name not in accounts:
+            known = ", ".join(_field(account) for account in accounts) or "none defined"
+            section.error("to", f"account {_show(name)} is not defined under accounts: ({known})")
+    return tuple(name for name in to if name in accounts)
 
 
 def resolve_feed_url(config: Config, url: str) -> str:
