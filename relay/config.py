@@ -113,12 +113,6 @@ class Config:
     # (value, variable) for every value substituted from ${VAR}, longest first
     secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
-    def feed(self, name: str) -> Feed:
-        for feed in self.feeds:
-            if feed.name == name:
-                return feed
-        raise KeyError(name)
-
     def redact(self, text: str) -> str:
         """The text as it may be shown: every substituted secret back to ${VAR}, and the
         password of any URL with credentials masked."""

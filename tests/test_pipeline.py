@@ -47,8 +47,9 @@ def item(feed: str, n: int, link: str | None = None) -> Item:
 
 
 def polls(cfg, **items: list[Item]) -> list[FeedPoll]:  # type: ignore[no-untyped-def]
+    feeds = {feed.name: feed for feed in cfg.feeds}
     return [
-        FeedPoll(cfg.feed(name), FeedReport(name, "", "ok"), parsed=ParsedFeed(name, "", len(its), tuple(its)))
+        FeedPoll(feeds[name], FeedReport(name, "", "ok"), parsed=ParsedFeed(name, "", len(its), tuple(its)))
         for name, its in items.items()
     ]
 
@@ -129,7 +130,7 @@ def test_the_flood_guard_counts_a_sliding_day(tmp_path: Path) -> None:
     items of the last 24 hours pass flood_threshold_day."""
     cfg = config(tmp_path)
     store = Store.open(tmp_path / "state")
-    threshold_day = cfg.feed("a").flood_threshold_day
+    threshold_day = {feed.name: feed for feed in cfg.feeds}["a"].flood_threshold_day
     seen = 0
     outcomes = []
     for poll_number in range(30):
