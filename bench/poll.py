@@ -13,13 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from common import timed
+from feedserve import BenchServer, rss_feed
 
 from relay.config import load_config
 from relay.fetch import make_client
 from relay.pipeline import poll, record_poll
 from relay.store import Store
-from tests.support.feeds import numbered
-from tests.support.feedserver import FeedServer
 
 
 def main() -> None:
@@ -29,11 +28,11 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     args = parser.parse_args()
     # one server (host:port) per feed, like real sites: relay allows 2 connections per host
-    servers = [FeedServer(latency=args.latency).start() for _ in range(args.feeds)]
+    servers = [BenchServer(latency=args.latency) for _ in range(args.feeds)]
     now = datetime.now(UTC)
     lines = ["feeds:"]
     for n, server in enumerate(servers):
-        url = server.feed(f"/feed{n}.xml", numbered(args.items, now=now, prefix=f"f{n}", host=f"site{n}.example"))
+        url = server.feed(f"/feed{n}.xml", rss_feed(args.items, now=now, prefix=f"f{n}", host=f"site{n}.example"))
         lines.append(f"  - name: feed{n}\n    url: {url}")
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     (tmp / "feeds.yaml").write_text("\n".join(lines) + "\n")
@@ -47,7 +46,7 @@ def main() -> None:
             record_poll(store, config, feed_poll, now)
 
     first = timed(one_poll)
-    hits_first = sum(sum(server.hits.values()) for server in servers)
+    hits_first = sum(server.requests for server in servers)
     second = timed(one_poll)
     states = store.feed_states().values()
     print(f"poll: {args.feeds} feeds x {args.items} items, {args.latency * 1000:.0f} ms latency per request")

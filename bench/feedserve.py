@@ -1,0 +1,106 @@
+"""The benchmarks' own loopback HTTP server (bench/ does not import tests/): fixed answers
+by path, an ETag on feeds so a conditional GET gets 304, an optional latency per request,
+and bodies streamed without a length for the hostile ones."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+Stream = Callable[[], Iterator[bytes]]
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes | Stream = b""  # a stream is sent without Content-Length, then the connection closes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class BenchServer:
+    def __init__(self, latency: float = 0.0) -> None:
+        self.answers: dict[str, Answer] = {}
+        self.latency = latency
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def serve(self, path: str, answer: Answer) -> str:
+        self.answers[path] = answer
+        return self.base + path
+
+    def feed(self, path: str, body: bytes) -> str:
+        return self.serve(
+            path, Answer(200, body, (("Content-Type", "application/rss+xml"), ("ETag", f'"{zlib.crc32(body)}"')))
+        )
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def handle(self) -> None:
+                # relay closed a kept-alive connection, or gave up on an answer (a size
+                # limit, a timeout): the connection ends quietly
+                with contextlib.suppress(ConnectionError):
+                    super().handle()
+
+            def do_GET(self) -> None:
+                server._answer(self)
+
+        return Handler
+
+    def _answer(self, request: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            self.requests += 1
+        time.sleep(self.latency)
+        answer = self.answers.get(request.path, Answer(404, b"not found"))
+        etag = dict(answer.headers).get("ETag")
+        if etag is not None and request.headers.get("If-None-Match") == etag:
+            answer = Answer(304, b"", (("ETag", etag),))
+        request.send_response(answer.status)
+        for name, value in answer.headers:
+            request.send_header(name, value)
+        if isinstance(answer.body, bytes):
+            request.send_header("Content-Length", str(len(answer.body)))
+            request.end_headers()
+            request.wfile.write(answer.body)
+            return
+        request.send_header("Connection", "close")
+        request.end_headers()
+        request.close_connection = True
+        for chunk in answer.body():
+            request.wfile.write(chunk)
+            request.wfile.flush()
+
+
+def rss_feed(count: int, *, now: datetime, prefix: str, host: str) -> bytes:
+    """count items an hour apart, newest first, each with a guid, a link and a summary."""
+    items = "".join(
+        f"<item><title>{prefix} {n}</title><link>https://{host}/{prefix}/{n}</link><guid>{prefix}-{n}</guid>"
+        f"<description>Résumé de l'article {n}.</description>"
+        f"<pubDate>{format_datetime(now - timedelta(hours=count - n))}</pubDate></item>"
+        for n in reversed(range(count))
+    )
+    return (
+        "<?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel><title>bench</title>"
+        f"<link>https://{host}/</link>{items}</channel></rss>"
+    ).encode()
