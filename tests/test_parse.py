@@ -1,5 +1,3 @@
-import resource
-import time
 from pathlib import Path
 
 import pytest
@@ -83,25 +81,20 @@ def test_empty_document_is_not_a_feed() -> None:
         parse((FEEDS / "not_a_feed__empty-document.xml").read_bytes())
 
 
-def test_large_entity_referenced_many_times_is_not_expanded() -> None:
+@pytest.mark.parametrize("references", [10_000, 3])  # 100 MB, over expat's amplification limit; 30 KB, under it
+def test_large_entity_referenced_many_times_is_not_expanded(references: int) -> None:
     entity = "A" * 10_000
-    refs = "&big;" * 10_000  # 100 MB if expanded
     body = (
         f'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY big "{entity}">]>'
-        f"<rss version='2.0'><channel><title>t</title><item><title>{refs}</title>"
+        f"<rss version='2.0'><channel><title>t</title><item><title>{'&big;' * references}</title>"
         "<link>https://example.org/a</link><guid>1</guid></item></channel></rss>"
     ).encode()
     assert len(body) < 200_000
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.monotonic()
     try:
-        parsed = parse(body)
-        titles = [len(item.title) for item in parsed.items]
+        titles = [item.title for item in parse(body).items]
     except ParseError:
         titles = []
-    assert time.monotonic() - start < 10
-    assert all(length < 100_000 for length in titles)
-    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 100
+    assert not any("A" * 100 in title for title in titles)  # its time and memory: bench/parse_hostile.py
 
 
 def test_media_image_and_alt() -> None:
