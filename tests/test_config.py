@@ -414,3 +414,25 @@ def test_private_feed_is_fetched_with_its_token_and_shown_without_it(
     assert [feed["url"] for feed in data["feeds"]] == [url]
     assert any(post["title"] == "Réservé" for post in data["posts"])
     assert SECRET not in result.output
+
+
+def test_a_bad_default_is_shown_at_the_line_it_is_written_on(tmp_path: Path) -> None:
+    # feed "one" inherits it (feed "two" sets its own): the problem points at defaults:, line 2
+    assert problems(tmp_path, GOOD.replace("every: 15m", "every: often")) == [
+        "feeds.yaml:2: feeds[0].every: 'often' is not a duration (try 30s, 15m, 1h, 7d or 2w)"
+    ]
+
+
+def test_a_missing_key_is_shown_at_the_line_of_its_mapping(tmp_path: Path) -> None:
+    text = GOOD.replace("    token: ${TOKEN}\n", "").replace("    app_password: ${APP_PASSWORD}\n", "")
+    assert problems(tmp_path, text) == [
+        "feeds.yaml:5: accounts.masto.token: missing (write token: ${RELAY_MASTODON_TOKEN})",
+        "feeds.yaml:8: accounts.sky.app_password: missing (write app_password: ${RELAY_BLUESKY_APP_PASSWORD})",
+    ]
+
+
+def test_only_the_environment_given_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKEN", "from-the-process")
+    config = load(tmp_path, GOOD, {"APP_PASSWORD": "p"})
+    assert config.accounts["masto"].token == ""
+    assert config.warnings == ("feeds.yaml: accounts.masto: ${TOKEN} is not set in the environment",)
