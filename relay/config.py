@@ -639,6 +639,7 @@ def _pacing(check: _Checker, raw: object, where: str, line: int, base: Pacing | 
     )
     min_interval = pacing.min_interval
     if "min_interval" in raw:
+        # 0 is allowed here: no minimum between two posts
         min_interval = _duration(section, "min_interval", min_interval, positive=False)
     return Pacing(max_per_run=max_per_run, min_interval=min_interval, max_per_day=max_per_day)
 
@@ -720,6 +721,8 @@ def _refuse_written_secrets(section: _Section) -> None:
 
 
 def _mastodon(section: _Section, strings: dict[str, str], written: dict[str, str]) -> dict[str, Any]:
+    """A Mastodon account's settings. `strings` are the values with ${VAR} substituted,
+    `written` the same as written (what messages show)."""
     settings: dict[str, Any] = dict(strings)
     settings["instance"] = _service_url(
         section, "instance", strings, written, "an instance URL (like https://mastodon.social)"
@@ -738,6 +741,7 @@ def _mastodon(section: _Section, strings: dict[str, str], written: dict[str, str
 
 
 def _bluesky(section: _Section, strings: dict[str, str], written: dict[str, str]) -> dict[str, Any]:
+    """A Bluesky account's settings, as _mastodon does for Mastodon."""
     settings: dict[str, Any] = dict(strings)
     handle = strings.get("handle", "").lstrip("@")
     if not _HANDLE.match(handle):
