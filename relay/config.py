@@ -9,7 +9,6 @@ as ${VAR}, never as the secret itself."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -481,14 +480,17 @@ _BUILTIN_DEFAULTS: dict[str, Any] = {
 
 def load_config(
     path: Path | str,
-    environ: Mapping[str, str] | None = None,
+    *,
+    environ: Mapping[str, str],
     template_exists: Callable[[Config, str], bool] | None = None,
 ) -> Config:
-    """Read and validate feeds.yaml. Raises ConfigError listing every problem."""
+    """Read and validate feeds.yaml. Raises ConfigError listing every problem. ${VAR} is
+    looked up in `environ` (the caller's environment: nothing here reads os.environ), then
+    in the .env file next to feeds.yaml."""
     path = Path(path)
     data, duplicates = _read_yaml(_read_source(path), path.name)
     data = _document(data, path.name)
-    secrets = _Secrets({**read_dotenv(path.parent / ".env"), **(environ if environ is not None else os.environ)})
+    secrets = _Secrets({**read_dotenv(path.parent / ".env"), **environ})
     check = _Checker(path.name)
     check.problems.extend(duplicates)
     _unknown_keys(check, data, _TOP_KEYS, "")

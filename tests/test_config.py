@@ -117,7 +117,7 @@ def test_invalid_yaml(tmp_path: Path) -> None:
 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(tmp_path / "absent.yaml")
+        load_config(tmp_path / "absent.yaml", environ={})
     assert "no such file" in str(info.value)
 
 
