@@ -1,6 +1,6 @@
 """SIGKILL a real `relay run` at random points, again and again, then let it finish, and
-count: every item must reach every account exactly once. Used by tests/test_crash.py and
-bench/crash_sweep.py (which reports the figures).
+count: every item must reach every account exactly once. Used by tests/test_crash.py,
+which bench/crash_sweep.py runs to report the figures.
 
 Every run has work to do: the feed, like a real one, shows its newest WINDOW items and gains
 GROWTH new ones per run, as many deliveries as pacing lets one run send, so the outbox never

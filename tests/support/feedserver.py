@@ -1,5 +1,6 @@
-"""A loopback HTTP server for feeds, with the behaviours of real and hostile servers.
-Used by the tests and by bench/. Every loop is bounded; it only binds 127.0.0.1."""
+"""A loopback HTTP server for feeds, with the behaviours of real and hostile servers, for
+the tests (bench/ has its own, bench/feedserve.py). Every loop is bounded; it only binds
+127.0.0.1."""
 
 from __future__ import annotations
 
