@@ -4,6 +4,7 @@ to exit codes. The only module that prints or exits."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import json
@@ -15,12 +16,15 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from relay import __version__
 from relay.errors import ConfigError, ExitCode, LockedError, RelayError, RenderError, StateError
+
+if TYPE_CHECKING:
+    from relay.context import Context
 from relay.models import DROP, DROP_HELD, RELEASE, RETRY, WAITING, DeliveryState, Move
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -158,14 +162,27 @@ def _load(config_path: Path, *, check_templates: bool = True) -> Any:
     def exists(config: Any, name: str) -> bool:
         return template_exists(make_environment(config.template_dirs), name)
 
-    return load_config(config_path, template_exists=exists if check_templates else None)
+    return load_config(config_path, environ=os.environ, template_exists=exists if check_templates else None)
 
 
 def _now() -> datetime:
-    override = os.environ.get("RELAY_NOW")  # tests pin the clock of a subprocess
+    """The one place RELAY_NOW is read: tests pin the clock of a run with it."""
+    override = os.environ.get("RELAY_NOW")
     if override:
         return datetime.fromisoformat(override)
     return datetime.now(UTC)
+
+
+def _context(config: Any, *, dry_run: bool = False) -> Context:
+    """The environment of a command, read once here: nothing below cli reads os.environ."""
+    from relay.context import Context
+
+    return Context(
+        clock=_now,
+        request_timeout=float(os.environ.get("RELAY_REQUEST_TIMEOUT", "30")),
+        allow_private=bool(config.network.allow_private),
+        dry_run=dry_run,
+    )
 
 
 def _select_feeds(config: Any, names: tuple[str, ...]) -> list[Any]:
@@ -353,7 +370,7 @@ def check(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, online
             raise ConfigError(list(config.warnings))
         store = _open_store(state_dir)
         for name, account in config.accounts.items():
-            target = make_target(account, store, allow_private=config.network.allow_private)
+            target = make_target(account, store, _context(config))
             try:
                 click.echo(_redact(config, f"account {name}: {target.check()}"))
             except PublishError as exc:
@@ -399,97 +416,20 @@ def preview(
       relay preview --feed quadrature --all        # tune a template on every entry
       relay preview --format json | jq '.posts[] | select(.action == "post")'
     """
-    from relay.fetch import make_client
-    from relay.pipeline import Renderer, account_limits, poll, post_language
+    from relay.pipeline import plan
     from relay.store import Store
 
     config = _load(config_path)
     feeds = _select_feeds(config, feed_names)
     store = Store.open_read_only(state_dir)
-    now = _now()
-    with make_client() as client:
-        polls = poll(config, store, client, now, feeds=feeds, conditional=False, all_items=all_items)
-    renderer = Renderer(config)
-    budgets: dict[str, int] = {}
-    if store and not all_items:
-        from relay import schedule
-        from relay.store import epoch
-
-        for name, account in config.accounts.items():
-            queued = store.waiting_count(name)
-            budget, _ = schedule.pacing_budget(
-                account.pacing,
-                now=epoch(now),
-                last_posted_at=store.last_posted_at(name),
-                posted_last_day=store.posted_since(name, epoch(now) - 86400),
-            )
-            budgets[name] = budget - queued
-    else:
-        budgets = {name: (10**9 if all_items else a.pacing.max_per_run) for name, a in config.accounts.items()}
-    feeds_out = []
+    planned = plan(config, store, _context(config), feeds, all_items=all_items)
+    feeds_out = [_feed_json(config, report) for report in planned.feeds]
     posts_out = []
-    for feed_poll in polls:
-        report = feed_poll.report
-        feeds_out.append(
-            {
-                "name": report.name,
-                "url": _redact(config, report.url),
-                "status": report.status,
-                "error": None if report.error is None else _redact(config, report.error),
-                "entries": report.entries,
-                "new": report.new,
-                "warnings": [_redact(config, w) for w in report.warnings],
-            }
-        )
-        feed_title = feed_poll.parsed.title if feed_poll.parsed else ""
-        for decision in feed_poll.decisions:
-            item = decision.item
-            base = {"feed": report.name, "key": item.key, "title": item.title, "link": item.link}
-            targets = (
-                decision.accounts
-                if decision.reason is None
-                else {a: ("skip", decision.reason) for a in feed_poll.feed.to}
-            )
-            language, language_source = post_language(item, feed_poll.feed)
-            for name, (action, reason) in targets.items():
-                account = config.accounts[name]
-                entry: dict[str, Any] = {
-                    **base,
-                    "account": name,
-                    "platform": account.platform,
-                    "text": None,
-                    "length": None,
-                    "limit": None,
-                    "facets": [],
-                    "embed": None,
-                    "language": language,
-                    "language_source": language_source,
-                    "action": action,
-                    "reason": reason,
-                }
-                if action != "skip" or all_items:
-                    try:
-                        post = renderer.render(
-                            item, feed_poll.feed, account, account_limits(account, store), feed_title
-                        )
-                    except RenderError as exc:
-                        entry.update(action="skip", reason=f"render: {exc}")
-                    else:
-                        entry.update(
-                            text=post.text,
-                            length=post.length,
-                            limit=post.limit,
-                            facets=list(post.facets),
-                            embed=post.embed,
-                            language=post.language,
-                        )
-                        if post.spoiler_text:
-                            entry["spoiler_text"] = post.spoiler_text
-                if entry["action"] == "post":
-                    budgets[name] -= 1
-                    if budgets[name] < 0:
-                        entry["reason"] = "queued now, posted in a later run (pacing)"
-                posts_out.append(entry)
+    for post in planned.posts:
+        entry = dataclasses.asdict(post)
+        if entry["spoiler_text"] is None:
+            del entry["spoiler_text"]
+        posts_out.append(entry)
     if output_format == "json":
         # item keys and links resolved against a feed URL can carry its credentials: mask all
         click.echo(_redact(config, json.dumps({"feeds": feeds_out, "posts": posts_out}, ensure_ascii=False, indent=2)))
@@ -500,6 +440,18 @@ def preview(
             click.echo(f"warning: {_redact(config, warning)} (needed by `relay run`)", err=True)
     if any(f["status"] == "error" for f in feeds_out):
         sys.exit(ExitCode.PARTIAL)
+
+
+def _feed_json(config: Any, report: Any) -> dict[str, Any]:
+    return {
+        "name": report.name,
+        "url": _redact(config, report.url),
+        "status": report.status,
+        "error": None if report.error is None else _redact(config, report.error),
+        "entries": report.entries,
+        "new": report.new,
+        "warnings": [_redact(config, w) for w in report.warnings],
+    }
 
 
 def _print_preview(
@@ -562,25 +514,19 @@ def seed(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, feed_na
     Example:
       relay seed && relay run
     """
-    from relay.fetch import make_client
-    from relay.pipeline import poll, record_poll
+    from relay.pipeline import seed as seed_feeds
 
     config = _load(config_path)
     feeds = _select_feeds(config, feed_names)
-    with run_lock(state_dir):
-        store = _open_store(state_dir)
-        now = _now()
-        with make_client() as client:
-            polls = poll(config, store, client, now, feeds=feeds, conditional=False, all_items=True)
-        failed = False
-        for feed_poll in polls:
-            record_poll(store, config, feed_poll, now, seed=True)
-            report = feed_poll.report
-            if report.status == "error":
-                failed = True
-                click.echo(_redact(config, f"relay: feed {report.name}: {report.error}"), err=True)
-            elif not quiet:
-                click.echo(f"feed {report.name}: {report.new} entries marked seen")
+    with run_lock(state_dir), contextlib.closing(_open_store(state_dir)) as store:
+        reports = seed_feeds(config, store, _context(config), feeds)
+    failed = False
+    for report in reports:
+        if report.status == "error":
+            failed = True
+            click.echo(_redact(config, f"relay: feed {report.name}: {report.error}"), err=True)
+        elif not quiet:
+            click.echo(f"feed {report.name}: {report.new} entries marked seen")
     if failed:
         sys.exit(ExitCode.PARTIAL)
 
@@ -617,69 +563,33 @@ def run(
 
 
 def _run(config: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbose: bool, quiet: bool) -> bool:
+    from relay.pipeline import run_once
+    from relay.text import truncate
+
     with _dry_run_state(state_dir) if dry_run else contextlib.closing(_open_store(state_dir)) as store:
-        return _run_with(config, store, state_dir, feeds, dry_run=dry_run, verbose=verbose, quiet=quiet)
-
-
-def _run_with(
-    config: Any, store: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbose: bool, quiet: bool
-) -> bool:
-    from relay import schedule
-    from relay.store import epoch
-
-    now = _now()
-    states = store.feed_states()
-    if not states and feeds and not quiet:
+        report = run_once(config, store, _context(config, dry_run=dry_run), feeds)
+    if report.first_run and not quiet:
         click.echo(
             f"warning: no state yet in {state_dir}: first run; each feed relays at most its `backfill` newest"
             " items (`relay seed` relays none)",
             err=True,
         )
-    due = [f for f in feeds if schedule.is_due(states.get(f.name), epoch(now))]
-    failed = False
-    if due:
-        from relay.fetch import make_client
-        from relay.pipeline import poll, record_poll
-
-        with make_client() as client:
-            polls = poll(config, store, client, now, feeds=due, conditional=True)
-        for feed_poll in polls:
-            record_poll(store, config, feed_poll, now)
-            report = feed_poll.report
-            if report.status == "error":
-                failed = True
-                click.echo(_redact(config, f"relay: feed {report.name}: {report.error}"), err=True)
-            elif verbose:
-                click.echo(f"feed {report.name}: {report.status}, {report.entries} entries, {report.new} new")
-            for warning in report.warnings:
-                click.echo(_redact(config, f"warning: feed {report.name}: {warning}"), err=True)
-    elif verbose:
+    for feed in report.polled:
+        if feed.status == "error":
+            click.echo(_redact(config, f"relay: feed {feed.name}: {feed.error}"), err=True)
+        elif verbose:
+            click.echo(f"feed {feed.name}: {feed.status}, {feed.entries} entries, {feed.new} new")
+        for warning in feed.warnings:
+            click.echo(_redact(config, f"warning: feed {feed.name}: {warning}"), err=True)
+    if not report.polled and verbose:
         click.echo("no feed is due")
-    if not store.has_due_deliveries(epoch(now)):
-        return failed
-    import sqlite3
-
-    from relay.pipeline import deliver, one_line
-    from relay.targets import make_target
-    from relay.text import truncate
-
-    targets = {}
-    for name, account in config.accounts.items():
-        try:
-            targets[name] = make_target(account, store, dry_run=dry_run, allow_private=config.network.allow_private)
-        except sqlite3.Error:
-            raise
-        except Exception as exc:  # an SDK refusing its settings stops that account only
-            failed = True
-            click.echo(_redact(config, f"relay: account {name}: cannot start: {one_line(exc)}"), err=True)
-    try:
-        delivered = deliver(config, store, targets, _now)
-    finally:
-        for target in targets.values():
-            target.close()
-    for target in targets.values():
-        for warning in target.warnings:
-            click.echo(_redact(config, f"warning: {warning}"), err=True)
+    for line in report.start_errors:
+        click.echo(_redact(config, f"relay: {line}"), err=True)
+    for warning in report.target_warnings:
+        click.echo(_redact(config, f"warning: {warning}"), err=True)
+    delivered = report.delivery
+    if delivered is None:
+        return report.failed
     for event in delivered.events:
         if event.outcome == "failed":
             click.echo(
@@ -710,7 +620,7 @@ def _run_with(
     if verbose:
         for name, why in delivered.pacing.items():
             click.echo(f"pacing {name}: {why}")
-    return failed or delivered.failed
+    return report.failed
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
-"""The flow: poll → decide → (record | show) → deliver. Used by run, preview and seed, so a
-dry run and a preview take the same path as a real run and skip only the writes/sends."""
+"""The flow: poll → decide → (record | show) → deliver, one function per command: `run_once`
+(relay run), `plan` (relay preview) and `seed` (relay seed). A dry run and a preview take the
+same path as a real run and skip only the writes and the sends; cli only prints reports."""
 
 from __future__ import annotations
 
@@ -20,14 +21,16 @@ import httpx
 
 from relay import schedule
 from relay.config import Account, Config, Feed, resolve_feed_url
+from relay.context import Context
 from relay.dedupe import fingerprint
 from relay.errors import ParseError, RenderError
-from relay.fetch import FetchRequest, FetchResult, fetch_all
+from relay.fetch import FetchRequest, FetchResult, fetch_all, make_client
 from relay.filters import filter_reason
 from relay.models import Item, ParsedFeed
 from relay.parse import parse_feed
 from relay.render import FeedInfo, Limits, Post, find_template, make_environment, render_post
 from relay.store import Delivery, FeedState, Store, epoch
+from relay.targets import known_limits, make_target
 from relay.targets.base import PublishError, Target
 
 FLOOD_WINDOW = 86400  # the flood guard's sliding day, in seconds
@@ -468,15 +471,6 @@ class Renderer:
         )
 
 
-def account_limits(account: Account, store: Store | None) -> Limits:
-    """The account's setting, else the instance's limits cached by `relay check --online`
-    or a run, else Mastodon's defaults."""
-    cached = store.account_state(account.name).limits if store else None
-    max_characters = account.max_characters or (cached or {}).get("max_characters") or 500
-    url_length = (cached or {}).get("url_length") or 23
-    return Limits(max_characters=int(max_characters), url_length=int(url_length))
-
-
 # delivering
 
 
@@ -525,13 +519,7 @@ def deliver(
                 f"account {name}: waiting until {until:%Y-%m-%d %H:%M:%S} UTC ({known.last_error})"
             )
             continue
-        posted_last_day = store.posted_since(name, epoch(now) - 86400)
-        budget, why = schedule.pacing_budget(
-            account.pacing,
-            now=epoch(now),
-            last_posted_at=store.last_posted_at(name),
-            posted_last_day=posted_last_day,
-        )
+        budget, why, posted_last_day = _budget(store, account, now)
         left_today = account.pacing.max_per_day - posted_last_day
         # deliveries that fail before any send (render errors) do not use the budget
         due = store.due_deliveries(name, epoch(now), budget + 100) if budget else []
@@ -715,3 +703,188 @@ def _deliver_one(
     store.mark_posted(delivery.id, epoch(clock()), receipt.remote_id, receipt.url)
     event("posted", url=receipt.url)
     return False
+
+
+# the commands
+
+
+@dataclass
+class RunReport:
+    """What one `relay run` did: the feeds it polled, the accounts it could not start, and
+    what delivering did."""
+
+    first_run: bool  # no state before: each feed relays at most its backfill
+    polled: list[FeedReport] = field(default_factory=list)
+    start_errors: list[str] = field(default_factory=list)  # "account X: cannot start: ..."
+    target_warnings: list[str] = field(default_factory=list)
+    delivery: DeliveryReport | None = None
+
+    @property
+    def failed(self) -> bool:
+        return (
+            any(f.status == "error" for f in self.polled)
+            or bool(self.start_errors)
+            or (self.delivery is not None and self.delivery.failed)
+        )
+
+
+def run_once(config: Config, store: Store, context: Context, feeds: Sequence[Feed]) -> RunReport:
+    """One cron pass: poll the feeds that are due, record what is new, deliver within pacing."""
+    now = context.clock()
+    states = store.feed_states()
+    report = RunReport(first_run=not states and bool(feeds))
+    due = [f for f in feeds if schedule.is_due(states.get(f.name), epoch(now))]
+    if due:
+        with make_client() as client:
+            polls = poll(config, store, client, now, feeds=due, conditional=True)
+        for feed_poll in polls:
+            record_poll(store, config, feed_poll, now)
+            report.polled.append(feed_poll.report)
+    if not store.has_due_deliveries(epoch(now)):
+        return report
+    targets = {}
+    for name, account in config.accounts.items():
+        try:
+            targets[name] = make_target(account, store, context)
+        except sqlite3.Error:
+            raise
+        except Exception as exc:  # an SDK refusing its settings stops that account only
+            report.start_errors.append(f"account {name}: cannot start: {one_line(exc)}")
+    try:
+        report.delivery = deliver(config, store, targets, context.clock)
+    finally:
+        for target in targets.values():
+            target.close()
+    report.target_warnings = [warning for target in targets.values() for warning in target.warnings]
+    return report
+
+
+def seed(config: Config, store: Store, context: Context, feeds: Sequence[Feed]) -> list[FeedReport]:
+    """Mark everything the feeds hold now as seen, without queueing anything."""
+    now = context.clock()
+    with make_client() as client:
+        polls = poll(config, store, client, now, feeds=feeds, conditional=False, all_items=True)
+    for feed_poll in polls:
+        record_poll(store, config, feed_poll, now, seed=True)
+    return [feed_poll.report for feed_poll in polls]
+
+
+@dataclass(frozen=True)
+class PlannedPost:
+    """One line of a preview: what the next run would do with one item for one account."""
+
+    feed: str
+    key: str
+    title: str
+    link: str | None
+    account: str
+    platform: str
+    text: str | None
+    length: int | None
+    limit: int | None
+    facets: list[dict[str, Any]]
+    embed: dict[str, Any] | None
+    language: str
+    language_source: str
+    action: str  # post | hold | skip
+    reason: str | None
+    spoiler_text: str | None = None
+
+
+@dataclass
+class Plan:
+    feeds: list[FeedReport]
+    posts: list[PlannedPost]
+
+
+def plan(
+    config: Config, store: Store | None, context: Context, feeds: Sequence[Feed], *, all_items: bool = False
+) -> Plan:
+    """What the next run would post, per account, rendered as it would be sent; writes
+    nothing and contacts no account. all_items renders every entry as if new."""
+    now = context.clock()
+    with make_client() as client:
+        polls = poll(config, store, client, now, feeds=feeds, conditional=False, all_items=all_items)
+    renderer = Renderer(config)
+    budgets = {
+        name: 10**9 if all_items else _budget(store, account, now)[0] - (store.waiting_count(name) if store else 0)
+        for name, account in config.accounts.items()
+    }
+    posts = []
+    for feed_poll in polls:
+        for decision in feed_poll.decisions:
+            for post in _planned(config, store, renderer, feed_poll, decision, all_items=all_items):
+                if post.action == "post":
+                    budgets[post.account] -= 1
+                    if budgets[post.account] < 0:
+                        post = dataclasses.replace(post, reason="queued now, posted in a later run (pacing)")
+                posts.append(post)
+    return Plan([feed_poll.report for feed_poll in polls], posts)
+
+
+def _planned(
+    config: Config,
+    store: Store | None,
+    renderer: Renderer,
+    feed_poll: FeedPoll,
+    decision: ItemDecision,
+    *,
+    all_items: bool,
+) -> list[PlannedPost]:
+    item, feed = decision.item, feed_poll.feed
+    feed_title = feed_poll.parsed.title if feed_poll.parsed else ""
+    language, language_source = post_language(item, feed)
+    targets = decision.accounts if decision.reason is None else {a: ("skip", decision.reason) for a in feed.to}
+    planned = []
+    for name, (action, reason) in targets.items():
+        account = config.accounts[name]
+        post = PlannedPost(
+            feed=feed.name,
+            key=item.key,
+            title=item.title,
+            link=item.link,
+            account=name,
+            platform=account.platform,
+            text=None,
+            length=None,
+            limit=None,
+            facets=[],
+            embed=None,
+            language=language,
+            language_source=language_source,
+            action=action,
+            reason=reason,
+        )
+        if action != "skip" or all_items:
+            try:
+                rendered = renderer.render(item, feed, account, known_limits(account, store), feed_title)
+            except RenderError as exc:
+                post = dataclasses.replace(post, action="skip", reason=f"render: {exc}")
+            else:
+                post = dataclasses.replace(
+                    post,
+                    text=rendered.text,
+                    length=rendered.length,
+                    limit=rendered.limit,
+                    facets=list(rendered.facets),
+                    embed=rendered.embed,
+                    language=rendered.language,
+                    spoiler_text=rendered.spoiler_text or None,
+                )
+        planned.append(post)
+    return planned
+
+
+def _budget(store: Store | None, account: Account, now: datetime) -> tuple[int, str | None, int]:
+    """How many posts the account may make now, why not more, and its posts in the last day:
+    one pacing computation for preview and run."""
+    if store is None:
+        return account.pacing.max_per_run, None, 0
+    posted_last_day = store.posted_since(account.name, epoch(now) - 86400)
+    budget, why = schedule.pacing_budget(
+        account.pacing,
+        now=epoch(now),
+        last_posted_at=store.last_posted_at(account.name),
+        posted_last_day=posted_last_day,
+    )
+    return budget, why, posted_last_day

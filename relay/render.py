@@ -53,11 +53,11 @@ BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 
 @dataclass(frozen=True)
 class Limits:
-    """What the target allows. Mastodon's comes from the instance (or the account's
-    max_characters); Bluesky's from the lexicon."""
+    """What a Mastodon account allows: from the instance (or the account's max_characters).
+    Bluesky's limits are the lexicon's constants (BLUESKY_MAX_GRAPHEMES, BLUESKY_MAX_BYTES)."""
 
     max_characters: int = MASTODON_DEFAULT_LIMIT
-    url_length: int = 23
+    url_length: int = 23  # every URL counts this long
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from relay.config import Account, Pacing
+from relay.context import Context
 from relay.render import Post
 from relay.store import Store
 from relay.targets.bluesky import BlueskyTarget, make_thumbnail
@@ -242,7 +243,7 @@ def _target(pds: Pds, tmp_path: Path, handle: str) -> BlueskyTarget:
         app_password=handle.split(".")[0] + "-pass",
         service=pds.url,
     )
-    return BlueskyTarget(account, Store.open(tmp_path / "direct"))
+    return BlueskyTarget(account, Store.open(tmp_path / "direct"), Context())
 
 
 @pytest.mark.parametrize(

@@ -1,27 +1,42 @@
-"""Targets: where posts go. SDKs are imported lazily inside each module."""
+"""Targets: where posts go, and what each platform allows. SDKs are imported lazily inside
+each module."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from relay.render import Limits
+
 if TYPE_CHECKING:
     from relay.config import Account
+    from relay.context import Context
     from relay.store import Store
     from relay.targets.base import Target
 
 
-def make_target(account: Account, store: Store, *, dry_run: bool = False, allow_private: bool = False) -> Target:
-    """allow_private lifts the network policy for pages and images named by feed content
-    (feeds.yaml `network: {allow_private: true}`)."""
-    if dry_run:
-        from relay.pipeline import account_limits
+def known_limits(account: Account, store: Store | None) -> Limits:
+    """An account's text limits without contacting it: the account's max_characters, else
+    the instance's limits cached in the state by `relay check --online` or a run, else
+    Mastodon's defaults. Preview and dry runs use these; a run's Mastodon target reads the
+    instance and caches what preview then uses. (Bluesky's limits are fixed by its lexicon:
+    render applies them whatever these say.)"""
+    cached = (store.account_state(account.name).limits if store else None) or {}
+    return Limits(
+        max_characters=int(account.max_characters or cached.get("max_characters") or Limits().max_characters),
+        url_length=int(cached.get("url_length") or Limits().url_length),
+    )
+
+
+def make_target(account: Account, store: Store, context: Context) -> Target:
+    """The account's target; context.dry_run gives one that collects posts instead."""
+    if context.dry_run:
         from relay.targets.dry_run import DryRunTarget
 
-        return DryRunTarget(account, account_limits(account, store))
+        return DryRunTarget(account, known_limits(account, store))
     if account.platform == "mastodon":
         from relay.targets.mastodon import MastodonTarget
 
-        return MastodonTarget(account, store, allow_private=allow_private)
+        return MastodonTarget(account, store, context)
     from relay.targets.bluesky import BlueskyTarget
 
-    return BlueskyTarget(account, store, allow_private=allow_private)
+    return BlueskyTarget(account, store, context)

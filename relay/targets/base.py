@@ -3,26 +3,11 @@ Receipt, or raise PublishError saying whether a retry can help."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 from relay.render import Limits, Post
-
-
-def request_timeout() -> float:
-    """Seconds per API request; RELAY_REQUEST_TIMEOUT overrides the default 30."""
-    return float(os.environ.get("RELAY_REQUEST_TIMEOUT", "30"))
-
-
-def run_now() -> datetime:
-    """The run's clock, for a retry time the pipeline compares with its own: RELAY_NOW when
-    set (the CLI's clock honours it too, so tests can pin both), else the real time."""
-    override = os.environ.get("RELAY_NOW")
-    if override:
-        return datetime.fromisoformat(override)
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

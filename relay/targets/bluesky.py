@@ -14,12 +14,13 @@ from html.parser import HTMLParser
 from typing import Any
 
 from relay.config import Account
+from relay.context import Context
 from relay.errors import FetchError
 from relay.fetch import fetch_image, make_client
 from relay.images import THUMB_MAX_BYTES, ImageError, make_thumbnail
 from relay.render import Limits, Post
 from relay.store import Store
-from relay.targets.base import PublishError, Receipt, request_timeout, run_now
+from relay.targets.base import PublishError, Receipt
 
 __all__ = ["THUMB_MAX_BYTES", "BlueskyTarget", "make_thumbnail"]
 
@@ -34,10 +35,11 @@ _SESSION_ERRORS = ("ExpiredToken", "InvalidToken", "AuthenticationRequired", "Au
 
 
 class BlueskyTarget:
-    def __init__(self, account: Account, store: Store | None, *, allow_private: bool = False) -> None:
+    def __init__(self, account: Account, store: Store | None, context: Context) -> None:
         self.account = account
         self.store = store
-        self.allow_private = allow_private
+        self.context = context
+        self.allow_private = context.allow_private
         self.warnings: list[str] = []
         self._client: Any = None
         self._did: str | None = None
@@ -49,7 +51,7 @@ class BlueskyTarget:
     def _new_client(self) -> Any:
         from atproto import Client
 
-        client = Client(base_url=self.account.service, request=_request(request_timeout()))
+        client = Client(base_url=self.account.service, request=_request(self.context.request_timeout))
 
         def saved(event: Any, session: Any) -> None:
             if self.store is not None:
@@ -185,7 +187,9 @@ class BlueskyTarget:
         external = dict(post.embed["external"])
         image_url = post.image
         if not external.get("description") or not image_url:
-            page, why = _open_graph(external["uri"], allow_private=self.allow_private)
+            page, why = _open_graph(
+                external["uri"], allow_private=self.allow_private, timeout=self.context.request_timeout
+            )
             if why:
                 self.warnings.append(
                     f"account {self.account.name}: {external['uri']}: link card from the item only ({why})"
@@ -201,7 +205,7 @@ class BlueskyTarget:
                         image_url,
                         max_bytes=10_000_000,
                         allow_private=self.allow_private,
-                        timeout=min(FETCH_TIMEOUT, request_timeout()),
+                        timeout=min(FETCH_TIMEOUT, self.context.request_timeout),
                     ).data
                 )
             except Exception as exc:  # no image problem, of any kind, may stop the post
@@ -236,7 +240,7 @@ class BlueskyTarget:
         return PublishError(
             self._stalled or f"{self.account.service} timed out",
             transient=True,
-            retry_at=run_now() + STALL_PAUSE,
+            retry_at=self.context.clock() + STALL_PAUSE,
         )
 
     def _error(self, exc: Exception, action: str) -> PublishError:
@@ -244,7 +248,7 @@ class BlueskyTarget:
 
         where = f"{self.account.service} ({action})"
         if isinstance(exc, InvokeTimeoutError):
-            self._stalled = f"{where} timed out: no complete answer within {request_timeout():g}s"
+            self._stalled = f"{where} timed out: no complete answer within {self.context.request_timeout:g}s"
             return self._stall_error()
         if isinstance(exc, RateLimitExceededError):
             reset = exc.reset_at
@@ -333,7 +337,7 @@ class _OpenGraph(HTMLParser):
             self.found.setdefault("og:description" if key == "description" else key, values["content"] or "")
 
 
-def _open_graph(url: str, *, allow_private: bool) -> tuple[dict[str, str], str]:
+def _open_graph(url: str, *, allow_private: bool, timeout: float = FETCH_TIMEOUT) -> tuple[dict[str, str], str]:
     """og: tags of the article page, fetched with the same bounds as feeds and, unless
     allow_private, from a public address only; an HTML page only. Only the page's first
     64 KB, up to </head>, is read for them, and each value is cut to 1,000 characters
@@ -348,7 +352,7 @@ def _open_graph(url: str, *, allow_private: bool) -> tuple[dict[str, str], str]:
                 "card",
                 url,
                 max_bytes=PAGE_MAX_BYTES,
-                timeout=min(FETCH_TIMEOUT, request_timeout()),
+                timeout=min(FETCH_TIMEOUT, timeout),
                 content_types=("text/html", "application/xhtml+xml"),
             ),
             client,

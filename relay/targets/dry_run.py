@@ -8,9 +8,9 @@ from relay.targets.base import Receipt
 
 
 class DryRunTarget:
-    def __init__(self, account: Account, limits: Limits | None = None) -> None:
+    def __init__(self, account: Account, limits: Limits) -> None:
         self.account = account
-        self._limits = limits or Limits(max_characters=account.max_characters or 500)
+        self._limits = limits
         self.posts: list[Post] = []
         self.warnings: list[str] = []
 

@@ -12,13 +12,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from relay.config import Account
+from relay.context import Context
 from relay.errors import FetchError
 from relay.fetch import USER_AGENT, fetch_image
 from relay.images import ImageError, inspect
 from relay.netguard import Abandoned, call_abandonable
 from relay.render import Limits, Post
 from relay.store import AccountState, Store
-from relay.targets.base import PublishError, Receipt, request_timeout, run_now
+from relay.targets.base import PublishError, Receipt
 
 LIMITS_MAX_AGE = 86400  # re-read the instance's limits once a day
 DEFAULT_IMAGE_LIMIT = 8_000_000
@@ -28,19 +29,20 @@ STALL_PAUSE = timedelta(minutes=1)  # after a stalled call, the account waits th
 
 
 class MastodonTarget:
-    def __init__(self, account: Account, store: Store | None, *, allow_private: bool = False) -> None:
+    def __init__(self, account: Account, store: Store | None, context: Context) -> None:
         from mastodon import Mastodon
 
         self.account = account
         self.store = store
-        self.allow_private = allow_private
+        self.context = context
+        self.allow_private = context.allow_private
         self._stalled: str | None = None  # set when a call outlived its deadline
         self.warnings: list[str] = []
         self.api = Mastodon(
             access_token=account.token,
             api_base_url=account.instance,
             ratelimit_method="throw",
-            request_timeout=request_timeout(),
+            request_timeout=self.context.request_timeout,
             version_check_mode="none",
             user_agent=USER_AGENT,
         )
@@ -63,13 +65,13 @@ class MastodonTarget:
             self.warnings.append(
                 f"account {self.account.name}: cannot read the instance's limits ({exc}); using 500 characters, 23 per URL"
             )
-            return dict(known.limits or {"max_characters": 500, "url_length": 23})
+            return dict(known.limits or {"max_characters": Limits().max_characters, "url_length": Limits().url_length})
         configuration = _get(instance, "configuration") or {}
         statuses = _get(configuration, "statuses") or {}
         media = _get(configuration, "media_attachments") or {}
         limits = {
-            "max_characters": int(_get(statuses, "max_characters") or 500),
-            "url_length": int(_get(statuses, "characters_reserved_per_url") or 23),
+            "max_characters": int(_get(statuses, "max_characters") or Limits().max_characters),
+            "url_length": int(_get(statuses, "characters_reserved_per_url") or Limits().url_length),
             "image_size_limit": int(_get(media, "image_size_limit") or DEFAULT_IMAGE_LIMIT),
             "image_types": [
                 t for t in (_get(media, "supported_mime_types") or DEFAULT_IMAGE_TYPES) if str(t).startswith("image/")
@@ -114,7 +116,7 @@ class MastodonTarget:
                 post.image,
                 max_bytes=int(limits.get("image_size_limit") or DEFAULT_IMAGE_LIMIT),
                 allow_private=self.allow_private,
-                timeout=min(IMAGE_TIMEOUT, request_timeout()),
+                timeout=min(IMAGE_TIMEOUT, self.context.request_timeout),
             )
             info = inspect(image.data)  # the bytes say what they are, not the Content-Type
             if info.mime_type not in limits.get("image_types", DEFAULT_IMAGE_TYPES):
@@ -234,7 +236,7 @@ class MastodonTarget:
         Mastodon.py never touches the store, so the thread is safe."""
         if self._stalled:
             raise self._stall_error()
-        total = request_timeout()
+        total = self.context.request_timeout
         try:
             return call_abandonable(lambda: method(*args, **kwargs), total, "relay-mastodon")
         except Abandoned:
@@ -245,7 +247,7 @@ class MastodonTarget:
         return PublishError(
             self._stalled or f"{self.account.instance} timed out",
             transient=True,
-            retry_at=run_now() + STALL_PAUSE,
+            retry_at=self.context.clock() + STALL_PAUSE,
             maybe_sent=True,
         )
 

@@ -1,0 +1,21 @@
+"""The environment a command runs in: its clock, its time limits and its network policy.
+Built once at the edge (cli) from the options and the environment, and passed down, so
+nothing below cli reads os.environ and a test can pin every part of it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Context:
+    clock: Callable[[], datetime] = system_clock  # the run's time (RELAY_NOW pins it)
+    request_timeout: float = 30.0  # seconds per platform API request, in total
+    allow_private: bool = False  # pages and images named by feed content may be private
+    dry_run: bool = False  # take the real path, send nothing
