@@ -1,6 +1,6 @@
 """The benchmarks' own loopback HTTP server (bench/ does not import tests/): fixed answers
 by path, an ETag on feeds so a conditional GET gets 304, an optional latency per request,
-and bodies streamed without a length for the hostile ones."""
+and bodies streamed without a length; and the hostile answers of the hostile benches."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 Stream = Callable[[], Iterator[bytes]]
+RSS = (("Content-Type", "application/rss+xml"),)
+_OPENING = b"<?xml version='1.0'?><rss version='2.0'><channel><title>t</title>"
 
 
 @dataclass(frozen=True)
@@ -104,3 +106,36 @@ def rss_feed(count: int, *, now: datetime, prefix: str, host: str) -> bytes:
         "<?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel><title>bench</title>"
         f"<link>https://{host}/</link>{items}</channel></rss>"
     ).encode()
+
+
+def trickle() -> Answer:
+    """A feed that sends one byte a second, for a minute."""
+
+    def body() -> Iterator[bytes]:
+        yield _OPENING
+        for _ in range(60):
+            time.sleep(1)
+            yield b" "
+
+    return Answer(200, body, RSS)
+
+
+def forty_megabytes() -> Answer:
+    """A 40 MB feed, streamed without a length."""
+
+    def body() -> Iterator[bytes]:
+        yield _OPENING
+        block = b"<item><title>x</title><link>https://example.org/x</link></item>" * 2000
+        for _ in range(40 * 1024 * 1024 // len(block) + 1):
+            yield block
+        yield b"</channel></rss>"
+
+    return Answer(200, body, RSS)
+
+
+def gzip_bomb() -> Answer:
+    """About 1 MB of gzip that inflates to 1 GiB of zeros."""
+    gzip = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    megabyte = bytes(1024 * 1024)
+    payload = b"".join([*(gzip.compress(megabyte) for _ in range(1024)), gzip.flush()])
+    return Answer(200, payload, (*RSS, ("Content-Encoding", "gzip")))

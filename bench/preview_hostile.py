@@ -15,16 +15,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from common import ROOT
-from feedserve import Answer, BenchServer, rss_feed
-
-RSS = (("Content-Type", "application/rss+xml"),)
-OPEN = b"<?xml version='1.0'?><rss version='2.0'><channel><title>t</title>"
+from feedserve import RSS, Answer, BenchServer, forty_megabytes, gzip_bomb, rss_feed, trickle
 
 # run relay's CLI, then write the peak RSS (kB on Linux) of the process and of its children
 PEAK = """\
@@ -37,27 +32,6 @@ main()
 """
 
 
-def one_byte_a_second() -> Iterator[bytes]:
-    yield OPEN
-    for _ in range(60):
-        time.sleep(1)
-        yield b" "
-
-
-def forty_megabytes() -> Iterator[bytes]:
-    yield OPEN
-    block = b"<item><title>x</title><link>https://example.org/x</link></item>" * 2000
-    for _ in range(40 * 1024 * 1024 // len(block) + 1):
-        yield block
-    yield b"</channel></rss>"
-
-
-def one_gibibyte_of_gzip() -> bytes:
-    gzip = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    megabyte = bytes(1024 * 1024)
-    return b"".join([*(gzip.compress(megabyte) for _ in range(1024)), gzip.flush()])
-
-
 def hostile(server: BenchServer) -> dict[str, str]:
     expansion = (
         f'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY big "{"A" * 10_000}">]><rss version="2.0"><channel>'
@@ -66,9 +40,9 @@ def hostile(server: BenchServer) -> dict[str, str]:
     )
     return {
         "good": server.feed("/good", rss_feed(3, now=datetime.now(UTC), prefix="item", host="example.org")),
-        "trickle": server.serve("/trickle", Answer(200, one_byte_a_second, RSS)),
-        "gzipbomb": server.serve("/gzip", Answer(200, one_gibibyte_of_gzip(), (*RSS, ("Content-Encoding", "gzip")))),
-        "forty_mb": server.serve("/big", Answer(200, forty_megabytes, RSS)),
+        "trickle": server.serve("/trickle", trickle()),
+        "gzipbomb": server.serve("/gzip", gzip_bomb()),
+        "forty_mb": server.serve("/big", forty_megabytes()),
         "html": server.serve(
             "/html", Answer(200, b"<!DOCTYPE html><html><body>Accueil</body></html>", (("Content-Type", "text/html"),))
         ),
@@ -111,8 +85,10 @@ def main() -> None:
     failed = sum(line.startswith("relay: feed ") for line in stderr.splitlines())
     print(f"preview of {len(feeds)} feeds, {len(feeds) - 1} hostile (timeout 8s):")
     print(f"  {seconds:5.1f} s, peak RSS {peak:.0f} MB, {failed} feeds failed")
-    slow = OPEN + b"<item><title>x</title><link>https://example.org/1</link><guid>1</guid>"
-    slow += b"<author>" + b"a" * 64_000 + b"</author></item></channel></rss>"
+    slow = (
+        "<?xml version='1.0'?><rss version='2.0'><channel><title>t</title><item><title>x</title>"
+        f"<link>https://example.org/1</link><guid>1</guid><author>{'a' * 64_000}</author></item></channel></rss>"
+    ).encode()
     seconds, peak, stderr = preview(
         {"slow": server.serve("/slow", Answer(200, slow, RSS)), "good": feeds["good"]}, "2s"
     )
