@@ -23,11 +23,12 @@ import httpx
 from common import ROOT, command_ms
 
 from relay.config import load_config
+from relay.context import Context
 from relay.dedupe import fingerprint
 from relay.models import Item, ParsedFeed
 from relay.pipeline import FeedPoll, FeedReport, decide_all, deliver, record_poll
 from relay.store import Store, epoch
-from relay.targets.dry_run import DryRunTarget
+from relay.targets import make_target
 
 MOCK_TOKEN = "mock_token"  # the account mastodon-mock creates at start
 
@@ -97,7 +98,7 @@ def items(count: int, now: datetime) -> tuple[Item, ...]:
     )
 
 
-def queue_and_deliver(count: int, url: str, target_factory: object, now: datetime) -> tuple[float, float]:
+def queue_and_deliver(count: int, url: str, context: Context, now: datetime) -> tuple[float, float]:
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     (tmp / "feeds.yaml").write_text(config_text(url, count))
     config = load_config(tmp / "feeds.yaml", environ={"TOKEN": MOCK_TOKEN})
@@ -109,7 +110,7 @@ def queue_and_deliver(count: int, url: str, target_factory: object, now: datetim
     decide_all([feed_poll], store, {}, now)
     record_poll(store, config, feed_poll, now)
     queued = time.perf_counter() - start
-    target = target_factory(config.accounts["masto"])  # type: ignore[operator]
+    target = make_target(config.accounts["masto"], store, context)
     start = time.perf_counter()
     report = deliver(config, store, {"masto": target}, lambda: now)
     delivered = time.perf_counter() - start
@@ -125,15 +126,13 @@ def main() -> None:
     args = parser.parse_args()
     now = datetime.now(UTC)
 
-    queued, delivered = queue_and_deliver(args.items, "https://mastodon.example", DryRunTarget, now)
+    queued, delivered = queue_and_deliver(args.items, "https://mastodon.example", Context(dry_run=True), now)
     print(f"engine: {args.items} items to the dry-run target")
     print(f"  queue (decide + record): {queued:6.2f} s  = {queued / args.items * 1000:.3f} ms per item")
     print(f"  deliver (render + outbox + send): {delivered:6.2f} s  = {delivered / args.items * 1000:.3f} ms per item")
 
-    from relay.targets.mastodon import MastodonTarget
-
     with mastodon_mock() as url:
-        queued, delivered = queue_and_deliver(args.http_items, url, lambda account: MastodonTarget(account, None), now)
+        queued, delivered = queue_and_deliver(args.http_items, url, Context(), now)
         posted = statuses_count(url)
         alone = server_alone_ms(url, args.http_items // 5)
     per_item = delivered / args.http_items * 1000
