@@ -9,7 +9,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,11 +25,11 @@ from relay.dedupe import fingerprint
 from relay.errors import ParseError, RenderError
 from relay.fetch import FetchRequest, FetchResult, fetch_all, make_client
 from relay.filters import filter_reason
-from relay.models import Item, ParsedFeed
+from relay.models import DeliveryState, Item, ParsedFeed
 from relay.parse import parse_feed
 from relay.render import FeedInfo, Limits, Post, find_template, make_environment, render_post
 from relay.store import Delivery, FeedState, Store, epoch
-from relay.targets import known_limits, make_target
+from relay.targets import known_limits, make_target, record_key
 from relay.targets.base import PublishError, Target
 
 FLOOD_WINDOW = 86400  # the flood guard's sliding day, in seconds
@@ -340,24 +339,6 @@ def delivery_key(account: str, feed: str, key: str) -> str:
     return hashlib.sha256(f"{account}\0{feed}\0{key}".encode()).hexdigest()[:40]
 
 
-_TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
-_last_tid = 0
-
-
-def new_tid(now: datetime | None = None) -> str:
-    """An atproto TID: 53 bits of microseconds, 10 bits of clock id; monotonic here."""
-    global _last_tid
-    micros = int((now or datetime.now(UTC)).timestamp() * 1_000_000)
-    value = (micros << 10) | secrets.randbelow(1024)
-    value = max(value, _last_tid + 1)
-    _last_tid = value
-    chars = []
-    for _ in range(13):
-        chars.append(_TID_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
-
-
 def record_poll(store: Store, config: Config, feed_poll: FeedPoll, now: datetime, *, seed: bool = False) -> None:
     """One transaction per feed: new items and their deliveries, then the feed's ETag, so a
     later 304 can never lose an item."""
@@ -392,13 +373,12 @@ def record_poll(store: Store, config: Config, feed_poll: FeedPoll, now: datetime
             for account, (action, _) in decision.accounts.items():
                 if action not in ("post", "hold"):
                     continue
-                platform = config.accounts[account].platform
                 store.insert_delivery(
                     item_id,
                     account,
-                    "queued" if action == "post" else "held",
+                    DeliveryState.QUEUED if action == "post" else DeliveryState.HELD,
                     delivery_key(account, feed.name, item.key),
-                    new_tid(now) if platform == "bluesky" else None,
+                    record_key(config.accounts[account], now),
                     now_s,
                 )
         if feed_poll.hold_waiting and not seed:

@@ -257,7 +257,7 @@ def _target(pds: Pds, tmp_path: Path, handle: str) -> BlueskyTarget:
 )
 def test_text_at_the_limits_is_accepted_by_the_pds(pds: Pds, tmp_path: Path, text: str) -> None:
     assert grapheme_length(text) <= 300 and len(text.encode()) <= 3000
-    from relay.pipeline import new_tid
+    from relay.targets.bluesky import new_tid
 
     target = _target(pds, tmp_path, "frank.test")
     post = Post(
@@ -268,8 +268,8 @@ def test_text_at_the_limits_is_accepted_by_the_pds(pds: Pds, tmp_path: Path, tex
 
 
 def test_one_grapheme_over_is_refused_and_failed(pds: Pds, tmp_path: Path) -> None:
-    from relay.pipeline import new_tid
     from relay.targets.base import PublishError
+    from relay.targets.bluesky import new_tid
 
     target = _target(pds, tmp_path, "frank.test")
     post = Post(platform="bluesky", account="sky", text="é" * 301, length=301, limit=300, language="fr", link="")
@@ -309,7 +309,7 @@ def test_create_session_rate_limit_stops_logging_in(tmp_path: Path, feed_server:
 
 
 def test_a_retry_of_a_post_that_landed_is_success_not_a_second_post(pds: Pds, tmp_path: Path) -> None:
-    from relay.pipeline import new_tid
+    from relay.targets.bluesky import new_tid
 
     frank = pds.account("frank.test")
     target = _target(pds, tmp_path, "frank.test")

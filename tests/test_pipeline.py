@@ -19,13 +19,13 @@ from relay.pipeline import (
     decide_all,
     deliver,
     delivery_key,
-    new_tid,
     record_poll,
 )
 from relay.render import Limits, Post
 from relay.schedule import MAX_ATTEMPTS
 from relay.store import Store
 from relay.targets.base import PublishError, Receipt
+from relay.targets.bluesky import new_tid
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 

@@ -3,6 +3,7 @@ each module."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from relay.render import Limits
@@ -25,6 +26,17 @@ def known_limits(account: Account, store: Store | None) -> Limits:
         max_characters=int(account.max_characters or cached.get("max_characters") or Limits().max_characters),
         url_length=int(cached.get("url_length") or Limits().url_length),
     )
+
+
+def record_key(account: Account, now: datetime) -> str | None:
+    """The record key a delivery keeps across attempts, where the platform has one: a
+    Bluesky post is written at a TID chosen before the first attempt, so a retry after a
+    crash cannot post twice. Mastodon needs none (its idempotency key does that)."""
+    if account.platform == "bluesky":
+        from relay.targets.bluesky import new_tid
+
+        return new_tid(now)
+    return None
 
 
 def make_target(account: Account, store: Store, context: Context) -> Target:

@@ -8,6 +8,7 @@ from public addresses unless the configuration allows private ones."""
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
@@ -29,6 +30,24 @@ OPEN_GRAPH_MAX_BYTES = 65_536  # the og: tags are read from the page's first 64 
 OPEN_GRAPH_MAX_CHARS = 1_000  # each og: value is cut to this before it is cleaned
 FETCH_TIMEOUT = 15.0  # seconds for the article page or an image, in total
 STALL_PAUSE = timedelta(minutes=1)  # after a stalled request, the account waits this long
+
+
+_TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
+_last_tid = 0
+
+
+def new_tid(now: datetime | None = None) -> str:
+    """An atproto TID: 53 bits of microseconds, 10 bits of clock id; monotonic here."""
+    global _last_tid
+    micros = int((now or datetime.now(UTC)).timestamp() * 1_000_000)
+    value = (micros << 10) | secrets.randbelow(1024)
+    value = max(value, _last_tid + 1)
+    _last_tid = value
+    chars = []
+    for _ in range(13):
+        chars.append(_TID_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
 
 
 _SESSION_ERRORS = ("ExpiredToken", "InvalidToken", "AuthenticationRequired", "AuthMissing")
