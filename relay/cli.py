@@ -243,9 +243,6 @@ def run_lock(state_dir: Path) -> Iterator[None]:
         handle.close()
 
 
-# init
-
-
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=Path), default=Path())
 def init(directory: Path) -> None:
@@ -278,9 +275,6 @@ def init(directory: Path) -> None:
     click.echo(
         f"wrote {len(written)} files in {directory}" if written else f"{directory}: nothing to write, all files exist"
     )
-
-
-# check
 
 
 @cli.command()
@@ -385,9 +379,6 @@ def check(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, online
         )
     if failed:
         sys.exit(ExitCode.PARTIAL)
-
-
-# preview
 
 
 @cli.command()
@@ -499,9 +490,6 @@ def _print_preview(
             echo(f"   ({skipped} skipped entries not shown; -v lists them with their reasons)")
 
 
-# seed
-
-
 @cli.command()
 @common_options
 @click.option("--feed", "feed_names", multiple=True, metavar="NAME", help="Only this feed (repeatable).")
@@ -529,9 +517,6 @@ def seed(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, feed_na
             click.echo(f"feed {report.name}: {report.new} entries marked seen")
     if failed:
         sys.exit(ExitCode.PARTIAL)
-
-
-# run
 
 
 @cli.command()
@@ -629,9 +614,6 @@ def _dry_run_state(state_dir: Path) -> Iterator[Any]:
 
     with Store.scratch_copy(state_dir) as store:
         yield store
-
-
-# status, history, queue
 
 
 def _open_existing(state_dir: Path) -> Any:
@@ -902,9 +884,6 @@ def _move_feed(state_dir: Path, feed: str, move: Move) -> None:
         store = _open_existing(state_dir)
         count = store.move_feed(feed, move, epoch(_now()))
         click.echo(f"feed {feed}: {count} {move.allowed_from[0]} deliveries now {move.to}")
-
-
-# cron
 
 
 @cli.command()

@@ -55,7 +55,6 @@ class FetchResult:
     last_modified: str | None = None
     error: str | None = None
     retry_after: datetime | None = None
-    http_status: int | None = None
     refused: bool = False  # the network policy refused the address
 
 
@@ -130,7 +129,6 @@ def fetch_one(
             "error",
             error=str(exc),
             retry_after=exc.retry_after,
-            http_status=exc.status,
         )
 
 
@@ -178,7 +176,6 @@ def _fetch_http(request: FetchRequest, client: httpx.Client, now: Callable[[], d
                     final_url=str(response.url),
                     etag=response.headers.get("etag") or request.etag,
                     last_modified=response.headers.get("last-modified") or request.last_modified,
-                    http_status=304,
                 )
             if response.status_code >= 400:
                 retry_after = None
@@ -213,7 +210,6 @@ def _fetch_http(request: FetchRequest, client: httpx.Client, now: Callable[[], d
                 final_url=str(response.url),
                 etag=response.headers.get("etag"),
                 last_modified=response.headers.get("last-modified"),
-                http_status=200,
             )
     except httpx.TooManyRedirects:
         raise FetchError(f"more than {MAX_REDIRECTS} redirects (a redirect loop?)") from None

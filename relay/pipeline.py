@@ -21,10 +21,10 @@ import httpx
 from relay import schedule
 from relay.config import Account, Config, Feed, resolve_feed_url
 from relay.context import Context
+from relay.decide import ItemDecision, Known, decide
 from relay.dedupe import fingerprint
 from relay.errors import ParseError, RenderError
 from relay.fetch import FetchRequest, FetchResult, fetch_all, make_client
-from relay.filters import filter_reason
 from relay.models import DeliveryState, Item, ParsedFeed
 from relay.parse import parse_feed
 from relay.render import FeedInfo, Limits, Post, find_template, make_environment, render_post
@@ -48,14 +48,6 @@ class FeedReport:
 
 
 @dataclass
-class ItemDecision:
-    item: Item
-    key_hash: bytes
-    reason: str | None  # set when the item is only marked seen, for every account
-    accounts: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # name → (post|skip|hold, reason)
-
-
-@dataclass
 class FeedPoll:
     feed: Feed
     report: FeedReport
@@ -64,9 +56,6 @@ class FeedPoll:
     body_hash: bytes | None = None
     decisions: list[ItemDecision] = field(default_factory=list)
     hold_waiting: str | None = None  # the 24-hour flood guard tripped: hold what still waits too
-
-
-# polling
 
 
 def poll(
@@ -222,9 +211,6 @@ def _parse_many(jobs: list[ParseJob]) -> list[ParsedFeed | str]:
     return [results[i] for i in range(len(jobs))]
 
 
-# deciding
-
-
 def decide_all(
     polls: list[FeedPoll],
     store: Store | None,
@@ -233,106 +219,49 @@ def decide_all(
     *,
     all_items: bool = False,
 ) -> None:
-    """For each new item and each account: post, hold, or skip with a reason."""
-    batch: dict[tuple[bytes, str], str] = {}  # (canonical, account) → the feed posting it in this poll
-    known_feeds = [
-        p.feed.name
-        for p in polls
-        if p.parsed is not None and (state := states.get(p.feed.name)) is not None and state.last_ok_at is not None
-    ]
-    recent = (
-        store.recent_item_counts(known_feeds, epoch(now) - FLOOD_WINDOW) if store is not None and not all_items else {}
+    """For each new item and each account: post, hold, or skip with a reason. What the state
+    knows is loaded in bulk (one query per feed at most), then decide() decides."""
+    parsed = [p for p in polls if p.parsed is not None]
+    feeds: list[tuple[Feed, Sequence[Item]]] = [(p.feed, p.parsed.items if p.parsed else ()) for p in parsed]
+    known = _known(store, feeds, states, now, all_items=all_items)
+    for feed_poll, result in zip(parsed, decide(feeds, known, now, all_items=all_items), strict=True):
+        feed_poll.decisions = result.decisions
+        feed_poll.report.new = len(result.decisions)
+        feed_poll.hold_waiting = result.hold_waiting
+        if result.flood:
+            feed_poll.report.warnings.append(result.flood)
+
+
+def _known(
+    store: Store | None,
+    feeds: list[tuple[Feed, Sequence[Item]]],
+    states: dict[str, FeedState],
+    now: datetime,
+    *,
+    all_items: bool,
+) -> Known:
+    first_poll = frozenset(
+        feed.name for feed, _ in feeds if (state := states.get(feed.name)) is None or state.last_ok_at is None
     )
-    for feed_poll in polls:
-        if feed_poll.parsed is None:
-            continue
-        feed = feed_poll.feed
-        items = feed_poll.parsed.items
-        hashes = [fingerprint(item.key) for item in items]
-        known = set() if all_items or store is None else store.known_keys(feed.name, hashes)
-        state = states.get(feed.name)
-        first_poll = state is None or state.last_ok_at is None
-        decisions = []
-        seen_links: set[str] = set()
-        for item, key_hash in zip(items, hashes, strict=True):
-            if key_hash in known:
-                continue
-            if item.published is not None and item.published > now:
-                item = dataclasses.replace(item, published=now)  # a date in the future counts as now
-            reason = item.skip_reason
-            if reason is None and not all_items:
-                reason = filter_reason(item, include=feed.include, exclude=feed.exclude, max_age=feed.max_age, now=now)
-            if reason is None and item.canonical_url in seen_links and not all_items:
-                reason = "same link as another item of this feed"
-            if reason is None and first_poll and store is not None and item.canonical_url and not all_items:
-                # a renamed feed: its items are new under this name, not to relay
-                other = store.seen_elsewhere(fingerprint(item.canonical_url), feed.name)
-                if other:
-                    reason = f"first poll: already seen via feed {other!r}"
-            if item.canonical_url:
-                seen_links.add(item.canonical_url)
-            decisions.append(ItemDecision(item, key_hash, reason))
-        feed_poll.report.new = len(decisions)
-        candidates = [d for d in decisions if d.reason is None]
-        if first_poll and not all_items:
-            newest = sorted(
-                range(len(candidates)),
-                key=lambda i: (candidates[i].item.published or datetime.min.replace(tzinfo=UTC), -i),
-                reverse=True,
-            )[: feed.backfill]
-            keep = {id(candidates[i]) for i in newest}
-            for decision in candidates:
-                if id(decision) not in keep:
-                    decision.reason = f"first poll: backfill relays only the {feed.backfill} newest"
-            candidates = [d for d in candidates if d.reason is None]
-        for decision in candidates:
-            canonical = fingerprint(decision.item.canonical_url) if decision.item.canonical_url else None
-            for account in feed.to:
-                action, why = "post", None
-                if canonical is not None and not all_items:
-                    # only a copy already sent or posted makes this one a duplicate: a copy
-                    # that is merely queued may yet be held, failed or dropped, and must not
-                    # silence this one (if both wait, the second to go out is dropped then)
-                    other, other_state = store.relayed_elsewhere(canonical, account) if store else (None, None)
-                    earlier = batch.get((canonical, account))
-                    if other and other_state != "queued":
-                        action, why = "skip", f"already relayed via feed {other!r}"
-                    elif earlier:
-                        action, why = "skip", f"already relayed via feed {earlier!r}"
-                    elif other:
-                        why = f"also queued via feed {other!r}: the copy that goes out first is the one posted"
-                decision.accounts[account] = (action, why)
-        relayable = [d for d in candidates if any(a == "post" for a, _ in d.accounts.values())]
-        in_day = recent.get(feed.name, 0) + len(relayable)
-        steer = f"`relay queue release {feed.name}` or `relay queue drop-held {feed.name}`"
-        why = None
-        if first_poll or all_items or not relayable:
-            pass
-        elif len(relayable) > feed.flood_threshold:
-            why = f"flood guard: {len(relayable)} new items at once (flood_threshold {feed.flood_threshold}); {steer}"
-        elif in_day > feed.flood_threshold_day:
-            why = (
-                f"flood guard: {in_day} new items in 24 hours (flood_threshold_day {feed.flood_threshold_day}); {steer}"
-            )
-            # a feed that floods over a day waits for the user as a whole: what it queued
-            # before the threshold was reached must not keep taking the other feeds' posts
-            feed_poll.hold_waiting = why
-        if why:
-            for decision in relayable:
-                for account, (action, _) in decision.accounts.items():
-                    if action == "post":
-                        decision.accounts[account] = ("hold", why)
-            feed_poll.report.warnings.append(why)
-        for decision in candidates:  # after the flood guard: a held copy silences nothing
-            if decision.item.canonical_url:
-                canonical = fingerprint(decision.item.canonical_url)
-                for account, (action, _) in decision.accounts.items():
-                    if action == "post":
-                        batch.setdefault((canonical, account), feed.name)
-        feed_poll.decisions = decisions
-
-
-# recording
+    if store is None or all_items:
+        return Known(first_poll=first_poll)
+    canonicals = {feed.name: [fingerprint(i.canonical_url) for i in items if i.canonical_url] for feed, items in feeds}
+    return Known(
+        keys={
+            feed.name: frozenset(store.known_keys(feed.name, [fingerprint(i.key) for i in items]))
+            for feed, items in feeds
+        },
+        first_poll=first_poll,
+        recent=store.recent_item_counts(
+            [feed.name for feed, _ in feeds if feed.name not in first_poll], epoch(now) - FLOOD_WINDOW
+        ),
+        seen_elsewhere={
+            (name, canonical): other
+            for name in first_poll
+            for canonical, other in store.seen_elsewhere(canonicals.get(name, []), name).items()
+        },
+        relayed=store.relayed(c for values in canonicals.values() for c in values),
+    )
 
 
 def delivery_key(account: str, feed: str, key: str) -> str:
@@ -410,9 +339,6 @@ def item_from_payload(payload: str) -> Item:
     return Item(**data)
 
 
-# rendering
-
-
 def post_language(item: Item, feed: Feed) -> tuple[str, str]:
     """A post's language and where it came from: the item's own (item), else the feed's
     language: in feeds.yaml when written for that feed (feed), else the one the channel
@@ -449,9 +375,6 @@ class Renderer:
             images=feed.images,
             visibility=feed.visibility,
         )
-
-
-# delivering
 
 
 @dataclass
@@ -683,9 +606,6 @@ def _deliver_one(
     store.mark_posted(delivery.id, epoch(clock()), receipt.remote_id, receipt.url)
     event("posted", url=receipt.url)
     return False
-
-
-# the commands
 
 
 @dataclass

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,6 @@ class Post:
     image_alt: str = ""
     attach_image: bool = False  # Mastodon: upload the item's image with the post
     visibility: str = ""  # Mastodon: the feed's visibility; empty means the account's
-    warnings: tuple[str, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,7 +97,6 @@ class Post:
             "image_alt": self.image_alt,
             "attach_image": self.attach_image,
             "visibility": self.visibility,
-            "warnings": list(self.warnings),
         }
 
     @classmethod
@@ -119,7 +117,6 @@ class Post:
             image_alt=data.get("image_alt", ""),
             attach_image=data.get("attach_image", False),
             visibility=data.get("visibility", ""),
-            warnings=tuple(data.get("warnings", ())),
         )
 
 

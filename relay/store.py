@@ -167,6 +167,18 @@ class Delivery:
     doubt_since: float | None = None  # an attempt may have posted without relay knowing
 
 
+def _chunks(values: Iterable[bytes], size: int = 500) -> Iterator[list[bytes]]:
+    """Values in lists short enough for one IN (...) of SQLite."""
+    chunk: list[bytes] = []
+    for value in values:
+        chunk.append(value)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def _delivery(row: tuple[Any, ...]) -> Delivery:
     return Delivery(row[0], row[1], row[2], DeliveryState(row[3]), *row[4:])
 
@@ -320,8 +332,6 @@ class Store:
             raise
         self.db.execute("COMMIT")
 
-    # feeds
-
     def feed_state(self, name: str) -> FeedState | None:
         row = self.db.execute(
             "SELECT name, url, etag, last_modified, body_hash, last_polled_at, last_ok_at,"
@@ -371,8 +381,6 @@ class Store:
             (name, url, etag, last_modified, body_hash, now, now, next_due, entries),
         )
 
-    # items
-
     def known_keys(self, feed: str, key_hashes: Iterable[bytes]) -> set[bytes]:
         keys = list(key_hashes)
         found: set[bytes] = set()
@@ -410,24 +418,36 @@ class Store:
         )
         return cursor.rowcount
 
-    def seen_elsewhere(self, canonical: bytes, feed: str) -> str | None:
-        """Another feed that already holds an item with this canonical URL, relayed or not."""
-        row = self.db.execute(
-            "SELECT feed FROM items WHERE canonical = ? AND feed != ? LIMIT 1", (canonical, feed)
-        ).fetchone()
-        return row[0] if row else None
+    def seen_elsewhere(self, canonicals: Iterable[bytes], feed: str) -> dict[bytes, str]:
+        """For each canonical URL another feed already holds an item of (relayed or not),
+        one such feed."""
+        found: dict[bytes, str] = {}
+        for chunk in _chunks(canonicals):
+            rows = self.db.execute(
+                f"SELECT canonical, feed FROM items WHERE canonical IN ({','.join('?' * len(chunk))}) AND feed != ?",
+                (*chunk, feed),
+            )
+            for canonical, other in rows:
+                found.setdefault(canonical, other)
+        return found
 
-    def relayed_elsewhere(self, canonical: bytes, account: str) -> tuple[str | None, str | None]:
-        """The feed through which this article already went (or is queued to go) to account,
-        and that delivery's state, posted or sending first. A held or failed delivery does
-        not count: another feed's copy must not be silenced by one that may never be posted."""
-        row = self.db.execute(
-            "SELECT items.feed, deliveries.state FROM items JOIN deliveries ON deliveries.item_id = items.id"
-            " WHERE items.canonical = ? AND +deliveries.account = ?"  # by the article, not the account's outbox
-            " AND +deliveries.state IN ('queued', 'sending', 'posted') ORDER BY deliveries.state = 'queued' LIMIT 1",
-            (canonical, account),
-        ).fetchone()
-        return (row[0], row[1]) if row else (None, None)
+    def relayed(self, canonicals: Iterable[bytes]) -> dict[tuple[bytes, str], tuple[str, DeliveryState]]:
+        """For each (canonical URL, account): the feed through which the article already went
+        (or is queued to go) to the account, and that delivery's state, posted or sending
+        first. A held or failed delivery does not count: another feed's copy must not be
+        silenced by one that may never be posted."""
+        found: dict[tuple[bytes, str], tuple[str, DeliveryState]] = {}
+        for chunk in _chunks(set(canonicals)):
+            rows = self.db.execute(
+                "SELECT items.canonical, deliveries.account, items.feed, deliveries.state FROM items"
+                " JOIN deliveries ON deliveries.item_id = items.id"
+                f" WHERE items.canonical IN ({','.join('?' * len(chunk))})"
+                " AND +deliveries.state IN ('queued', 'sending', 'posted') ORDER BY deliveries.state = 'queued'",
+                chunk,
+            )
+            for canonical, account, feed, state in rows:
+                found.setdefault((canonical, account), (feed, DeliveryState(state)))
+        return found
 
     def posted_duplicate(self, delivery_id: int) -> str | None:
         """The feed through which this delivery's article was already posted to its account
@@ -477,8 +497,6 @@ class Store:
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (item_id, account) DO NOTHING",
             (item_id, account, state, idempotency_key, rkey, now, now),
         )
-
-    # deliveries
 
     _DELIVERY_COLUMNS = (
         "d.id, d.item_id, d.account, d.state, d.idempotency_key, d.rkey, d.attempts, d.queued_at,"
@@ -682,8 +700,6 @@ class Store:
         ):
             counts.setdefault(account, {})[state] = count
         return counts
-
-    # accounts and sessions
 
     def account_names(self) -> list[str]:
         """Accounts with a row of their own (a pause, limits, logins) or a delivery."""

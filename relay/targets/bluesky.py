@@ -65,8 +65,6 @@ class BlueskyTarget:
         self.logged_in_with_password = False
         self._stalled: str | None = None  # set when a request outlived its deadline
 
-    # session
-
     def _new_client(self) -> Any:
         from atproto import Client
 
@@ -132,8 +130,6 @@ class BlueskyTarget:
                     raise self._error(again, action) from None
             raise self._error(exc, action) from None
 
-    # target protocol
-
     def limits(self) -> Limits:
         return Limits()
 
@@ -196,8 +192,6 @@ class BlueskyTarget:
         handle = self._client._session.handle if self._client else self.account.handle
         return Receipt(remote_id=uri, url=f"https://bsky.app/profile/{handle}/post/{rkey}")
 
-    # link card
-
     def _embed(self, client: Any, post: Post) -> Any:
         from atproto import models
 
@@ -249,8 +243,6 @@ class BlueskyTarget:
                 thumb=thumb,
             )
         )
-
-    # errors
 
     def _stall_error(self) -> PublishError:
         """A request outlived its deadline: the retry time makes the pipeline stop this

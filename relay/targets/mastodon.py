@@ -48,8 +48,6 @@ class MastodonTarget:
         )
         self._instance: dict[str, Any] | None = None
 
-    # limits
-
     def instance_limits(self, *, refresh: bool = False) -> dict[str, Any]:
         """configuration.statuses / media_attachments from /api/v2/instance, cached in state."""
         known = self.store.account_state(self.account.name) if self.store else AccountState()
@@ -87,8 +85,6 @@ class MastodonTarget:
             max_characters=self.account.max_characters or int(found["max_characters"]),
             url_length=int(found["url_length"]),
         )
-
-    # publishing
 
     def publish(self, post: Post, *, idempotency_key: str, rkey: str | None) -> Receipt:
         media_ids = []
