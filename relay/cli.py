@@ -548,7 +548,7 @@ def run(
 
 
 def _run(config: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbose: bool, quiet: bool) -> bool:
-    from relay.pipeline import run_once
+    from relay.pipeline import Outcome, run_once
     from relay.text import truncate
 
     with _dry_run_state(state_dir) if dry_run else contextlib.closing(_open_store(state_dir)) as store:
@@ -576,7 +576,7 @@ def _run(config: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbo
     if delivered is None:
         return report.failed
     for event in delivered.events:
-        if event.outcome == "failed":
+        if event.outcome == Outcome.FAILED:
             click.echo(
                 _redact(
                     config,
@@ -585,7 +585,7 @@ def _run(config: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbo
                 ),
                 err=True,
             )
-        elif event.outcome == "retry":
+        elif event.outcome == Outcome.RETRY:
             click.echo(
                 _redact(
                     config,
@@ -594,7 +594,7 @@ def _run(config: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbo
                 ),
                 err=True,
             )
-        elif event.outcome == "dropped":
+        elif event.outcome == Outcome.DROPPED:
             if verbose:
                 click.echo(f"not posted to {event.account}: {event.feed}: {truncate(event.title, 70)}: {event.detail}")
         elif verbose:

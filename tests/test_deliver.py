@@ -368,6 +368,38 @@ def test_a_rate_limit_blocks_the_account_until_the_reset(config: Config, store: 
     assert outcomes(after) == [("one", "posted"), ("two", "posted")] and after.account_errors == []
 
 
+def test_a_rate_limit_on_the_last_attempt_fails_the_delivery_and_still_blocks_the_account(
+    config: Config, store: Store
+) -> None:
+    """The last allowed attempt answered 429: the delivery has had its attempts, but the
+    account's next delivery must not be sent into the rate limit."""
+    last, behind = queue(store, "last"), queue(store, "two", seen=NOW - timedelta(minutes=30))
+    store.requeue(last, epoch(NOW), "m.example answered 503", MAX_ATTEMPTS - 1)
+    reset = NOW + timedelta(minutes=30)
+    target = ScriptedTarget(publish=[PublishError("m.example: 429 rate limited", transient=True, retry_at=reset)])
+    report = run(config, store, Clock(), target)
+    assert outcomes(report) == [("last", "failed")] and len(report.account_errors) == 1
+    assert get(store, last).state == DeliveryState.FAILED
+    assert store.account_state("m").blocked_until == epoch(reset)
+    assert target.published() == ["last"] and get(store, behind).state == DeliveryState.QUEUED
+
+
+def test_a_maybe_sent_error_on_the_last_attempt_says_the_post_may_exist(config: Config, store: Store) -> None:
+    """Giving up on a delivery whose last attempt may have landed must not invite a blind
+    retry: the reason says to check the account first."""
+    delivery_id = queue(store, "one")
+    store.requeue(delivery_id, epoch(NOW), "m.example timed out", MAX_ATTEMPTS - 1)
+    error = PublishError("m.example timed out", transient=True, maybe_sent=True)
+    report = run(config, store, Clock(), ScriptedTarget(publish=[error]))
+    delivery = get(store, delivery_id)
+    assert delivery.state == DeliveryState.FAILED
+    assert delivery.last_error == (
+        f"gave up after {MAX_ATTEMPTS} attempts: m.example timed out; the last attempt may have posted:"
+        f" check the account before `relay queue retry {delivery_id}`"
+    )
+    assert outcomes(report) == [("one", "failed")]
+
+
 def test_a_blocked_account_is_not_attempted_and_the_others_go_on(config: Config, store: Store) -> None:
     waiting, elsewhere = queue(store, "one"), queue(store, "one", account="n")
     store.update_account("m", blocked_until=epoch(NOW + timedelta(hours=1)), last_error="rate limited")
@@ -569,13 +601,16 @@ def test_an_unexpected_error_on_the_last_attempt_fails_the_delivery(config: Conf
     report = run(config, store, Clock(), ScriptedTarget(publish=[RecursionError("deep")]))
     delivery = get(store, delivery_id)
     assert delivery.state == DeliveryState.FAILED
-    assert delivery.last_error == f"gave up after {MAX_ATTEMPTS} attempts: RecursionError: deep"
+    assert delivery.last_error == (
+        f"gave up after {MAX_ATTEMPTS} attempts: RecursionError: deep; the last attempt may have posted:"
+        f" check the account before `relay queue retry {delivery_id}`"
+    )
     assert outcomes(report) == [("one", "failed")]
 
 
 def test_an_unexpected_error_while_rendering_requeues_without_doubt(tmp_path: Path, store: Store) -> None:
-    """Nothing was sent, so no doubt; the attempt is counted all the same (and, as the code
-    stands, it uses the run's budget like a send: an event 'retry')."""
+    """Nothing was sent, so no doubt and no use of the run's budget (the next delivery goes
+    out); the attempt is counted all the same."""
     delivery_id, behind = queue(store, "one"), queue(store, "two", seen=NOW - timedelta(minutes=30))
     config = make_config(tmp_path, max_per_run=1)
     renderer = CountingRenderer(config, fail={"one": ValueError("x")})
@@ -583,8 +618,9 @@ def test_an_unexpected_error_while_rendering_requeues_without_doubt(tmp_path: Pa
     report = run(config, store, Clock(), target, renderer=renderer)
     delivery = get(store, delivery_id)
     assert (delivery.state, delivery.attempts, delivery.doubt_since) == (DeliveryState.QUEUED, 1, None)
-    assert delivery.last_error == "ValueError: x" and target.calls == []
-    assert outcomes(report) == [("one", "retry")] and get(store, behind).state == DeliveryState.QUEUED
+    assert delivery.last_error == "ValueError: x" and target.published() == ["two"]
+    assert outcomes(report) == [("one", "retry"), ("two", "posted")]
+    assert get(store, behind).state == DeliveryState.POSTED
 
 
 def test_a_state_error_ends_the_run(config: Config, store: Store) -> None:

@@ -249,9 +249,8 @@ def test_an_unexpected_error_on_the_last_attempt_fails_the_delivery(tmp_path: Pa
     store.db.execute("UPDATE deliveries SET attempts = ?", (MAX_ATTEMPTS - 1,))
     report = run_deliver(cfg, store, ScriptedTarget(RecursionError("deep")))
     [delivery] = store.deliveries()
-    assert (
-        delivery.state == "failed"
-        and delivery.last_error == f"gave up after {MAX_ATTEMPTS} attempts: RecursionError: deep"
+    assert delivery.state == "failed" and delivery.last_error.startswith(
+        f"gave up after {MAX_ATTEMPTS} attempts: RecursionError: deep; "
     )
     assert report.events[0].outcome == "failed"
 
