@@ -21,14 +21,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from relay import __version__
-from relay.errors import ConfigError, ExitCode, LockedError, RelayError, RenderError, StateError
-
-if TYPE_CHECKING:
-    from relay.context import Context
+from relay.errors import ConfigError, ExitCode, LockedError, RelayError, StateError
 from relay.models import DROP, DROP_HELD, RELEASE, RETRY, WAITING, DeliveryState, Move
 
+if TYPE_CHECKING:  # imported when used: `relay --help` and a no-op run stay fast
+    from relay.config import Config, Feed
+    from relay.context import Context
+    from relay.store import Store
+
 F = TypeVar("F", bound=Callable[..., Any])
-TIME_FORMAT = "%Y-%m-%d %H:%M"
 
 
 def default_state_dir() -> Path:
@@ -155,11 +156,11 @@ def main() -> None:
     cli(prog_name="relay")
 
 
-def _load(config_path: Path, *, check_templates: bool = True) -> Any:
+def _load(config_path: Path, *, check_templates: bool = True) -> Config:
     from relay.config import load_config
     from relay.render import make_environment, template_exists
 
-    def exists(config: Any, name: str) -> bool:
+    def exists(config: Config, name: str) -> bool:
         return template_exists(make_environment(config.template_dirs), name)
 
     return load_config(config_path, environ=os.environ, template_exists=exists if check_templates else None)
@@ -173,7 +174,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _context(config: Any, *, dry_run: bool = False) -> Context:
+def _context(config: Config, *, dry_run: bool = False) -> Context:
     """The environment of a command, read once here: nothing below cli reads os.environ."""
     from relay.context import Context
 
@@ -185,7 +186,7 @@ def _context(config: Any, *, dry_run: bool = False) -> Context:
     )
 
 
-def _select_feeds(config: Any, names: tuple[str, ...]) -> list[Any]:
+def _select_feeds(config: Config, names: tuple[str, ...]) -> list[Feed]:
     if not names:
         return list(config.feeds)
     known = {feed.name for feed in config.feeds}
@@ -197,7 +198,7 @@ def _select_feeds(config: Any, names: tuple[str, ...]) -> list[Any]:
     return [feed for feed in config.feeds if feed.name in names]
 
 
-def _redact(config: Any, text: str) -> str:
+def _redact(config: Config | None, text: str) -> str:
     """Secret values back to ${VAR} and URL passwords masked: every line about feeds and
     accounts goes through here before it is printed. Without a configuration (status when
     feeds.yaml does not load), URL passwords are still masked."""
@@ -208,7 +209,7 @@ def _redact(config: Any, text: str) -> str:
     return mask_credentials(text)
 
 
-def _open_store(state_dir: Path, *, quiet: bool = False) -> Any:
+def _open_store(state_dir: Path, *, quiet: bool = False) -> Store:
     """The state for writing; its warnings (permissions tightened) printed once."""
     from relay.store import Store
 
@@ -291,70 +292,15 @@ def check(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, online
       relay check -c feeds.yaml
       relay check --online          # also checks credentials and instance limits
     """
-    from relay.models import Item
-    from relay.pipeline import Renderer
-    from relay.render import Limits
+    from relay.pipeline import check_templates
 
     config = _load(config_path)
-    renderer = Renderer(config)
-    sample = Item(
-        feed="sample",
-        key="sample",
-        link="https://example.org/2026/11/exemple-d-article?utm_source=rss",
-        canonical_url="example.org/2026/11/exemple-d-article",
-        title="Health Data Hub : le gouvernement confirme l'hébergement chez Microsoft",
-        summary="Un exemple de résumé, assez long pour être raccourci. " * 20,
-        author="Collectif",
-        published=_now(),
-        tags=("santé",),
-    )
-    problems = []
-    for index, feed in enumerate(config.feeds):
-        for name in feed.to:
-            account = config.accounts[name]
-            try:
-                renderer.render(sample, feed, account, Limits(max_characters=account.max_characters or 500))
-            except RenderError as exc:
-                problems.append(
-                    f"{config.path.name}:{feed.line}: feeds[{index}].template: {feed.template} for {account.platform}: {exc}"
-                )
+    problems, card_warnings = check_templates(config, _now())
     if problems:
         raise ConfigError(problems)
-    for warning in config.warnings:
+    for warning in [*config.warnings, *card_warnings]:
         if not quiet:
             click.echo(f"warning: {_redact(config, warning)}", err=True)
-    # Mastodon's card is the first link in the text: render each Mastodon feed against an
-    # item whose every field holds a URL, and warn when the first URL is not the item's.
-    from relay.text import find_urls
-
-    linked = Item(
-        feed="sample",
-        key="sample-urls",
-        link="https://example.org/2026/11/item-link",
-        canonical_url="example.org/2026/11/item-link",
-        title="Title https://title.example/page",
-        summary="Summary (https://summary.example/page) and https://summary.example/other",
-        author="Author https://author.example/",
-        published=_now(),
-        tags=("https://tag.example/",),
-        image="https://image.example/picture.jpg",
-    )
-    for index, feed in enumerate(config.feeds):
-        mastodon = [config.accounts[n] for n in feed.to if config.accounts[n].platform == "mastodon"]
-        if not mastodon:
-            continue
-        try:
-            post = renderer.render(linked, feed, mastodon[0], Limits(), "Site https://site.example/")
-        except RenderError:
-            continue
-        urls = [post.text[start:end] for start, end in find_urls(post.text)]
-        if urls and urls[0] != linked.link and not quiet:
-            source = {linked.image: "item.image", feed.url: "feed.url"}.get(urls[0], urls[0])
-            click.echo(
-                f"warning: {config.path.name}:{feed.line}: feeds[{index}].template: {feed.template} for mastodon"
-                f" (feed {feed.name}) puts {source} before item.link: Mastodon's card would show that page",
-                err=True,
-            )
     failed = False
     if online:
         from relay.targets import make_target
@@ -414,7 +360,9 @@ def preview(
     feeds = _select_feeds(config, feed_names)
     store = Store.open_read_only(state_dir)
     planned = plan(config, store, _context(config), feeds, all_items=all_items)
-    feeds_out = [_feed_json(config, report) for report in planned.feeds]
+    from relay import show
+
+    feeds_out = [show.feed_json(report, lambda text: _redact(config, text)) for report in planned.feeds]
     posts_out = []
     for post in planned.posts:
         entry = dataclasses.asdict(post)
@@ -425,7 +373,7 @@ def preview(
         # item keys and links resolved against a feed URL can carry its credentials: mask all
         click.echo(_redact(config, json.dumps({"feeds": feeds_out, "posts": posts_out}, ensure_ascii=False, indent=2)))
     else:
-        _print_preview(config, feeds_out, posts_out, verbose=verbose, quiet=quiet)
+        _echo(config, show.preview_lines(config.accounts, feeds_out, posts_out, verbose=verbose, quiet=quiet))
     for warning in config.warnings:
         if not quiet and output_format == "text":
             click.echo(f"warning: {_redact(config, warning)} (needed by `relay run`)", err=True)
@@ -433,61 +381,10 @@ def preview(
         sys.exit(ExitCode.PARTIAL)
 
 
-def _feed_json(config: Any, report: Any) -> dict[str, Any]:
-    return {
-        "name": report.name,
-        "url": _redact(config, report.url),
-        "status": report.status,
-        "error": None if report.error is None else _redact(config, report.error),
-        "entries": report.entries,
-        "new": report.new,
-        "warnings": [_redact(config, w) for w in report.warnings],
-    }
-
-
-def _print_preview(
-    config: Any, feeds: list[dict[str, Any]], posts: list[dict[str, Any]], *, verbose: bool, quiet: bool
-) -> None:
-    def echo(text: str, err: bool = False) -> None:
+def _echo(config: Config | None, lines: list[tuple[str, bool]]) -> None:
+    """Print a report's lines, each through the secret redaction."""
+    for text, err in lines:
         click.echo(_redact(config, text), err=err)
-
-    for feed in feeds:
-        if feed["status"] == "error":
-            echo(f"relay: feed {feed['name']}: {feed['error']}", err=True)
-        elif not quiet:
-            echo(f"feed {feed['name']}: {feed['status']}, {feed['entries']} entries, {feed['new']} new")
-        for warning in feed["warnings"]:
-            echo(f"warning: feed {feed['name']}: {warning}", err=True)
-    if quiet:
-        return
-    from relay.text import truncate
-
-    for name, account in config.accounts.items():
-        mine = [p for p in posts if p["account"] == name]
-        shown = [p for p in mine if p["action"] != "skip" or verbose or p["text"]]
-        counts = {a: sum(1 for p in mine if p["action"] == a) for a in ("post", "hold", "skip")}
-        echo("")
-        echo(
-            f"== {name} ({account.platform}): {counts['post']} to post, {counts['hold']} held, {counts['skip']} skipped"
-        )
-        for post in shown:
-            reason = f" ({post['reason']})" if post["reason"] else ""
-            length = f" {post['length']}/{post['limit']}" if post["length"] is not None else ""
-            # where the language came from, when not from defaults: a reader checks it there
-            source = post.get("language_source", "default")
-            language = f" [{post['language']} from {source}]" if source != "default" else ""
-            echo(f"-- [{post['action']}] {post['feed']}: {truncate(post['title'], 70)}{length}{language}{reason}")
-            if (post["text"] and post["action"] != "skip") or (post["text"] and verbose):
-                if post.get("spoiler_text"):
-                    echo(f"   CW: {post['spoiler_text']}")
-                for line in post["text"].split("\n"):
-                    echo(f"   | {line}")
-                if post["embed"]:
-                    card = post["embed"]["external"]
-                    echo(f"   [card] {card['title']} — {truncate(card['description'], 80)} <{card['uri']}>")
-        skipped = counts["skip"] - sum(1 for p in shown if p["action"] == "skip")
-        if skipped:
-            echo(f"   ({skipped} skipped entries not shown; -v lists them with their reasons)")
 
 
 @cli.command()
@@ -547,76 +444,25 @@ def run(
         sys.exit(ExitCode.PARTIAL)
 
 
-def _run(config: Any, state_dir: Path, feeds: list[Any], *, dry_run: bool, verbose: bool, quiet: bool) -> bool:
-    from relay.pipeline import Outcome, run_once
-    from relay.text import truncate
+def _run(config: Config, state_dir: Path, feeds: list[Feed], *, dry_run: bool, verbose: bool, quiet: bool) -> bool:
+    from relay import show
+    from relay.pipeline import run_once
 
     with _dry_run_state(state_dir) if dry_run else contextlib.closing(_open_store(state_dir)) as store:
         report = run_once(config, store, _context(config, dry_run=dry_run), feeds)
-    if report.first_run and not quiet:
-        click.echo(
-            f"warning: no state yet in {state_dir}: first run; each feed relays at most its `backfill` newest"
-            " items (`relay seed` relays none)",
-            err=True,
-        )
-    for feed in report.polled:
-        if feed.status == "error":
-            click.echo(_redact(config, f"relay: feed {feed.name}: {feed.error}"), err=True)
-        elif verbose:
-            click.echo(f"feed {feed.name}: {feed.status}, {feed.entries} entries, {feed.new} new")
-        for warning in feed.warnings:
-            click.echo(_redact(config, f"warning: feed {feed.name}: {warning}"), err=True)
-    if not report.polled and verbose:
-        click.echo("no feed is due")
-    for line in report.start_errors:
-        click.echo(_redact(config, f"relay: {line}"), err=True)
-    for warning in report.target_warnings:
-        click.echo(_redact(config, f"warning: {warning}"), err=True)
-    delivered = report.delivery
-    if delivered is None:
-        return report.failed
-    for event in delivered.events:
-        if event.outcome == Outcome.FAILED:
-            click.echo(
-                _redact(
-                    config,
-                    f"relay: account {event.account}: delivery {event.delivery_id} ({event.feed}: {event.title[:60]})"
-                    f" failed: {event.detail}",
-                ),
-                err=True,
-            )
-        elif event.outcome == Outcome.RETRY:
-            click.echo(
-                _redact(
-                    config,
-                    f"relay: account {event.account}: delivery {event.delivery_id} ({event.feed}) will be retried:"
-                    f" {event.detail}",
-                ),
-                err=True,
-            )
-        elif event.outcome == Outcome.DROPPED:
-            if verbose:
-                click.echo(f"not posted to {event.account}: {event.feed}: {truncate(event.title, 70)}: {event.detail}")
-        elif verbose:
-            prefix = "would post" if dry_run else "posted"
-            click.echo(f"{prefix} to {event.account}: {event.feed}: {truncate(event.title, 70)} {event.url}".rstrip())
-    for line in delivered.account_errors:
-        click.echo(_redact(config, f"relay: {line}"), err=True)
-    if verbose:
-        for name, why in delivered.pacing.items():
-            click.echo(f"pacing {name}: {why}")
+    _echo(config, show.run_lines(report, state_dir, verbose=verbose, quiet=quiet, dry_run=dry_run))
     return report.failed
 
 
 @contextlib.contextmanager
-def _dry_run_state(state_dir: Path) -> Iterator[Any]:
+def _dry_run_state(state_dir: Path) -> Iterator[Store]:
     from relay.store import Store
 
     with Store.scratch_copy(state_dir) as store:
         yield store
 
 
-def _open_existing(state_dir: Path) -> Any:
+def _open_existing(state_dir: Path) -> Store:
     from relay.store import state_path
 
     if state_dir.exists() and not state_dir.is_dir():
@@ -626,7 +472,7 @@ def _open_existing(state_dir: Path) -> Any:
     return _open_store(state_dir)
 
 
-def _config_for_masking(config_path: Path) -> Any:
+def _config_for_masking(config_path: Path) -> Config | None:
     """The configuration when it loads, so its secrets can be hidden; status does not need it."""
     if not config_path.exists():
         return None
@@ -634,12 +480,6 @@ def _config_for_masking(config_path: Path) -> Any:
         return _load(config_path, check_templates=False)
     except RelayError:
         return None
-
-
-def _when(value: float | None) -> str:
-    if value is None:
-        return "never"
-    return datetime.fromtimestamp(value, tz=UTC).strftime(TIME_FORMAT)
 
 
 @cli.command()
@@ -653,97 +493,15 @@ def status(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, outpu
       relay status
       relay status --format json
     """
+    from relay import show
+
     store = _open_existing(state_dir)
     config = _config_for_masking(config_path)
-    feeds = [
-        {
-            "name": s.name,
-            "url": _redact(config, s.url),
-            "last_polled_at": _iso(s.last_polled_at),
-            "last_ok_at": _iso(s.last_ok_at),
-            "next_due_at": _iso(s.next_due_at),
-            "consecutive_failures": s.consecutive_failures,
-            "last_error": None if s.last_error is None else _redact(config, s.last_error),
-            "entries": s.entries,
-        }
-        for s in store.feed_states().values()
-    ]
-    counts = store.outbox_counts()
-    accounts = []
-    for name in store.account_names():
-        known = store.account_state(name)
-        accounts.append(
-            {
-                "name": name,
-                "outbox": counts.get(name, {}),
-                "blocked_until": _iso(known.blocked_until),
-                "last_error": known.last_error,
-                "logins": known.logins,
-                "last_posted_at": _iso(store.last_posted_at(name)),
-            }
-        )
-    held = [_delivery_json(d) for d in store.deliveries(states=[DeliveryState.HELD])]
-    failed = [_delivery_json(d) for d in store.deliveries(states=[DeliveryState.FAILED])]
+    data = show.status_json(store, lambda text: _redact(config, text))
     if output_format == "json":
-        click.echo(
-            _redact(
-                config,
-                json.dumps(
-                    {"feeds": feeds, "accounts": accounts, "held": held, "failed": failed},
-                    ensure_ascii=False,
-                    indent=2,
-                ),
-            )
-        )
+        click.echo(_redact(config, json.dumps(data, ensure_ascii=False, indent=2)))
         return
-
-    def echo(text: str) -> None:
-        click.echo(_redact(config, text))
-
-    echo(f"state: {store.path}")
-    echo("feeds:")
-    for s in store.feed_states().values():
-        line = f"  {s.name}: last poll {_when(s.last_polled_at)}, next {_when(s.next_due_at)}, {s.entries or 0} entries"
-        if s.last_error:
-            line += f", FAILING x{s.consecutive_failures}: {s.last_error}"
-        echo(line)
-    echo("accounts:" if accounts else "accounts: nothing queued or posted yet")
-    for account in accounts:
-        outbox = ", ".join(f"{n} {state}" for state, n in sorted(account["outbox"].items())) or "nothing yet"
-        line = f"  {account['name']}: {outbox}"
-        if account["blocked_until"]:
-            line += f"; waiting until {account['blocked_until']} ({account['last_error']})"
-        echo(line)
-    if held:
-        echo(f"held ({len(held)}): release with `relay queue release FEED`, drop with `relay queue drop ID`")
-        for d in held[:50]:
-            echo(f"  #{d['id']} {d['account']} {d['feed']}: {d['title'][:70]}")
-    if failed:
-        echo(f"failed ({len(failed)}): `relay queue retry ID` once the cause is fixed")
-        for d in failed[:50]:
-            echo(f"  #{d['id']} {d['account']} {d['feed']}: {d['title'][:60]}: {d['last_error']}")
-
-
-def _iso(value: float | None) -> str | None:
-    return None if value is None else datetime.fromtimestamp(value, tz=UTC).isoformat()
-
-
-def _delivery_json(d: Any) -> dict[str, Any]:
-    return {
-        "id": d.id,
-        "account": d.account,
-        "feed": d.feed,
-        "title": d.title,
-        "link": d.link,
-        "state": d.state,
-        "attempts": d.attempts,
-        "queued_at": _iso(d.queued_at),
-        "next_attempt_at": _iso(d.next_attempt_at),
-        "posted_at": _iso(d.posted_at),
-        "remote_id": d.remote_id,
-        "url": d.remote_url,
-        "last_error": d.last_error,
-    }
+    _echo(config, [(line, False) for line in show.status_lines(store, data)])
 
 
 @cli.command()
@@ -757,21 +515,16 @@ def history(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, outp
     Example:
       relay history --limit 10
     """
+    from relay import show
+
     store = _open_existing(state_dir)
-    rows = [
-        _delivery_json(d)
-        for d in store.deliveries(states=[DeliveryState.POSTED], newest_posted_first=True, limit=limit)
-    ]
+    posted = store.deliveries(states=[DeliveryState.POSTED], newest_posted_first=True, limit=limit)
+    rows = [show.delivery_json(d) for d in posted]
     if output_format == "json":
         click.echo(_redact(None, json.dumps(rows, ensure_ascii=False, indent=2)))
         return
     for d in rows:
-        click.echo(
-            _redact(
-                None,
-                f"{d['posted_at'][:16].replace('T', ' ')} {d['account']} {d['feed']}: {d['title'][:60]} {d['url'] or ''}",
-            ).rstrip()
-        )
+        click.echo(_redact(None, show.history_line(d)).rstrip())
 
 
 @cli.group()
@@ -805,15 +558,16 @@ def queue_list(
     Example:
       relay queue list --state failed --state held
     """
+    from relay import show
+
     store = _open_existing(state_dir)
     wanted = [DeliveryState(s) for s in states] if states else WAITING
-    rows = [_delivery_json(d) for d in store.deliveries(states=wanted)]
+    rows = [show.delivery_json(d) for d in store.deliveries(states=wanted)]
     if output_format == "json":
         click.echo(_redact(None, json.dumps(rows, ensure_ascii=False, indent=2)))
         return
     for d in rows:
-        error = f" [{d['last_error']}]" if d["last_error"] else ""
-        click.echo(_redact(None, f"#{d['id']} {d['state']} {d['account']} {d['feed']}: {d['title'][:60]}{error}"))
+        click.echo(_redact(None, show.queue_line(d)))
 
 
 def _move(state_dir: Path, ids: tuple[int, ...], move: Move) -> None:

@@ -32,6 +32,7 @@ from relay.render import FeedInfo, Limits, Post, find_template, make_environment
 from relay.store import Delivery, FeedState, Store, epoch
 from relay.targets import known_limits, make_target, record_key
 from relay.targets.base import PublishError, Target
+from relay.text import find_urls
 
 FLOOD_WINDOW = 86400  # the flood guard's sliding day, in seconds
 IN_DOUBT_RESEND_WINDOW = 55 * 60  # Mastodon keeps idempotency keys one hour
@@ -844,3 +845,63 @@ def _budget(store: Store | None, account: Account, now: datetime) -> tuple[int, 
         posted_last_day=posted_last_day,
     )
     return budget, why, posted_last_day
+
+
+def check_templates(config: Config, now: datetime) -> tuple[list[str], list[str]]:
+    """`relay check`: every feed's template rendered for each of its accounts against a
+    sample item (problems, one line each), and, for Mastodon, against an item whose every
+    field holds a URL: Mastodon's card is the first link in the text, so a template that
+    puts another URL before item.link gets a warning."""
+    renderer = Renderer(config)
+    sample = Item(
+        feed="sample",
+        key="sample",
+        link="https://example.org/2026/11/exemple-d-article?utm_source=rss",
+        canonical_url="example.org/2026/11/exemple-d-article",
+        title="Health Data Hub : le gouvernement confirme l'hébergement chez Microsoft",
+        summary="Un exemple de résumé, assez long pour être raccourci. " * 20,
+        author="Collectif",
+        published=now,
+        tags=("santé",),
+    )
+    problems = []
+    for index, feed in enumerate(config.feeds):
+        for name in feed.to:
+            account = config.accounts[name]
+            try:
+                renderer.render(sample, feed, account, known_limits(account, None))
+            except RenderError as exc:
+                problems.append(
+                    f"{config.path.name}:{feed.line}: feeds[{index}].template: {feed.template} for {account.platform}: {exc}"
+                )
+    if problems:
+        return problems, []
+    linked = Item(
+        feed="sample",
+        key="sample-urls",
+        link="https://example.org/2026/11/item-link",
+        canonical_url="example.org/2026/11/item-link",
+        title="Title https://title.example/page",
+        summary="Summary (https://summary.example/page) and https://summary.example/other",
+        author="Author https://author.example/",
+        published=now,
+        tags=("https://tag.example/",),
+        image="https://image.example/picture.jpg",
+    )
+    warnings = []
+    for index, feed in enumerate(config.feeds):
+        mastodon = [config.accounts[n] for n in feed.to if config.accounts[n].platform == "mastodon"]
+        if not mastodon:
+            continue
+        try:
+            post = renderer.render(linked, feed, mastodon[0], Limits(), "Site https://site.example/")
+        except RenderError:
+            continue
+        urls = [post.text[start:end] for start, end in find_urls(post.text)]
+        if urls and urls[0] != linked.link:
+            source = {linked.image: "item.image", feed.url: "feed.url"}.get(urls[0], urls[0])
+            warnings.append(
+                f"{config.path.name}:{feed.line}: feeds[{index}].template: {feed.template} for mastodon"
+                f" (feed {feed.name}) puts {source} before item.link: Mastodon's card would show that page"
+            )
+    return problems, warnings

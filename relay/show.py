@@ -1,0 +1,236 @@
+"""How reports are shown: the text lines and JSON of preview, run, status, history and the
+queue. Each function returns what to print (a line and whether it goes to stderr); cli
+prints it, every line through its secret redaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from relay.config import Account
+from relay.pipeline import FeedReport, Outcome, RunReport
+from relay.store import Delivery, Store
+from relay.text import truncate
+
+Line = tuple[str, bool]  # the text, and whether it is an error or warning (stderr)
+TIME_FORMAT = "%Y-%m-%d %H:%M"
+
+
+def feed_json(report: FeedReport, redact: Callable[[str], str]) -> dict[str, Any]:
+    return {
+        "name": report.name,
+        "url": redact(report.url),
+        "status": report.status,
+        "error": None if report.error is None else redact(report.error),
+        "entries": report.entries,
+        "new": report.new,
+        "warnings": [redact(w) for w in report.warnings],
+    }
+
+
+def preview_lines(
+    accounts: Mapping[str, Account],
+    feeds: list[dict[str, Any]],
+    posts: list[dict[str, Any]],
+    *,
+    verbose: bool,
+    quiet: bool,
+) -> list[Line]:
+    lines: list[Line] = []
+    for feed in feeds:
+        if feed["status"] == "error":
+            lines.append((f"relay: feed {feed['name']}: {feed['error']}", True))
+        elif not quiet:
+            lines.append(
+                (f"feed {feed['name']}: {feed['status']}, {feed['entries']} entries, {feed['new']} new", False)
+            )
+        lines += [(f"warning: feed {feed['name']}: {warning}", True) for warning in feed["warnings"]]
+    if quiet:
+        return lines
+    for name, account in accounts.items():
+        mine = [p for p in posts if p["account"] == name]
+        shown = [p for p in mine if p["action"] != "skip" or verbose or p["text"]]
+        counts = {a: sum(1 for p in mine if p["action"] == a) for a in ("post", "hold", "skip")}
+        lines.append(("", False))
+        lines.append(
+            (
+                f"== {name} ({account.platform}): {counts['post']} to post, {counts['hold']} held,"
+                f" {counts['skip']} skipped",
+                False,
+            )
+        )
+        for post in shown:
+            lines += [(text, False) for text in _preview_post(post, verbose=verbose)]
+        skipped = counts["skip"] - sum(1 for p in shown if p["action"] == "skip")
+        if skipped:
+            lines.append((f"   ({skipped} skipped entries not shown; -v lists them with their reasons)", False))
+    return lines
+
+
+def _preview_post(post: dict[str, Any], *, verbose: bool) -> list[str]:
+    reason = f" ({post['reason']})" if post["reason"] else ""
+    length = f" {post['length']}/{post['limit']}" if post["length"] is not None else ""
+    # where the language came from, when not from defaults: a reader checks it there
+    source = post.get("language_source", "default")
+    language = f" [{post['language']} from {source}]" if source != "default" else ""
+    lines = [f"-- [{post['action']}] {post['feed']}: {truncate(post['title'], 70)}{length}{language}{reason}"]
+    if post["text"] and (post["action"] != "skip" or verbose):
+        if post.get("spoiler_text"):
+            lines.append(f"   CW: {post['spoiler_text']}")
+        lines += [f"   | {line}" for line in post["text"].split("\n")]
+        if post["embed"]:
+            card = post["embed"]["external"]
+            lines.append(f"   [card] {card['title']} — {truncate(card['description'], 80)} <{card['uri']}>")
+    return lines
+
+
+def run_lines(report: RunReport, state_dir: Path, *, verbose: bool, quiet: bool, dry_run: bool) -> list[Line]:
+    lines: list[Line] = []
+    if report.first_run and not quiet:
+        lines.append(
+            (
+                f"warning: no state yet in {state_dir}: first run; each feed relays at most its `backfill` newest"
+                " items (`relay seed` relays none)",
+                True,
+            )
+        )
+    for feed in report.polled:
+        if feed.status == "error":
+            lines.append((f"relay: feed {feed.name}: {feed.error}", True))
+        elif verbose:
+            lines.append((f"feed {feed.name}: {feed.status}, {feed.entries} entries, {feed.new} new", False))
+        lines += [(f"warning: feed {feed.name}: {warning}", True) for warning in feed.warnings]
+    if not report.polled and verbose:
+        lines.append(("no feed is due", False))
+    lines += [(f"relay: {line}", True) for line in report.start_errors]
+    lines += [(f"warning: {warning}", True) for warning in report.target_warnings]
+    delivered = report.delivery
+    if delivered is None:
+        return lines
+    for event in delivered.events:
+        if event.outcome == Outcome.FAILED:
+            lines.append(
+                (
+                    f"relay: account {event.account}: delivery {event.delivery_id} ({event.feed}:"
+                    f" {event.title[:60]}) failed: {event.detail}",
+                    True,
+                )
+            )
+        elif event.outcome == Outcome.RETRY:
+            lines.append(
+                (
+                    f"relay: account {event.account}: delivery {event.delivery_id} ({event.feed}) will be retried:"
+                    f" {event.detail}",
+                    True,
+                )
+            )
+        elif not verbose:
+            continue
+        elif event.outcome == Outcome.DROPPED:
+            lines.append(
+                (f"not posted to {event.account}: {event.feed}: {truncate(event.title, 70)}: {event.detail}", False)
+            )
+        else:
+            prefix = "would post" if dry_run else "posted"
+            text = f"{prefix} to {event.account}: {event.feed}: {truncate(event.title, 70)} {event.url}".rstrip()
+            lines.append((text, False))
+    lines += [(f"relay: {line}", True) for line in delivered.account_errors]
+    if verbose:
+        lines += [(f"pacing {name}: {why}", False) for name, why in delivered.pacing.items()]
+    return lines
+
+
+def iso(value: float | None) -> str | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=UTC).isoformat()
+
+
+def _when(value: float | None) -> str:
+    return "never" if value is None else datetime.fromtimestamp(value, tz=UTC).strftime(TIME_FORMAT)
+
+
+def delivery_json(d: Delivery) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "account": d.account,
+        "feed": d.feed,
+        "title": d.title,
+        "link": d.link,
+        "state": d.state,
+        "attempts": d.attempts,
+        "queued_at": iso(d.queued_at),
+        "next_attempt_at": iso(d.next_attempt_at),
+        "posted_at": iso(d.posted_at),
+        "remote_id": d.remote_id,
+        "url": d.remote_url,
+        "last_error": d.last_error,
+    }
+
+
+def status_json(store: Store, redact: Callable[[str], str]) -> dict[str, Any]:
+    from relay.models import DeliveryState
+
+    feeds = [
+        {
+            "name": s.name,
+            "url": redact(s.url),
+            "last_polled_at": iso(s.last_polled_at),
+            "last_ok_at": iso(s.last_ok_at),
+            "next_due_at": iso(s.next_due_at),
+            "consecutive_failures": s.consecutive_failures,
+            "last_error": None if s.last_error is None else redact(s.last_error),
+            "entries": s.entries,
+        }
+        for s in store.feed_states().values()
+    ]
+    counts = store.outbox_counts()
+    accounts = []
+    for name in store.account_names():
+        known = store.account_state(name)
+        accounts.append(
+            {
+                "name": name,
+                "outbox": counts.get(name, {}),
+                "blocked_until": iso(known.blocked_until),
+                "last_error": known.last_error,
+                "logins": known.logins,
+                "last_posted_at": iso(store.last_posted_at(name)),
+            }
+        )
+    held = [delivery_json(d) for d in store.deliveries(states=[DeliveryState.HELD])]
+    failed = [delivery_json(d) for d in store.deliveries(states=[DeliveryState.FAILED])]
+    return {"feeds": feeds, "accounts": accounts, "held": held, "failed": failed}
+
+
+def status_lines(store: Store, status: dict[str, Any]) -> list[str]:
+    lines = [f"state: {store.path}", "feeds:"]
+    for s in store.feed_states().values():
+        line = f"  {s.name}: last poll {_when(s.last_polled_at)}, next {_when(s.next_due_at)}, {s.entries or 0} entries"
+        if s.last_error:
+            line += f", FAILING x{s.consecutive_failures}: {s.last_error}"
+        lines.append(line)
+    accounts, held, failed = status["accounts"], status["held"], status["failed"]
+    lines.append("accounts:" if accounts else "accounts: nothing queued or posted yet")
+    for account in accounts:
+        outbox = ", ".join(f"{n} {state}" for state, n in sorted(account["outbox"].items())) or "nothing yet"
+        line = f"  {account['name']}: {outbox}"
+        if account["blocked_until"]:
+            line += f"; waiting until {account['blocked_until']} ({account['last_error']})"
+        lines.append(line)
+    if held:
+        lines.append(f"held ({len(held)}): release with `relay queue release FEED`, drop with `relay queue drop ID`")
+        lines += [f"  #{d['id']} {d['account']} {d['feed']}: {d['title'][:70]}" for d in held[:50]]
+    if failed:
+        lines.append(f"failed ({len(failed)}): `relay queue retry ID` once the cause is fixed")
+        lines += [f"  #{d['id']} {d['account']} {d['feed']}: {d['title'][:60]}: {d['last_error']}" for d in failed[:50]]
+    return lines
+
+
+def history_line(d: dict[str, Any]) -> str:
+    return f"{d['posted_at'][:16].replace('T', ' ')} {d['account']} {d['feed']}: {d['title'][:60]} {d['url'] or ''}"
+
+
+def queue_line(d: dict[str, Any]) -> str:
+    error = f" [{d['last_error']}]" if d["last_error"] else ""
+    return f"#{d['id']} {d['state']} {d['account']} {d['feed']}: {d['title'][:60]}{error}"
