@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import functools
 import json
 import os
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from relay import __version__
-from relay.errors import ConfigError, ExitCode, LockedError, RelayError, StateError
+from relay.errors import ConfigError, ExitCode, RelayError, StateError
 from relay.models import DROP, DROP_HELD, RELEASE, RETRY, WAITING, DeliveryState, Move
 
 if TYPE_CHECKING:  # imported when used: `relay --help` and a no-op run stay fast
@@ -83,43 +82,12 @@ def common_options(func: F) -> F:
 
 
 def _state_failure(exc: Exception, state_dir: Path) -> str | None:
-    """One line for a failure of the state (SQLite or the disk under it), naming the state
-    folder and what to do; None for any other error."""
-    import errno
+    """One line for a failure of the state (SQLite or the disk under it); None for others."""
+    if "sqlite3" not in sys.modules and not isinstance(exc, OSError):
+        return None  # the state was never opened: not a state failure (and no import to pay)
+    from relay.store import describe_failure
 
-    sqlite3 = sys.modules.get("sqlite3")  # imported only by commands that open the state
-    if sqlite3 is not None and isinstance(exc, sqlite3.Error):
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        lowered = text.lower()
-        if "malformed" in lowered or "not a database" in lowered or "corrupt" in lowered:
-            hint = "the state file is damaged; move it away (relay starts afresh) or restore a backup"
-        elif "full" in lowered or "i/o" in lowered:
-            hint = "the disk is full or failing; free some space, check the disk, and run again"
-        elif "readonly" in lowered or "unable to open" in lowered or "permission" in lowered:
-            hint = "relay cannot write there; check the folder's owner and permissions"
-        elif "locked" in lowered or "busy" in lowered:
-            hint = "another program holds the state file; try again later"
-        else:
-            hint = "check the disk and the file, or move it away to start afresh"
-        return f"state {state_dir}: {text}: {hint}"
-    if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
-        where = exc.filename or state_dir
-        if exc.filename and not str(Path(exc.filename).resolve()).startswith(str(state_dir.resolve())):
-            return f"{where}: {exc.strerror or exc}"  # not the state: say only what failed
-        reason = exc.strerror or str(exc)
-        hints = {
-            errno.ENOSPC: "the disk is full; free some space and run again",
-            errno.EFBIG: "the disk is full or a file size limit was reached; free some space",
-            errno.EDQUOT: "the disk quota is used up; free some space",
-            errno.EACCES: "relay cannot write there; check the folder's owner and permissions",
-            errno.EPERM: "relay cannot write there; check the folder's owner and permissions",
-            errno.EROFS: "the file system is read-only; point --state-dir at a writable folder",
-            errno.ENOTDIR: "--state-dir must name a folder, not a file",
-            errno.EEXIST: "--state-dir must name a folder, not a file",
-        }
-        hint = hints.get(exc.errno or 0, "check the state folder")
-        return f"state {state_dir}: {where}: {reason}: {hint}"
-    return None
+    return describe_failure(exc, state_dir)
 
 
 def format_option(func: F) -> F:
@@ -219,29 +187,10 @@ def _open_store(state_dir: Path, *, quiet: bool = False) -> Store:
     return store
 
 
-@contextlib.contextmanager
-def run_lock(state_dir: Path) -> Iterator[None]:
-    """One run at a time. flock is released by the kernel when a process dies, even by
-    SIGKILL, so a crashed run never blocks the next one."""
-    if state_dir.exists() and not state_dir.is_dir():
-        raise StateError(f"{state_dir}: the state folder is a file; point --state-dir at a folder")
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = state_dir / "relay.lock"
-    handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise LockedError(f"another relay run holds {path}; this one exits") from None
-    try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+def run_lock(state_dir: Path) -> contextlib.AbstractContextManager[None]:
+    from relay.store import run_lock as lock
+
+    return lock(state_dir)
 
 
 @cli.command()
@@ -255,24 +204,9 @@ def init(directory: Path) -> None:
     Example:
       relay init ~/relay && cd ~/relay && relay check
     """
-    from relay.render import BUILTIN_TEMPLATES
+    from relay.pipeline import write_starter
 
-    directory.mkdir(parents=True, exist_ok=True)
-    starter = Path(__file__).parent / "starter"
-    written = []
-    for source, target in (
-        (starter / "feeds.yaml", directory / "feeds.yaml"),
-        (starter / "env.example", directory / ".env.example"),
-    ):
-        if not target.exists():
-            shutil.copyfile(source, target)
-            written.append(str(target))
-    (directory / "templates").mkdir(exist_ok=True)
-    for template in sorted(BUILTIN_TEMPLATES.glob("*.j2")):
-        target = directory / "templates" / template.name
-        if not target.exists():
-            shutil.copyfile(template, target)
-            written.append(str(target))
+    written = write_starter(directory)
     click.echo(
         f"wrote {len(written)} files in {directory}" if written else f"{directory}: nothing to write, all files exist"
     )

@@ -9,11 +9,13 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,7 +30,7 @@ from relay.errors import ParseError, RenderError
 from relay.fetch import FetchRequest, FetchResult, fetch_all, make_client
 from relay.models import DeliveryState, Item, ParsedFeed
 from relay.parse import parse_feed
-from relay.render import FeedInfo, Limits, Post, find_template, make_environment, render_post
+from relay.render import BUILTIN_TEMPLATES, FeedInfo, Limits, Post, find_template, make_environment, render_post
 from relay.store import Delivery, FeedState, Store, epoch
 from relay.targets import known_limits, make_target, record_key
 from relay.targets.base import PublishError, Target
@@ -905,3 +907,25 @@ def check_templates(config: Config, now: datetime) -> tuple[list[str], list[str]
                 f" (feed {feed.name}) puts {source} before item.link: Mastodon's card would show that page"
             )
     return problems, warnings
+
+
+def write_starter(directory: Path) -> list[str]:
+    """`relay init`: a starter feeds.yaml, .env.example and the built-in templates to copy
+    from, never over a file that exists; the files written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    starter = Path(__file__).parent / "starter"
+    written = []
+    for source, target in (
+        (starter / "feeds.yaml", directory / "feeds.yaml"),
+        (starter / "env.example", directory / ".env.example"),
+    ):
+        if not target.exists():
+            shutil.copyfile(source, target)
+            written.append(str(target))
+    (directory / "templates").mkdir(exist_ok=True)
+    for template in sorted(BUILTIN_TEMPLATES.glob("*.j2")):
+        target = directory / "templates" / template.name
+        if not target.exists():
+            shutil.copyfile(template, target)
+            written.append(str(target))
+    return written

@@ -4,6 +4,8 @@ migrations by PRAGMA user_version, files created 0600. Times are UTC epoch secon
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -15,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from relay.errors import StateError
+from relay.errors import LockedError, StateError
 from relay.models import DeliveryState, Move
 
 DB_NAME = "relay.db"
@@ -749,3 +751,65 @@ class Store:
                     " ON CONFLICT (account) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
                     (account, data, now),
                 )
+
+
+@contextlib.contextmanager
+def run_lock(state_dir: Path) -> Iterator[None]:
+    """One run at a time. flock is released by the kernel when a process dies, even by
+    SIGKILL, so a crashed run never blocks the next one."""
+    if state_dir.exists() and not state_dir.is_dir():
+        raise StateError(f"{state_dir}: the state folder is a file; point --state-dir at a folder")
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = state_dir / "relay.lock"
+    handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise LockedError(f"another relay run holds {path}; this one exits") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def describe_failure(exc: Exception, state_dir: Path) -> str | None:
+    """One line for a failure of the state (SQLite or the disk under it), naming the state
+    folder and what to do; None for any other error."""
+    if isinstance(exc, sqlite3.Error):
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        lowered = text.lower()
+        if "malformed" in lowered or "not a database" in lowered or "corrupt" in lowered:
+            hint = "the state file is damaged; move it away (relay starts afresh) or restore a backup"
+        elif "full" in lowered or "i/o" in lowered:
+            hint = "the disk is full or failing; free some space, check the disk, and run again"
+        elif "readonly" in lowered or "unable to open" in lowered or "permission" in lowered:
+            hint = "relay cannot write there; check the folder's owner and permissions"
+        elif "locked" in lowered or "busy" in lowered:
+            hint = "another program holds the state file; try again later"
+        else:
+            hint = "check the disk and the file, or move it away to start afresh"
+        return f"state {state_dir}: {text}: {hint}"
+    if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+        where = exc.filename or state_dir
+        if exc.filename and not str(Path(exc.filename).resolve()).startswith(str(state_dir.resolve())):
+            return f"{where}: {exc.strerror or exc}"  # not the state: say only what failed
+        reason = exc.strerror or str(exc)
+        hints = {
+            errno.ENOSPC: "the disk is full; free some space and run again",
+            errno.EFBIG: "the disk is full or a file size limit was reached; free some space",
+            errno.EDQUOT: "the disk quota is used up; free some space",
+            errno.EACCES: "relay cannot write there; check the folder's owner and permissions",
+            errno.EPERM: "relay cannot write there; check the folder's owner and permissions",
+            errno.EROFS: "the file system is read-only; point --state-dir at a writable folder",
+            errno.ENOTDIR: "--state-dir must name a folder, not a file",
+            errno.EEXIST: "--state-dir must name a folder, not a file",
+        }
+        hint = hints.get(exc.errno or 0, "check the state folder")
+        return f"state {state_dir}: {where}: {reason}: {hint}"
+    return None
