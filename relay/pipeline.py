@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import sqlite3
@@ -16,10 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
-
-import httpx
 
 from relay import schedule
 from relay.config import Account, Config, Feed, resolve_feed_url
@@ -27,14 +24,18 @@ from relay.context import Context
 from relay.decide import ItemDecision, Known, decide
 from relay.dedupe import fingerprint
 from relay.errors import ParseError, RenderError
-from relay.fetch import FetchRequest, FetchResult, fetch_all, make_client
 from relay.models import DeliveryState, Item, ParsedFeed
-from relay.parse import parse_feed
-from relay.render import BUILTIN_TEMPLATES, FeedInfo, Limits, Post, find_template, make_environment, render_post
 from relay.store import Delivery, FeedState, Store, epoch
-from relay.targets import known_limits, make_target, record_key
-from relay.targets.base import PublishError, Target
 from relay.text import find_urls
+
+# The network, parsing, templates and platforms are imported where they are used: a cron
+# run with nothing due (most runs) must not pay for httpx, feedparser, jinja2 or the SDKs.
+if TYPE_CHECKING:
+    import httpx
+
+    from relay.fetch import FetchResult
+    from relay.render import Limits, Post
+    from relay.targets.base import PublishError, Target
 
 FLOOD_WINDOW = 86400  # the flood guard's sliding day, in seconds
 IN_DOUBT_RESEND_WINDOW = 55 * 60  # Mastodon keeps idempotency keys one hour
@@ -73,6 +74,8 @@ def poll(
     all_items: bool = False,
 ) -> list[FeedPoll]:
     """Fetch, parse and decide for feeds. Writes nothing."""
+    from relay.fetch import FetchRequest, fetch_all
+
     states = store.feed_states() if store else {}
     requests = []
     for feed in feeds:
@@ -163,6 +166,8 @@ class ParseJob:
 
 
 def _parse_one(job: ParseJob) -> ParsedFeed | str:
+    from relay.parse import parse_feed
+
     try:
         return parse_feed(
             job.fetched.body,
@@ -188,6 +193,8 @@ def _parse_many(jobs: list[ParseJob]) -> list[ParsedFeed | str]:
     """Parse in worker processes, each feed within its timeout: feedparser holds the GIL and
     has no time limit of its own, and a hostile body can make it (or any parser) run for
     hours. A worker that overruns is killed, that feed is an error, the others go on."""
+    import multiprocessing
+
     results: dict[int, ParsedFeed | str] = {}
     pending = list(range(len(jobs)))
     context = multiprocessing.get_context("fork")
@@ -275,6 +282,8 @@ def delivery_key(account: str, feed: str, key: str) -> str:
 def record_poll(store: Store, config: Config, feed_poll: FeedPoll, now: datetime, *, seed: bool = False) -> None:
     """One transaction per feed: new items and their deliveries, then the feed's ETag, so a
     later 304 can never lose an item."""
+    from relay.targets import record_key
+
     feed = feed_poll.feed
     now_s = epoch(now)
     result = feed_poll.fetched
@@ -360,10 +369,14 @@ class Renderer:
     """Templates compiled once per run; one render per item and account."""
 
     def __init__(self, config: Config) -> None:
+        from relay.render import make_environment
+
         self.config = config
         self.env = make_environment(config.template_dirs)
 
     def render(self, item: Item, feed: Feed, account: Account, limits: Limits, feed_title: str = "") -> Post:
+        from relay.render import FeedInfo, find_template, render_post
+
         template = find_template(self.env, feed.template, account.platform)
         return render_post(
             template,
@@ -524,6 +537,8 @@ def _deliver_account(
 
 
 def _limits(target: Target, account: Account, report: DeliveryReport) -> Limits | None:
+    from relay.targets.base import PublishError
+
     try:
         return target.limits()
     except PublishError as exc:
@@ -577,6 +592,9 @@ def _deliver_one(
 ) -> Next:
     """One delivery: settle an earlier attempt's doubt, drop a duplicate, render (or reuse
     what an earlier attempt rendered), send."""
+    from relay.render import Post
+    from relay.targets.base import PublishError
+
     store, delivery = attempt.store, attempt.delivery
     settled = _settle_doubt(attempt, target, clock())
     if settled is not None:
@@ -608,6 +626,8 @@ def _deliver_one(
 def _settle_doubt(attempt: _Attempt, target: Target, now: datetime) -> Next | None:
     """A delivery an earlier run left 'sending' (interrupted) or in doubt: posted if the
     platform shows the post, failed when a resend could post twice; None to go on and send."""
+    from relay.targets.base import PublishError
+
     store, delivery = attempt.store, attempt.delivery
     if delivery.state == DeliveryState.SENDING:
         # an earlier run was interrupted during this delivery: did the post land?
@@ -694,6 +714,8 @@ def run_once(config: Config, store: Store, context: Context, feeds: Sequence[Fee
     report = RunReport(first_run=not states and bool(feeds))
     due = [f for f in feeds if schedule.is_due(states.get(f.name), epoch(now))]
     if due:
+        from relay.fetch import make_client
+
         with make_client() as client:
             polls = poll(config, store, client, now, feeds=due, conditional=True)
         for feed_poll in polls:
@@ -701,6 +723,8 @@ def run_once(config: Config, store: Store, context: Context, feeds: Sequence[Fee
             report.polled.append(feed_poll.report)
     if not store.has_due_deliveries(epoch(now)):
         return report
+    from relay.targets import make_target
+
     targets = {}
     for name, account in config.accounts.items():
         try:
@@ -720,6 +744,8 @@ def run_once(config: Config, store: Store, context: Context, feeds: Sequence[Fee
 
 def seed(config: Config, store: Store, context: Context, feeds: Sequence[Feed]) -> list[FeedReport]:
     """Mark everything the feeds hold now as seen, without queueing anything."""
+    from relay.fetch import make_client
+
     now = context.clock()
     with make_client() as client:
         polls = poll(config, store, client, now, feeds=feeds, conditional=False, all_items=True)
@@ -761,6 +787,8 @@ def plan(
 ) -> Plan:
     """What the next run would post, per account, rendered as it would be sent; writes
     nothing and contacts no account. all_items renders every entry as if new."""
+    from relay.fetch import make_client
+
     now = context.clock()
     with make_client() as client:
         polls = poll(config, store, client, now, feeds=feeds, conditional=False, all_items=all_items)
@@ -790,6 +818,8 @@ def _planned(
     *,
     all_items: bool,
 ) -> list[PlannedPost]:
+    from relay.targets import known_limits
+
     item, feed = decision.item, feed_poll.feed
     feed_title = feed_poll.parsed.title if feed_poll.parsed else ""
     language, language_source = post_language(item, feed)
@@ -854,6 +884,9 @@ def check_templates(config: Config, now: datetime) -> tuple[list[str], list[str]
     sample item (problems, one line each), and, for Mastodon, against an item whose every
     field holds a URL: Mastodon's card is the first link in the text, so a template that
     puts another URL before item.link gets a warning."""
+    from relay.render import Limits
+    from relay.targets import known_limits
+
     renderer = Renderer(config)
     sample = Item(
         feed="sample",
@@ -912,6 +945,8 @@ def check_templates(config: Config, now: datetime) -> tuple[list[str], list[str]
 def write_starter(directory: Path) -> list[str]:
     """`relay init`: a starter feeds.yaml, .env.example and the built-in templates to copy
     from, never over a file that exists; the files written."""
+    from relay.render import BUILTIN_TEMPLATES
+
     directory.mkdir(parents=True, exist_ok=True)
     starter = Path(__file__).parent / "starter"
     written = []
