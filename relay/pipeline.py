@@ -21,7 +21,6 @@ from urllib.parse import urlsplit, urlunsplit
 from relay import schedule
 from relay.config import Account, Config, Feed, resolve_feed_url
 from relay.context import Context
-from relay.decide import ItemDecision, Known, decide
 from relay.dedupe import fingerprint
 from relay.errors import ParseError, RenderError
 from relay.models import DeliveryState, Item, ParsedFeed
@@ -33,6 +32,7 @@ from relay.text import find_urls
 if TYPE_CHECKING:
     import httpx
 
+    from relay.decide import ItemDecision, Known
     from relay.fetch import FetchResult
     from relay.render import Limits, Post
     from relay.targets.base import PublishError, Target
@@ -232,6 +232,8 @@ def decide_all(
 ) -> None:
     """For each new item and each account: post, hold, or skip with a reason. What the state
     knows is loaded in bulk (one query per feed at most), then decide() decides."""
+    from relay.decide import decide
+
     parsed = [p for p in polls if p.parsed is not None]
     feeds: list[tuple[Feed, Sequence[Item]]] = [(p.feed, p.parsed.items if p.parsed else ()) for p in parsed]
     known = _known(store, feeds, states, now, all_items=all_items)
@@ -251,6 +253,8 @@ def _known(
     *,
     all_items: bool,
 ) -> Known:
+    from relay.decide import Known
+
     first_poll = frozenset(
         feed.name for feed, _ in feeds if (state := states.get(feed.name)) is None or state.last_ok_at is None
     )
