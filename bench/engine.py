@@ -25,8 +25,9 @@ from common import ROOT, command_ms
 from relay.config import load_config
 from relay.context import Context
 from relay.dedupe import fingerprint
+from relay.deliver import deliver
 from relay.models import Item, ParsedFeed
-from relay.pipeline import FeedPoll, FeedReport, decide_all, deliver, record_poll
+from relay.poll import FeedPoll, FeedReport, decide_all, record_poll
 from relay.store import Store, epoch
 from relay.targets import make_target
 

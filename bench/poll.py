@@ -17,7 +17,7 @@ from feedserve import BenchServer, rss_feed
 
 from relay.config import load_config
 from relay.fetch import make_client
-from relay.pipeline import poll, record_poll
+from relay.poll import poll, record_poll
 from relay.store import Store
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -71,3 +74,19 @@ RETRY = Move((DeliveryState.FAILED, DeliveryState.DROPPED), DeliveryState.QUEUED
 DROP = Move((DeliveryState.QUEUED, DeliveryState.HELD, DeliveryState.FAILED), DeliveryState.DROPPED)
 RELEASE = Move((DeliveryState.HELD,), DeliveryState.QUEUED)
 DROP_HELD = Move((DeliveryState.HELD,), DeliveryState.DROPPED)
+
+
+def item_payload(item: Item) -> dict[str, Any]:
+    """An item as the state keeps it (JSON), to render it again at delivery."""
+    data = dataclasses.asdict(item)
+    data["published"] = item.published.isoformat() if item.published else None
+    data["tags"] = list(item.tags)
+    return data
+
+
+def item_from_payload(payload: str) -> Item:
+    data = json.loads(payload)
+    data["published"] = datetime.fromisoformat(data["published"]) if data["published"] else None
+    data["tags"] = tuple(data["tags"])
+    data.pop("feed_title", None)
+    return Item(**data)

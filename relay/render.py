@@ -26,6 +26,7 @@ import jinja2
 from jinja2.filters import do_striptags
 from jinja2.sandbox import SandboxedEnvironment
 
+from relay.config import Account, Config, Feed
 from relay.errors import RenderError
 from relay.links import normalise_link
 from relay.models import Item
@@ -458,3 +459,41 @@ def _hashtag_facets(text: str, hashtags: Sequence[str]) -> list[dict[str, Any]]:
                 }
             )
     return facets
+
+
+def post_language(item: Item, feed: Feed) -> tuple[str, str]:
+    """A post's language and where it came from: the item's own (item), else the feed's
+    language: in feeds.yaml when written for that feed (feed), else the one the channel
+    declares (channel), else defaults.language (default). One rule for preview and run."""
+    if item.language:
+        return item.language, "item"
+    if feed.language_set:
+        return feed.language, "feed"
+    if item.channel_language:
+        return item.channel_language, "channel"
+    return feed.language, "default"
+
+
+class Renderer:
+    """Templates compiled once per run; one render per item and account."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.env = make_environment(config.template_dirs)
+
+    def render(self, item: Item, feed: Feed, account: Account, limits: Limits, feed_title: str = "") -> Post:
+        template = find_template(self.env, feed.template, account.platform)
+        return render_post(
+            template,
+            item,
+            FeedInfo(feed.name, feed_title or feed.name, feed.url),
+            platform=account.platform,
+            account=account.name,
+            hashtags=feed.hashtags,
+            language=post_language(item, feed)[0],
+            limits=limits,
+            spoiler_text=feed.content_warning,
+            sensitive=feed.sensitive,
+            images=feed.images,
+            visibility=feed.visibility,
+        )

@@ -7,12 +7,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relay.config import Account
-from relay.pipeline import FeedReport, Outcome, RunReport
 from relay.store import Delivery, Store
 from relay.text import truncate
+
+if TYPE_CHECKING:
+    from relay.pipeline import RunReport
+    from relay.poll import FeedReport
 
 Line = tuple[str, bool]  # the text, and whether it is an error or warning (stderr)
 TIME_FORMAT = "%Y-%m-%d %H:%M"
@@ -109,6 +112,8 @@ def run_lines(report: RunReport, state_dir: Path, *, verbose: bool, quiet: bool,
     delivered = report.delivery
     if delivered is None:
         return lines
+    from relay.deliver import Outcome
+
     for event in delivered.events:
         if event.outcome == Outcome.FAILED:
             lines.append(

@@ -16,17 +16,11 @@ import pytest
 
 from relay.config import Account, Config, Feed, load_config
 from relay.dedupe import canonical_url, fingerprint
+from relay.deliver import IN_DOUBT_RESEND_WINDOW, DeliveryReport, deliver
 from relay.errors import RenderError
-from relay.models import DeliveryState, Item
-from relay.pipeline import (
-    IN_DOUBT_RESEND_WINDOW,
-    DeliveryReport,
-    Renderer,
-    deliver,
-    delivery_key,
-    item_payload,
-)
-from relay.render import Limits, Post
+from relay.models import DeliveryState, Item, item_payload
+from relay.poll import delivery_key
+from relay.render import Limits, Post, Renderer
 from relay.schedule import MAX_ATTEMPTS
 from relay.store import Delivery, Store, epoch
 from relay.targets.base import PublishError, Receipt, Target

@@ -10,7 +10,7 @@ import pytest
 
 from relay.config import load_config
 from relay.parse import parse_feed
-from relay.pipeline import post_language
+from relay.render import post_language
 from tests.support.fake_mastodon import FakeMastodon
 from tests.support.feedserver import FeedServer
 from tests.support.relayrun import relay
@@ -180,7 +180,7 @@ def test_a_local_feed_without_an_absolute_site_link_keeps_its_links_unresolved()
 
 
 def test_an_item_queued_before_languages_were_read_still_renders() -> None:
-    from relay.pipeline import item_from_payload, item_payload
+    from relay.models import item_from_payload, item_payload
 
     [item] = parse("language__rss-none-declared.xml").items
     old = {k: v for k, v in item_payload(item).items() if k not in ("language", "channel_language")}

@@ -11,16 +11,9 @@ from PIL.Image import DecompressionBombError
 
 from relay.config import Pacing, load_config
 from relay.dedupe import canonical_url
+from relay.deliver import DeliveryReport, deliver
 from relay.models import DeliveryState, Item, ParsedFeed
-from relay.pipeline import (
-    DeliveryReport,
-    FeedPoll,
-    FeedReport,
-    decide_all,
-    deliver,
-    delivery_key,
-    record_poll,
-)
+from relay.poll import FeedPoll, FeedReport, decide_all, delivery_key, record_poll
 from relay.render import Limits, Post
 from relay.schedule import MAX_ATTEMPTS
 from relay.store import Store

@@ -136,7 +136,8 @@ def _drop_privileges_then_run() -> str:
     """A child that loads relay as root (the venv is under /root), then runs as nobody."""
     return (
         "import os, sys\n"
-        "import relay.cli, relay.config, relay.render, relay.store, relay.pipeline, relay.fetch\n"
+        "import relay.cli, relay.config, relay.render, relay.store, relay.pipeline, relay.fetch, relay.show\n"
+        "import relay.poll, relay.deliver, relay.decide, relay.parse, relay.targets\n"
         "import yaml, jinja2, click, sqlite3, httpx, difflib, platformdirs, click._textwrap\n"
         "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
         "relay.cli.cli(sys.argv[1:], prog_name='relay')\n"

@@ -1,0 +1,339 @@
+"""Delivering: send what the outbox holds, oldest first and fairly between feeds, within each
+account's pacing; settle what an interrupted run left in doubt; map each platform error to
+what happens to the delivery (posted, retried, failed, dropped) and to the account."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum, StrEnum
+from typing import TYPE_CHECKING
+
+from relay import schedule
+from relay.config import Account, Config, Feed
+from relay.errors import RenderError
+from relay.models import DeliveryState, item_from_payload
+from relay.store import Delivery, Store, epoch
+
+if TYPE_CHECKING:
+    from relay.render import Limits, Renderer
+    from relay.targets.base import PublishError, Target
+
+IN_DOUBT_RESEND_WINDOW = 55 * 60  # Mastodon keeps idempotency keys one hour
+
+
+class Outcome(StrEnum):
+    POSTED = "posted"
+    RETRY = "retry"  # back to the queue, tried again later
+    FAILED = "failed"  # for good, with its reason
+    DROPPED = "dropped"  # never to be posted (a copy already went out)
+
+
+class Next(Enum):
+    """What the account does after one delivery."""
+
+    GO_ON = "go on"
+    STOP = "stop"  # credentials refused or rate limited: none of its deliveries this run
+
+
+@dataclass
+class DeliveryEvent:
+    account: str
+    delivery_id: int
+    feed: str
+    title: str
+    outcome: Outcome
+    detail: str = ""
+    url: str = ""
+    sent: bool = False  # the attempt reached (or may have reached) the server: it uses the budget
+
+
+@dataclass
+class DeliveryReport:
+    events: list[DeliveryEvent] = field(default_factory=list)
+    account_errors: list[str] = field(default_factory=list)
+    pacing: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.account_errors) or any(e.outcome in (Outcome.FAILED, Outcome.RETRY) for e in self.events)
+
+
+@dataclass
+class _Attempt:
+    """One delivery being attempted: where its events go."""
+
+    store: Store
+    delivery: Delivery
+    account: Account
+    report: DeliveryReport
+
+    def event(self, outcome: Outcome, detail: str = "", url: str = "", *, sent: bool = False) -> None:
+        d = self.delivery
+        self.report.events.append(DeliveryEvent(self.account.name, d.id, d.feed, d.title, outcome, detail, url, sent))
+
+    def stop(self, line: str) -> Next:
+        self.report.account_errors.append(f"account {self.account.name}: {line}")
+        return Next.STOP
+
+
+def deliver(
+    config: Config,
+    store: Store,
+    targets: dict[str, Target],
+    clock: Callable[[], datetime],
+    *,
+    renderer: Renderer | None = None,
+) -> DeliveryReport:
+    """Send what the outbox holds, oldest first, within each account's pacing."""
+    renderer = renderer or _renderer(config)
+    report = DeliveryReport()
+    feeds = {feed.name: feed for feed in config.feeds}
+    for name in sorted(targets):
+        _deliver_account(store, targets[name], renderer, config.accounts[name], feeds, clock, report)
+    return report
+
+
+def _deliver_account(
+    store: Store,
+    target: Target,
+    renderer: Renderer,
+    account: Account,
+    feeds: dict[str, Feed],
+    clock: Callable[[], datetime],
+    report: DeliveryReport,
+) -> None:
+    name = account.name
+    now = clock()
+    known = store.account_state(name)
+    if known.blocked_until and known.blocked_until > epoch(now):
+        until = datetime.fromtimestamp(known.blocked_until, tz=UTC)
+        report.account_errors.append(
+            f"account {name}: waiting until {until:%Y-%m-%d %H:%M:%S} UTC ({known.last_error})"
+        )
+        return
+    budget, why, posted_last_day = account_budget(store, account, now)
+    left_today = account.pacing.max_per_day - posted_last_day
+    # deliveries that fail before any send (render errors) do not use the budget
+    due = store.due_deliveries(name, epoch(now), budget + 100) if budget else []
+    if why:
+        report.pacing[name] = why
+    if not due:
+        return
+    limits: Limits | None = None  # read when the first delivery needs them
+    # a feed the flood guard holds uses no share of the day until it is released
+    held = store.held_feeds(name, epoch(now) - 86400)
+    posts_today = {f: n for f, n in store.feed_activity(name, epoch(now) - 86400).items() if f not in held}
+    sent = 0
+    for delivery in due:
+        if sent >= budget:
+            break
+        if delivery.state == DeliveryState.QUEUED and schedule.over_day_share(
+            delivery.feed, posts_today, max_per_day=account.pacing.max_per_day, left_today=left_today
+        ):
+            report.pacing[name] = f"feed {delivery.feed} has had its share of max_per_day; others go first"
+            continue
+        attempt = _Attempt(store, delivery, account, report)
+        before = len(report.events)
+        feed = feeds.get(delivery.feed)
+        if feed is None:
+            store.mark_failed(delivery.id, f"feed {delivery.feed!r} is no longer in the configuration")
+            attempt.event(Outcome.FAILED, "feed removed")
+            continue
+        if limits is None:
+            limits = _limits(target, account, report)
+            if limits is None:
+                break
+        try:
+            step = _deliver_one(attempt, target, renderer, feed, limits, clock)
+        except sqlite3.Error:
+            raise  # the state itself failed: the command ends with a state error
+        except Exception as exc:
+            # any error of any type (an SDK's RecursionError, an image library's bomb
+            # guard…) ends this delivery's attempt only; the others go on
+            _requeue_after_error(attempt, clock, one_line(exc))
+            step = Next.GO_ON
+        if step is Next.STOP:
+            break
+        # a send that reached the server uses the budget; a render failure or a post the
+        # server refused at once does not delay the items behind it
+        if any(e.sent for e in report.events[before:]):
+            sent += 1
+        if any(e.outcome == Outcome.POSTED for e in report.events[before:]):
+            posts_today[delivery.feed] = posts_today.get(delivery.feed, 0) + 1
+            left_today -= 1
+
+
+def _limits(target: Target, account: Account, report: DeliveryReport) -> Limits | None:
+    from relay.targets.base import PublishError
+
+    try:
+        return target.limits()
+    except PublishError as exc:
+        report.account_errors.append(f"account {account.name}: {exc}")
+    except sqlite3.Error:
+        raise
+    except Exception as exc:
+        report.account_errors.append(f"account {account.name}: cannot read its limits: {one_line(exc)}")
+    return None
+
+
+def one_line(exc: BaseException) -> str:
+    """`TypeName: first line of the message`, for an error nobody anticipated."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _requeue_after_error(attempt: _Attempt, clock: Callable[[], datetime], reason: str) -> None:
+    """Back to the queue with backoff, counting an attempt, or failed after the last one."""
+    store, delivery = attempt.store, attempt.delivery
+    current = store.delivery(delivery.id) or delivery
+    attempts = max(current.attempts, delivery.attempts + 1)
+    now = epoch(clock())
+    # the error came after the delivery was marked sending: the send may have started
+    sending = current.state == DeliveryState.SENDING
+    # without a record key to read back, nobody knows whether the post landed
+    doubt = current.last_attempt_at if sending and current.rkey is None else None
+    if attempts >= schedule.MAX_ATTEMPTS:
+        detail = f"gave up after {attempts} attempts: {reason}" + (
+            _MAY_HAVE_POSTED.format(id=delivery.id) if doubt else ""
+        )
+        store.mark_failed(delivery.id, detail)
+        attempt.event(Outcome.FAILED, detail)
+        return
+    store.requeue(
+        delivery.id, now + schedule.delivery_backoff(attempts).total_seconds(), reason, attempts, doubt_since=doubt
+    )
+    attempt.event(Outcome.RETRY, reason, sent=sending)
+
+
+_MAY_HAVE_POSTED = "; the last attempt may have posted: check the account before `relay queue retry {id}`"
+
+
+def _deliver_one(
+    attempt: _Attempt,
+    target: Target,
+    renderer: Renderer,
+    feed: Feed,
+    limits: Limits,
+    clock: Callable[[], datetime],
+) -> Next:
+    """One delivery: settle an earlier attempt's doubt, drop a duplicate, render (or reuse
+    what an earlier attempt rendered), send."""
+    from relay.render import Post
+    from relay.targets.base import PublishError
+
+    store, delivery = attempt.store, attempt.delivery
+    settled = _settle_doubt(attempt, target, clock())
+    if settled is not None:
+        return settled
+    if delivery.state == DeliveryState.QUEUED and (other := store.posted_duplicate(delivery.id)):
+        store.mark_dropped(delivery.id, f"already relayed via feed {other!r}")
+        attempt.event(Outcome.DROPPED, f"already relayed via feed {other!r}")
+        return Next.GO_ON
+    if delivery.post:
+        post = Post.from_json(json.loads(delivery.post))
+    else:
+        try:
+            feed_title = str(json.loads(delivery.payload).get("feed_title") or "")
+            post = renderer.render(item_from_payload(delivery.payload), feed, attempt.account, limits, feed_title)
+        except RenderError as exc:
+            store.mark_failed(delivery.id, f"render: {exc}")
+            attempt.event(Outcome.FAILED, f"render: {exc}")
+            return Next.GO_ON
+    store.mark_sending(delivery.id, epoch(clock()), json.dumps(post.to_json(), ensure_ascii=False))
+    try:
+        receipt = target.publish(post, idempotency_key=delivery.idempotency_key, rkey=delivery.rkey)
+    except PublishError as exc:
+        return _publish_failed(attempt, exc, clock())
+    store.mark_posted(delivery.id, epoch(clock()), receipt.remote_id, receipt.url)
+    attempt.event(Outcome.POSTED, url=receipt.url, sent=True)
+    return Next.GO_ON
+
+
+def _settle_doubt(attempt: _Attempt, target: Target, now: datetime) -> Next | None:
+    """A delivery an earlier run left 'sending' (interrupted) or in doubt: posted if the
+    platform shows the post, failed when a resend could post twice; None to go on and send."""
+    from relay.targets.base import PublishError
+
+    store, delivery = attempt.store, attempt.delivery
+    if delivery.state == DeliveryState.SENDING:
+        # an earlier run was interrupted during this delivery: did the post land?
+        try:
+            found = target.find(idempotency_key=delivery.idempotency_key, rkey=delivery.rkey)
+        except PublishError as exc:
+            if exc.auth:
+                return attempt.stop(str(exc))  # still 'sending': asked again next run
+            found = None
+        if found is not None:
+            store.mark_posted(delivery.id, epoch(now), found.remote_id, found.url)
+            attempt.event(Outcome.POSTED, "confirmed after an interrupted attempt", found.url)
+            return Next.GO_ON
+    interrupted = delivery.last_attempt_at if delivery.state == DeliveryState.SENDING else None
+    doubts = [t for t in (delivery.doubt_since, interrupted) if t]
+    if delivery.rkey is None and doubts and epoch(now) - min(doubts) > IN_DOUBT_RESEND_WINDOW:
+        # the server honours the idempotency key for an hour: a resend now could post twice
+        store.mark_failed(
+            delivery.id,
+            "an attempt more than an hour ago got no answer: it may have been posted;"
+            f" check the account, then `relay queue retry {delivery.id}` if it was not",
+        )
+        attempt.event(Outcome.FAILED, "an earlier attempt may have posted and is too old to resend safely")
+        return Next.GO_ON
+    return None
+
+
+def _publish_failed(attempt: _Attempt, exc: PublishError, now: datetime) -> Next:
+    store, delivery = attempt.store, attempt.delivery
+    if exc.auth:
+        store.mark_retry(delivery.id, epoch(now), str(exc), count_attempt=False)
+        return attempt.stop(str(exc))
+    if not exc.transient:
+        store.mark_failed(delivery.id, str(exc))
+        attempt.event(Outcome.FAILED, str(exc))
+        return Next.GO_ON
+    attempts = delivery.attempts + 1
+    doubt = epoch(now) if exc.maybe_sent and delivery.rkey is None else None
+    if attempts >= schedule.MAX_ATTEMPTS:
+        detail = f"gave up after {attempts} attempts: {exc}" + (
+            _MAY_HAVE_POSTED.format(id=delivery.id) if doubt else ""
+        )
+        store.mark_failed(delivery.id, detail)
+        attempt.event(Outcome.FAILED, detail)
+    else:
+        retry_at = (
+            epoch(exc.retry_at) if exc.retry_at else epoch(now) + schedule.delivery_backoff(attempts).total_seconds()
+        )
+        store.mark_retry(delivery.id, retry_at, str(exc), doubt_since=doubt)
+        attempt.event(Outcome.RETRY, str(exc), sent=True)
+    if exc.retry_at:
+        # rate limited (or stalled): the whole account waits, even when this delivery has
+        # had its last attempt, so its next delivery is not sent into the same wall
+        until = epoch(exc.retry_at)
+        store.update_account(attempt.account.name, blocked_until=until, last_error=str(exc))
+        return attempt.stop(f"{exc}; waiting until {datetime.fromtimestamp(until, tz=UTC):%Y-%m-%d %H:%M:%S} UTC")
+    return Next.GO_ON
+
+
+def _renderer(config: Config) -> Renderer:
+    from relay.render import Renderer
+
+    return Renderer(config)
+
+
+def account_budget(store: Store | None, account: Account, now: datetime) -> tuple[int, str | None, int]:
+    """How many posts the account may make now, why not more, and its posts in the last day:
+    one pacing computation for preview and run."""
+    if store is None:
+        return account.pacing.max_per_run, None, 0
+    posted_last_day = store.posted_since(account.name, epoch(now) - 86400)
+    budget, why = schedule.pacing_budget(
+        account.pacing,
+        now=epoch(now),
+        last_posted_at=store.last_posted_at(account.name),
+        posted_last_day=posted_last_day,
+    )
+    return budget, why, posted_last_day
