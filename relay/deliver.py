@@ -19,7 +19,7 @@ from relay.models import DeliveryState, item_from_payload
 from relay.store import Delivery, Store, epoch
 
 if TYPE_CHECKING:
-    from relay.render import Limits, Renderer
+    from relay.render import Limits, PostRules, Renderer
     from relay.targets.base import PublishError, Target
 
 IN_DOUBT_RESEND_WINDOW = 55 * 60  # Mastodon keeps idempotency keys one hour
@@ -106,6 +106,8 @@ def _deliver_account(
     clock: Callable[[], datetime],
     report: DeliveryReport,
 ) -> None:
+    from relay.targets import post_rules
+
     name = account.name
     now = clock()
     known = store.account_state(name)
@@ -123,7 +125,7 @@ def _deliver_account(
         report.pacing[name] = why
     if not due:
         return
-    limits: Limits | None = None  # read when the first delivery needs them
+    rules: PostRules | None = None  # the account's limits are read when the first delivery needs them
     # a feed the flood guard holds uses no share of the day until it is released
     held = store.held_feeds(name, epoch(now) - 86400)
     posts_today = {f: n for f, n in store.feed_activity(name, epoch(now) - 86400).items() if f not in held}
@@ -143,12 +145,13 @@ def _deliver_account(
             store.mark_failed(delivery.id, f"feed {delivery.feed!r} is no longer in the configuration")
             attempt.event(Outcome.FAILED, "feed removed")
             continue
-        if limits is None:
+        if rules is None:
             limits = _limits(target, account, report)
             if limits is None:
                 break
+            rules = post_rules(account, limits)
         try:
-            step = _deliver_one(attempt, target, renderer, feed, limits, clock)
+            step = _deliver_one(attempt, target, renderer, feed, rules, clock)
         except sqlite3.Error:
             raise  # the state itself failed: the command ends with a state error
         except Exception as exc:
@@ -218,7 +221,7 @@ def _deliver_one(
     target: Target,
     renderer: Renderer,
     feed: Feed,
-    limits: Limits,
+    rules: PostRules,
     clock: Callable[[], datetime],
 ) -> Next:
     """One delivery: settle an earlier attempt's doubt, drop a duplicate, render (or reuse
@@ -239,7 +242,7 @@ def _deliver_one(
     else:
         try:
             feed_title = str(json.loads(delivery.payload).get("feed_title") or "")
-            post = renderer.render(item_from_payload(delivery.payload), feed, attempt.account, limits, feed_title)
+            post = renderer.render(item_from_payload(delivery.payload), feed, attempt.account, rules, feed_title)
         except RenderError as exc:
             store.mark_failed(delivery.id, f"render: {exc}")
             attempt.event(Outcome.FAILED, f"render: {exc}")

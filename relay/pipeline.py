@@ -168,7 +168,7 @@ def _planned(
     all_items: bool,
 ) -> list[PlannedPost]:
     from relay.render import post_language
-    from relay.targets import known_limits
+    from relay.targets import known_limits, post_rules
 
     item, feed = decision.item, feed_poll.feed
     feed_title = feed_poll.parsed.title if feed_poll.parsed else ""
@@ -196,7 +196,9 @@ def _planned(
         )
         if action != "skip" or all_items:
             try:
-                rendered = renderer.render(item, feed, account, known_limits(account, store), feed_title)
+                rendered = renderer.render(
+                    item, feed, account, post_rules(account, known_limits(account, store)), feed_title
+                )
             except RenderError as exc:
                 post = dataclasses.replace(post, action="skip", reason=f"render: {exc}")
             else:
@@ -220,7 +222,7 @@ def check_templates(config: Config, now: datetime) -> tuple[list[str], list[str]
     field holds a URL: Mastodon's card is the first link in the text, so a template that
     puts another URL before item.link gets a warning."""
     from relay.render import Limits, Renderer
-    from relay.targets import known_limits
+    from relay.targets import known_limits, post_rules
 
     renderer = Renderer(config)
     sample = Item(
@@ -239,7 +241,7 @@ def check_templates(config: Config, now: datetime) -> tuple[list[str], list[str]
         for name in feed.to:
             account = config.accounts[name]
             try:
-                renderer.render(sample, feed, account, known_limits(account, None))
+                renderer.render(sample, feed, account, post_rules(account, known_limits(account, None)))
             except RenderError as exc:
                 problems.append(
                     f"{config.path.name}:{feed.line}: feeds[{index}].template: {feed.template} for {account.platform}: {exc}"
@@ -260,19 +262,26 @@ def check_templates(config: Config, now: datetime) -> tuple[list[str], list[str]
     )
     warnings = []
     for index, feed in enumerate(config.feeds):
-        mastodon = [config.accounts[n] for n in feed.to if config.accounts[n].platform == "mastodon"]
-        if not mastodon:
+        # the platforms where the first URL in the text makes the card
+        carded = [
+            (account, rules)
+            for account in (config.accounts[n] for n in feed.to)
+            if not (rules := post_rules(account, Limits())).keeps_feed_urls
+        ]
+        if not carded:
             continue
+        account, rules = carded[0]
         try:
-            post = renderer.render(linked, feed, mastodon[0], Limits(), "Site https://site.example/")
+            post = renderer.render(linked, feed, account, rules, "Site https://site.example/")
         except RenderError:
             continue
         urls = [post.text[start:end] for start, end in find_urls(post.text)]
         if urls and urls[0] != linked.link:
             source = {linked.image: "item.image", feed.url: "feed.url"}.get(urls[0], urls[0])
             warnings.append(
-                f"{config.path.name}:{feed.line}: feeds[{index}].template: {feed.template} for mastodon"
-                f" (feed {feed.name}) puts {source} before item.link: Mastodon's card would show that page"
+                f"{config.path.name}:{feed.line}: feeds[{index}].template: {feed.template} for {rules.platform}"
+                f" (feed {feed.name}) puts {source} before item.link: {rules.platform.capitalize()}'s card"
+                " would show that page"
             )
     return problems, warnings
 

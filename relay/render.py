@@ -1,16 +1,16 @@
 """Templates → post text that fits (pure). Jinja2 sandbox, StrictUndefined, autoescape off;
 feed text is only ever a variable. The link and hashtags are never cut: the summary shrinks
-first, then the title, on grapheme boundaries with an ellipsis. A filter can turn defused
-feed text back into a mention (striptags decodes `&#64;`, wordwrap breaks a line before an
-'@'), so the final Mastodon text is defused once more. A URL in a Bluesky post is linked only
-when relay.links accepts it, to its normalised form, and shown with its whole host.
+first, then the title, on grapheme boundaries with an ellipsis, until the platform's rules
+(PostRules, one per platform in relay.targets) say the text fits; the rules then finish the
+post (facets, card, the final defusing of mentions on Mastodon, where a filter such as
+striptags could have brought one back).
 
-Mastodon builds a post's preview card from the first link in its text, so on Mastodon the
-URLs in feed text (title, summary, author, tags, the feed's title) are removed before the
-template sees them, the words around them kept: only the item's own link is a URL that comes
-from the feed, whatever the template's order. An item without a title gets a headline from
-the start of its summary, and its Bluesky card a title from the summary's first sentence or
-the site's name."""
+Where a post's card is made from the first link in its text (Mastodon), the URLs in feed
+text (title, summary, author, tags, the feed's title) are removed before the template sees
+them, the words around them kept: only the item's own link is a URL that comes from the
+feed, whatever the template's order. An item without a title gets a headline from the
+start of its summary, and a card title from the summary's first sentence or the site's
+name."""
 
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Protocol
 
 import jinja2
 from jinja2.filters import do_striptags
@@ -28,25 +27,15 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from relay.config import Account, Config, Feed
 from relay.errors import RenderError
-from relay.links import normalise_link
 from relay.models import Item
 from relay.text import (
-    ELLIPSIS,
-    byte_span,
     defuse_mentions,
     find_urls,
     grapheme_length,
-    graphemes,
-    mastodon_length,
     truncate,
-    utf8_length,
 )
 
-BLUESKY_MAX_GRAPHEMES = 300
-BLUESKY_MAX_BYTES = 3000
 MASTODON_DEFAULT_LIMIT = 500
-CARD_DESCRIPTION_GRAPHEMES = 300
-URL_DISPLAY_GRAPHEMES = 32  # a Bluesky URL is shown this long, unless its host is longer
 HEADLINE_GRAPHEMES = 200  # an untitled item's headline: the start of its summary
 CARD_TITLE_GRAPHEMES = 120  # an untitled item's Bluesky card title: the summary's first sentence
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
@@ -55,7 +44,7 @@ BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 @dataclass(frozen=True)
 class Limits:
     """What a Mastodon account allows: from the instance (or the account's max_characters).
-    Bluesky's limits are the lexicon's constants (BLUESKY_MAX_GRAPHEMES, BLUESKY_MAX_BYTES)."""
+    Bluesky's limits are its lexicon's, in relay.targets.bluesky."""
 
     max_characters: int = MASTODON_DEFAULT_LIMIT
     url_length: int = 23  # every URL counts this long
@@ -175,8 +164,9 @@ def find_template(env: jinja2.Environment, name: str, platform: str) -> jinja2.T
 
 def template_exists(env: jinja2.Environment, name: str) -> bool:
     assert env.loader is not None
-    names = set(env.loader.list_templates())
-    return any(n in names for p in ("mastodon", "bluesky") for n in template_names(name, p))
+    # NAME.j2, or a variant for some platform: NAME.PLATFORM.j2 (own or built in)
+    wanted = re.compile(rf"(?:builtin/)?{re.escape(name)}(?:\.[a-z0-9_-]+)?\.j2")
+    return any(wanted.fullmatch(found) for found in env.loader.list_templates())
 
 
 @dataclass(frozen=True)
@@ -186,16 +176,47 @@ class FeedInfo:
     url: str
 
 
+@dataclass(frozen=True)
+class Draft:
+    """What a platform's rules need besides the text to judge and finish a post."""
+
+    item: Item
+    feed: FeedInfo
+    link: str
+    account: str
+    language: str
+    hashtags: tuple[str, ...] = ()
+    spoiler_text: str = ""
+    sensitive: bool = False
+    images: bool = False
+    visibility: str = ""
+
+
+class PostRules(Protocol):
+    """What a platform asks of a post: how its text is counted, and what a post carries
+    (facets, a card, a content warning). One implementation per platform, in relay.targets;
+    render renders and asks the rules, without knowing the platforms."""
+
+    @property
+    def platform(self) -> str: ...  # the name templates are chosen and written by
+
+    @property
+    def keeps_feed_urls(self) -> bool: ...  # False where the first URL in the text makes the card
+
+    def fits(self, text: str, draft: Draft) -> bool: ...
+
+    def finish(self, text: str, draft: Draft) -> Post: ...
+
+
 def render_post(
     template: jinja2.Template,
     item: Item,
     feed: FeedInfo,
     *,
-    platform: str,
+    rules: PostRules,
     account: str,
     hashtags: Sequence[str],
     language: str,
-    limits: Limits = Limits(),
     spoiler_text: str = "",
     sensitive: bool = False,
     images: bool = False,
@@ -205,14 +226,15 @@ def render_post(
     if item.link is None:
         raise RenderError(item.skip_reason or "no link")
     link = item.link
-    # On Mastodon the first URL in the text makes the card: feed text brings none of its own.
-    clean = remove_urls if platform != "bluesky" else _unchanged
+    # Where the first URL in the text makes the card, feed text brings none of its own.
+    clean = _unchanged if rules.keeps_feed_urls else remove_urls
     title, summary = clean(item.title), clean(item.summary)
     author = clean(item.author) if item.author is not None else None
     tags = [t for t in (clean(tag) for tag in item.tags) if t]
     feed_title = clean(feed.title)
     if not title.strip() and not summary.strip():
         title = feed_title or feed.name  # an item that says nothing is named by its site, not a bare link
+    draft = Draft(item, feed, link, account, language, tuple(hashtags), spoiler_text, sensitive, images, visibility)
 
     def produce(title: str, summary: str) -> str:
         context = {
@@ -229,7 +251,7 @@ def render_post(
             },
             "feed": {"name": feed.name, "title": feed_title, "url": feed.url},
             "hashtags": list(hashtags),
-            "platform": platform,
+            "platform": rules.platform,
             "account": account,
         }
         try:
@@ -240,63 +262,10 @@ def render_post(
             raise RenderError(f"template {template.name}: {type(exc).__name__}: {exc}") from None
         return tidy(raw)
 
-    if platform == "bluesky":
-
-        def fits(text: str) -> bool:
-            display, _ = _bluesky_display(text, link)
-            return grapheme_length(display) <= BLUESKY_MAX_GRAPHEMES and utf8_length(display) <= BLUESKY_MAX_BYTES
-    else:
-
-        def fits(text: str) -> bool:
-            return _mastodon_count(text, spoiler_text, limits) <= limits.max_characters
-
-    text = fit(produce, fits, title, summary)
-    if platform != "bluesky":
-        # The backstop: whatever a template's filters did to feed text, no '@' in the post
-        # starts a mention. (One character for one: the length does not change. The '@'s a
-        # normalised link keeps follow '/', '=' or a word character and stay as they are.)
-        text = defuse_mentions(text)
+    text = fit(produce, lambda text: rules.fits(text, draft), title, summary)
     if link not in text:
         raise RenderError(f"template {template.name} does not show item.link")
-    if platform == "bluesky":
-        display, facets = _bluesky_display(text, link)
-        facets += _hashtag_facets(display, hashtags)
-        facets.sort(key=lambda f: f["index"]["byteStart"])
-        return Post(
-            platform=platform,
-            account=account,
-            text=display,
-            length=grapheme_length(display),
-            limit=BLUESKY_MAX_GRAPHEMES,
-            language=language,
-            link=link,
-            facets=tuple(facets),
-            embed={
-                "$type": "app.bsky.embed.external",
-                "external": {
-                    "uri": link,
-                    "title": card_title(item.title, item.summary, feed),
-                    "description": truncate(item.summary, CARD_DESCRIPTION_GRAPHEMES),
-                },
-            },
-            image=item.image,
-            image_alt=item.image_alt or card_title(item.title, item.summary, feed),
-        )
-    return Post(
-        platform=platform,
-        account=account,
-        text=text,
-        length=_mastodon_count(text, spoiler_text, limits),
-        limit=limits.max_characters,
-        language=language,
-        link=link,
-        spoiler_text=spoiler_text,
-        sensitive=sensitive,
-        image=item.image,
-        image_alt=item.image_alt or item.title,
-        attach_image=images and item.image is not None,
-        visibility=visibility,
-    )
+    return rules.finish(text, draft)
 
 
 def _unchanged(text: str) -> str:
@@ -392,75 +361,6 @@ def _largest_fitting(make: Callable[[int], str], fits: Callable[[str], bool], up
     return best
 
 
-def _mastodon_count(text: str, spoiler_text: str, limits: Limits) -> int:
-    if limits.url_length == 23:
-        return mastodon_length(text, spoiler_text)
-    base = mastodon_length(text, spoiler_text)
-    return base + sum(limits.url_length - 23 for _ in find_urls(text))
-
-
-def _bluesky_display(text: str, link: str) -> tuple[str, list[dict[str, Any]]]:
-    """Show URLs shortened; link facets carry the full URLs, at UTF-8 byte offsets. A URL is
-    linked only when relay.links accepts it, and to its normalised form (punycode host,
-    encoded path); one it refuses (a user name before the host, a control character…) is
-    left as the feed wrote it, in full and unlinked, so what it really points to is shown.
-    The item's link was normalised when the feed was read and is linked as it is."""
-    parts: list[str] = []
-    facets: list[dict[str, Any]] = []
-    cursor = 0
-    display_so_far = ""
-    for start, end in find_urls(text):
-        url = text[start:end]
-        try:
-            target = url if url == link else normalise_link(url)
-        except ValueError:
-            continue
-        parts.append(text[cursor:start])
-        display_so_far = "".join(parts)
-        shown = display_url(url, target)
-        span = byte_span(display_so_far + shown, len(display_so_far), len(display_so_far) + len(shown))
-        facets.append(
-            {
-                "index": {"byteStart": span.start, "byteEnd": span.end},
-                "features": [{"$type": "app.bsky.richtext.facet#link", "uri": target}],
-            }
-        )
-        parts.append(shown)
-        cursor = end
-    parts.append(text[cursor:])
-    return "".join(parts), facets
-
-
-def display_url(written: str, normalised: str, max_graphemes: int = URL_DISPLAY_GRAPHEMES) -> str:
-    """'https://www.example.org/2024/very/long/path' → 'example.org/2024/very/lo…'. The host
-    is never cut and is shown as the link goes (punycode, so a look-alike host in another
-    script is visible); only the rest, as the feed wrote it, is shortened."""
-    host = urlsplit(normalised).netloc
-    if host.startswith("www.") and "." in host[4:]:
-        host = host[4:]
-    written_host = urlsplit(written).netloc
-    rest = written[written.index("//") + 2 + len(written_host) :]
-    room = max_graphemes - grapheme_length(host)
-    if grapheme_length(rest) <= room:
-        return host + rest
-    return host + "".join(graphemes(rest)[: max(room - 1, 0)]) + ELLIPSIS
-
-
-def _hashtag_facets(text: str, hashtags: Sequence[str]) -> list[dict[str, Any]]:
-    wanted = {tag.casefold() for tag in hashtags}
-    facets = []
-    for match in re.finditer(r"(?<![\w#&])#(\w+)", text):
-        if match.group(1).casefold() in wanted:
-            span = byte_span(text, match.start(), match.end())
-            facets.append(
-                {
-                    "index": {"byteStart": span.start, "byteEnd": span.end},
-                    "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": match.group(1)}],
-                }
-            )
-    return facets
-
-
 def post_language(item: Item, feed: Feed) -> tuple[str, str]:
     """A post's language and where it came from: the item's own (item), else the feed's
     language: in feeds.yaml when written for that feed (feed), else the one the channel
@@ -481,17 +381,16 @@ class Renderer:
         self.config = config
         self.env = make_environment(config.template_dirs)
 
-    def render(self, item: Item, feed: Feed, account: Account, limits: Limits, feed_title: str = "") -> Post:
-        template = find_template(self.env, feed.template, account.platform)
+    def render(self, item: Item, feed: Feed, account: Account, rules: PostRules, feed_title: str = "") -> Post:
+        template = find_template(self.env, feed.template, rules.platform)
         return render_post(
             template,
             item,
             FeedInfo(feed.name, feed_title or feed.name, feed.url),
-            platform=account.platform,
+            rules=rules,
             account=account.name,
             hashtags=feed.hashtags,
             language=post_language(item, feed)[0],
-            limits=limits,
             spoiler_text=feed.content_warning,
             sensitive=feed.sensitive,
             images=feed.images,

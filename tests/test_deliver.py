@@ -20,7 +20,7 @@ from relay.deliver import IN_DOUBT_RESEND_WINDOW, DeliveryReport, deliver
 from relay.errors import RenderError
 from relay.models import DeliveryState, Item, item_payload
 from relay.poll import delivery_key
-from relay.render import Limits, Post, Renderer
+from relay.render import Limits, Post, PostRules, Renderer
 from relay.schedule import MAX_ATTEMPTS
 from relay.store import Delivery, Store, epoch
 from relay.targets.base import PublishError, Receipt, Target
@@ -150,11 +150,11 @@ class CountingRenderer(Renderer):
         self.rendered: list[str] = []
         self.fail = fail or {}
 
-    def render(self, item: Item, feed: Feed, account: Account, limits: Limits, feed_title: str = "") -> Post:
+    def render(self, item: Item, feed: Feed, account: Account, rules: PostRules, feed_title: str = "") -> Post:
         self.rendered.append(item.title)
         if item.title in self.fail:
             raise self.fail[item.title]
-        return super().render(item, feed, account, limits, feed_title)
+        return super().render(item, feed, account, rules, feed_title)
 
 
 def queue(

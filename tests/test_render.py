@@ -9,8 +9,6 @@ from bench.fuzzlib import live_mentions
 from relay.errors import RenderError
 from relay.models import Item
 from relay.render import (
-    BLUESKY_MAX_BYTES,
-    BLUESKY_MAX_GRAPHEMES,
     FeedInfo,
     Limits,
     card_title,
@@ -20,10 +18,19 @@ from relay.render import (
     remove_urls,
     render_post,
 )
+from relay.targets.bluesky import BLUESKY_MAX_BYTES, BLUESKY_MAX_GRAPHEMES, BlueskyText
+from relay.targets.mastodon import MastodonText
 from relay.text import clean_text, find_urls, grapheme_length, mastodon_length
 
 ENV = make_environment([])
 DEFAULT_LIMITS = Limits()
+MASTODON = MastodonText()
+
+
+def rules(platform: str, limits: Limits = DEFAULT_LIMITS) -> MastodonText | BlueskyText:
+    return BlueskyText() if platform == "bluesky" else MastodonText(limits)
+
+
 FEED = FeedInfo("quadrature", "La Quadrature du Net", "https://www.laquadrature.net/feed/")
 
 
@@ -43,11 +50,10 @@ def render(
         find_template(ENV, template, platform),
         it,
         FEED,
-        platform=platform,
+        rules=rules(platform, limits),
         account="acct",
         hashtags=hashtags,
         language="fr",
-        limits=limits,
         spoiler_text=spoiler,
     )
 
@@ -112,7 +118,7 @@ def render_own(folder: Path, name: str):  # type: ignore[no-untyped-def]
         find_template(make_environment([folder]), name, "mastodon"),
         item(),
         FEED,
-        platform="mastodon",
+        rules=MASTODON,
         account="a",
         hashtags=(),
         language="fr",
@@ -170,7 +176,7 @@ def test_no_filter_brings_a_defused_mention_back(tmp_path: Path, title: str, exp
         find_template(make_environment([tmp_path]), "own", "mastodon"),
         item(title=title),
         FEED,
-        platform="mastodon",
+        rules=MASTODON,
         account="a",
         hashtags=(),
         language="fr",
@@ -186,7 +192,7 @@ def test_urlize_writes_no_html(tmp_path: Path) -> None:
         find_template(make_environment([tmp_path]), "own", "mastodon"),
         item(title="Voir"),
         FEED,
-        platform="mastodon",
+        rules=MASTODON,
         account="a",
         hashtags=(),
         language="fr",
@@ -347,7 +353,7 @@ def test_a_user_template_with_the_summary_first_still_shows_the_item_card(tmp_pa
             author="https://c.example/",
         ),
         FeedInfo("f", "Site https://d.example/", "https://example.org/feed"),
-        platform="mastodon",
+        rules=MASTODON,
         account="a",
         hashtags=(),
         language="fr",

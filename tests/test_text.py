@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from bench.fuzzlib import MASTODON_MENTION_POSIX, MASTODON_MENTION_STRICT, live_mentions, write_config
 from relay.models import Item
 from relay.render import FeedInfo, find_template, make_environment, render_post
+from relay.targets.mastodon import MastodonText
 from relay.text import (
     clean_text,
     defuse_mentions,
@@ -145,7 +146,7 @@ def test_no_feed_text_yields_a_live_mention(title: str, summary: str) -> None:
             find_template(_ENVIRONMENT, template, "mastodon"),
             item,
             FeedInfo("f", clean_title, "https://example.org/feed"),
-            platform="mastodon",
+            rules=MastodonText(),
             account="a",
             hashtags=("Climat",),
             language="fr",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from relay.render import Limits
+from relay.render import Limits, PostRules
 
 if TYPE_CHECKING:
     from relay.config import Account
@@ -37,6 +37,17 @@ def record_key(account: Account, now: datetime) -> str | None:
 
         return new_tid(now)
     return None
+
+
+def post_rules(account: Account, limits: Limits) -> PostRules:
+    """The account's platform rules for a post's text (counting, facets, card)."""
+    if account.platform == "bluesky":
+        from relay.targets.bluesky import BlueskyText
+
+        return BlueskyText()
+    from relay.targets.mastodon import MastodonText
+
+    return MastodonText(limits)
 
 
 def make_target(account: Account, store: Store, context: Context) -> Target:

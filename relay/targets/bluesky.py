@@ -10,18 +10,23 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import urlsplit
 
 from relay.config import Account
 from relay.context import Context
 from relay.errors import FetchError
 from relay.fetch import fetch_image, make_client
 from relay.images import THUMB_MAX_BYTES, ImageError, make_thumbnail
-from relay.render import Limits, Post
+from relay.links import normalise_link
+from relay.render import Draft, Limits, Post, card_title
 from relay.store import Store
 from relay.targets.base import PublishError, Receipt
+from relay.text import ELLIPSIS, byte_span, find_urls, grapheme_length, graphemes, truncate, utf8_length
 
 __all__ = ["THUMB_MAX_BYTES", "BlueskyTarget", "make_thumbnail"]
 
@@ -29,6 +34,10 @@ PAGE_MAX_BYTES = 2_000_000
 OPEN_GRAPH_MAX_BYTES = 65_536  # the og: tags are read from the page's first 64 KB only
 OPEN_GRAPH_MAX_CHARS = 1_000  # each og: value is cut to this before it is cleaned
 FETCH_TIMEOUT = 15.0  # seconds for the article page or an image, in total
+BLUESKY_MAX_GRAPHEMES = 300
+BLUESKY_MAX_BYTES = 3000
+CARD_DESCRIPTION_GRAPHEMES = 300
+URL_DISPLAY_GRAPHEMES = 32  # a Bluesky URL is shown this long, unless its host is longer
 STALL_PAUSE = timedelta(minutes=1)  # after a stalled request, the account waits this long
 
 
@@ -51,6 +60,110 @@ def new_tid(now: datetime | None = None) -> str:
 
 
 _SESSION_ERRORS = ("ExpiredToken", "InvalidToken", "AuthenticationRequired", "AuthMissing")
+
+
+@dataclass(frozen=True)
+class BlueskyText:
+    """Bluesky's rules for a post's text: 300 graphemes and 3000 bytes as shown, URLs shown
+    shortened with their whole host and linked by facets at UTF-8 byte offsets, the feed's
+    hashtags as tag facets, and a link card (app.bsky.embed.external) whose title is never
+    empty. The card is the item's whatever the text says, so feed text keeps its URLs."""
+
+    platform: str = "bluesky"
+    keeps_feed_urls: bool = True
+
+    def fits(self, text: str, draft: Draft) -> bool:
+        display, _ = _bluesky_display(text, draft.link)
+        return grapheme_length(display) <= BLUESKY_MAX_GRAPHEMES and utf8_length(display) <= BLUESKY_MAX_BYTES
+
+    def finish(self, text: str, draft: Draft) -> Post:
+        item, link = draft.item, draft.link
+        display, facets = _bluesky_display(text, link)
+        facets += _hashtag_facets(display, draft.hashtags)
+        facets.sort(key=lambda f: f["index"]["byteStart"])
+        title = card_title(item.title, item.summary, draft.feed)
+        return Post(
+            platform=self.platform,
+            account=draft.account,
+            text=display,
+            length=grapheme_length(display),
+            limit=BLUESKY_MAX_GRAPHEMES,
+            language=draft.language,
+            link=link,
+            facets=tuple(facets),
+            embed={
+                "$type": "app.bsky.embed.external",
+                "external": {
+                    "uri": link,
+                    "title": title,
+                    "description": truncate(item.summary, CARD_DESCRIPTION_GRAPHEMES),
+                },
+            },
+            image=item.image,
+            image_alt=item.image_alt or title,
+        )
+
+
+def _bluesky_display(text: str, link: str) -> tuple[str, list[dict[str, Any]]]:
+    """Show URLs shortened; link facets carry the full URLs, at UTF-8 byte offsets. A URL is
+    linked only when relay.links accepts it, and to its normalised form (punycode host,
+    encoded path); one it refuses (a user name before the host, a control character…) is
+    left as the feed wrote it, in full and unlinked, so what it really points to is shown.
+    The item's link was normalised when the feed was read and is linked as it is."""
+    parts: list[str] = []
+    facets: list[dict[str, Any]] = []
+    cursor = 0
+    display_so_far = ""
+    for start, end in find_urls(text):
+        url = text[start:end]
+        try:
+            target = url if url == link else normalise_link(url)
+        except ValueError:
+            continue
+        parts.append(text[cursor:start])
+        display_so_far = "".join(parts)
+        shown = display_url(url, target)
+        span = byte_span(display_so_far + shown, len(display_so_far), len(display_so_far) + len(shown))
+        facets.append(
+            {
+                "index": {"byteStart": span.start, "byteEnd": span.end},
+                "features": [{"$type": "app.bsky.richtext.facet#link", "uri": target}],
+            }
+        )
+        parts.append(shown)
+        cursor = end
+    parts.append(text[cursor:])
+    return "".join(parts), facets
+
+
+def display_url(written: str, normalised: str, max_graphemes: int = URL_DISPLAY_GRAPHEMES) -> str:
+    """'https://www.example.org/2024/very/long/path' → 'example.org/2024/very/lo…'. The host
+    is never cut and is shown as the link goes (punycode, so a look-alike host in another
+    script is visible); only the rest, as the feed wrote it, is shortened."""
+    host = urlsplit(normalised).netloc
+    if host.startswith("www.") and "." in host[4:]:
+        host = host[4:]
+    written_host = urlsplit(written).netloc
+    rest = written[written.index("//") + 2 + len(written_host) :]
+    room = max_graphemes - grapheme_length(host)
+    if grapheme_length(rest) <= room:
+        return host + rest
+    return host + "".join(graphemes(rest)[: max(room - 1, 0)]) + ELLIPSIS
+
+
+def _hashtag_facets(text: str, hashtags: Sequence[str]) -> list[dict[str, Any]]:
+    wanted = {tag.casefold() for tag in hashtags}
+    facets = []
+    for match in re.finditer(r"(?<![\w#&])#(\w+)", text):
+        if match.group(1).casefold() in wanted:
+            span = byte_span(text, match.start(), match.end())
+            facets.append(
+                {
+                    "index": {"byteStart": span.start, "byteEnd": span.end},
+                    "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": match.group(1)}],
+                }
+            )
+    return facets
 
 
 class BlueskyTarget:

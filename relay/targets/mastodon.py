@@ -8,6 +8,7 @@ checked before upload; any image problem means the post goes without it."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,15 +18,57 @@ from relay.errors import FetchError
 from relay.fetch import USER_AGENT, fetch_image
 from relay.images import ImageError, inspect
 from relay.netguard import Abandoned, call_abandonable
-from relay.render import Limits, Post
+from relay.render import Draft, Limits, Post
 from relay.store import AccountState, Store
 from relay.targets.base import PublishError, Receipt
+from relay.text import MASTODON_URL_LENGTH, defuse_mentions, find_urls, mastodon_length
 
 LIMITS_MAX_AGE = 86400  # re-read the instance's limits once a day
 DEFAULT_IMAGE_LIMIT = 8_000_000
 DEFAULT_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 IMAGE_TIMEOUT = 15.0  # seconds for an item's image, in total
 STALL_PAUSE = timedelta(minutes=1)  # after a stalled call, the account waits this long
+
+
+@dataclass(frozen=True)
+class MastodonText:
+    """Mastodon's rules for a post's text: grapheme clusters counted, every URL as the
+    instance says (23), the content warning included; the card is the first URL in the text,
+    so feed text brings none; and, whatever a template's filters did to feed text, no '@'
+    in the post starts a mention (one character for one: the length does not change)."""
+
+    limits: Limits = field(default_factory=Limits)
+    platform: str = "mastodon"
+    keeps_feed_urls: bool = False
+
+    def count(self, text: str, spoiler_text: str) -> int:
+        base = mastodon_length(text, spoiler_text)
+        if self.limits.url_length == MASTODON_URL_LENGTH:
+            return base
+        return base + sum(self.limits.url_length - MASTODON_URL_LENGTH for _ in find_urls(text))
+
+    def fits(self, text: str, draft: Draft) -> bool:
+        return self.count(text, draft.spoiler_text) <= self.limits.max_characters
+
+    def finish(self, text: str, draft: Draft) -> Post:
+        # the '@'s a normalised link keeps follow '/', '=' or a word character and stay
+        text = defuse_mentions(text)
+        item = draft.item
+        return Post(
+            platform=self.platform,
+            account=draft.account,
+            text=text,
+            length=self.count(text, draft.spoiler_text),
+            limit=self.limits.max_characters,
+            language=draft.language,
+            link=draft.link,
+            spoiler_text=draft.spoiler_text,
+            sensitive=draft.sensitive,
+            image=item.image,
+            image_alt=item.image_alt or item.title,
+            attach_image=draft.images and item.image is not None,
+            visibility=draft.visibility,
+        )
 
 
 class MastodonTarget:
