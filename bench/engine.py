@@ -104,9 +104,7 @@ def queue_and_deliver(count: int, url: str, context: Context, now: datetime) -> 
     (tmp / "feeds.yaml").write_text(config_text(url, count))
     config = load_config(tmp / "feeds.yaml", environ={"TOKEN": MOCK_TOKEN})
     store = Store.open(tmp / "state")
-    feed_poll = FeedPoll(
-        config.feeds[0], FeedReport("f", "", "ok"), parsed=ParsedFeed("f", "", count, items(count, now))
-    )
+    feed_poll = FeedPoll(config.feeds[0], FeedReport("f", "", "ok"), parsed=ParsedFeed("f", count, items(count, now)))
     start = time.perf_counter()
     decide_all([feed_poll], store, {}, now)
     record_poll(store, config, feed_poll, now)

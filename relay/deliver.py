@@ -19,8 +19,8 @@ from relay.models import DeliveryState, item_from_payload
 from relay.store import Delivery, Store, epoch
 
 if TYPE_CHECKING:
-    from relay.render import Limits, PostRules, Renderer
-    from relay.targets.base import PublishError, Target
+    from relay.render import PostRules, Renderer
+    from relay.targets.base import Limits, PublishError, Target
 
 IN_DOUBT_RESEND_WINDOW = 55 * 60  # Mastodon keeps idempotency keys one hour
 
@@ -226,7 +226,6 @@ def _deliver_one(
 ) -> Next:
     """One delivery: settle an earlier attempt's doubt, drop a duplicate, render (or reuse
     what an earlier attempt rendered), send."""
-    from relay.render import Post
     from relay.targets.base import PublishError
 
     store, delivery = attempt.store, attempt.delivery
@@ -237,8 +236,8 @@ def _deliver_one(
         store.mark_dropped(delivery.id, f"already relayed via feed {other!r}")
         attempt.event(Outcome.DROPPED, f"already relayed via feed {other!r}")
         return Next.GO_ON
-    if delivery.post:
-        post = Post.from_json(json.loads(delivery.post))
+    if delivery.post is not None:
+        post = delivery.post
     else:
         try:
             feed_title = str(json.loads(delivery.payload).get("feed_title") or "")
@@ -247,7 +246,7 @@ def _deliver_one(
             store.mark_failed(delivery.id, f"render: {exc}")
             attempt.event(Outcome.FAILED, f"render: {exc}")
             return Next.GO_ON
-    store.mark_sending(delivery.id, epoch(clock()), json.dumps(post.to_json(), ensure_ascii=False))
+    store.mark_sending(delivery.id, epoch(clock()), post)
     try:
         receipt = target.publish(post, idempotency_key=delivery.idempotency_key, rkey=delivery.rkey)
     except PublishError as exc:

@@ -36,7 +36,6 @@ class Item:
 @dataclass(frozen=True)
 class ParsedFeed:
     title: str
-    link: str
     entries: int
     items: tuple[Item, ...]
     warnings: tuple[str, ...] = field(default=())
@@ -90,3 +89,63 @@ def item_from_payload(payload: str) -> Item:
     data["tags"] = tuple(data["tags"])
     data.pop("feed_title", None)
     return Item(**data)
+
+
+@dataclass(frozen=True)
+class Post:
+    """A post exactly as it will be sent."""
+
+    platform: str
+    account: str
+    text: str
+    length: int
+    limit: int
+    language: str
+    link: str
+    facets: tuple[dict[str, Any], ...] = ()
+    embed: dict[str, Any] | None = None
+    spoiler_text: str = ""
+    sensitive: bool = False
+    image: str | None = None
+    image_alt: str = ""
+    attach_image: bool = False  # Mastodon: upload the item's image with the post
+    visibility: str = ""  # Mastodon: the feed's visibility; empty means the account's
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "platform": self.platform,
+            "account": self.account,
+            "text": self.text,
+            "length": self.length,
+            "limit": self.limit,
+            "language": self.language,
+            "link": self.link,
+            "facets": list(self.facets),
+            "embed": self.embed,
+            "spoiler_text": self.spoiler_text,
+            "sensitive": self.sensitive,
+            "image": self.image,
+            "image_alt": self.image_alt,
+            "attach_image": self.attach_image,
+            "visibility": self.visibility,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Post:
+        return cls(
+            platform=data["platform"],
+            account=data["account"],
+            text=data["text"],
+            length=data["length"],
+            limit=data["limit"],
+            language=data["language"],
+            link=data["link"],
+            facets=tuple(data.get("facets", ())),
+            embed=data.get("embed"),
+            spoiler_text=data.get("spoiler_text", ""),
+            sensitive=data.get("sensitive", False),
+            image=data.get("image"),
+            image_alt=data.get("image_alt", ""),
+            attach_image=data.get("attach_image", False),
+            visibility=data.get("visibility", ""),
+        )

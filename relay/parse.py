@@ -168,7 +168,6 @@ def parse_feed(
         warnings.append(f"language {_show(tag)} is not a language tag (like fr or fr-FR): ignored")
     return ParsedFeed(
         title=clean_text(_text(feed_info.get("title", ""), MAX_SHORT_FIELD_CHARS)),
-        link=str(feed_info.get("link", "") or ""),
         entries=len(entries),
         items=tuple(items),
         warnings=tuple(warnings),

@@ -221,8 +221,9 @@ def check_templates(config: Config, now: datetime) -> tuple[list[str], list[str]
     sample item (problems, one line each), and, for Mastodon, against an item whose every
     field holds a URL: Mastodon's card is the first link in the text, so a template that
     puts another URL before item.link gets a warning."""
-    from relay.render import Limits, Renderer
+    from relay.render import Renderer
     from relay.targets import known_limits, post_rules
+    from relay.targets.base import Limits
 
     renderer = Renderer(config)
     sample = Item(

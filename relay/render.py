@@ -27,7 +27,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from relay.config import Account, Config, Feed
 from relay.errors import RenderError
-from relay.models import Item
+from relay.models import Item, Post
 from relay.text import (
     defuse_mentions,
     find_urls,
@@ -35,79 +35,9 @@ from relay.text import (
     truncate,
 )
 
-MASTODON_DEFAULT_LIMIT = 500
 HEADLINE_GRAPHEMES = 200  # an untitled item's headline: the start of its summary
 CARD_TITLE_GRAPHEMES = 120  # an untitled item's Bluesky card title: the summary's first sentence
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What a Mastodon account allows: from the instance (or the account's max_characters).
-    Bluesky's limits are its lexicon's, in relay.targets.bluesky."""
-
-    max_characters: int = MASTODON_DEFAULT_LIMIT
-    url_length: int = 23  # every URL counts this long
-
-
-@dataclass(frozen=True)
-class Post:
-    """A post exactly as it will be sent."""
-
-    platform: str
-    account: str
-    text: str
-    length: int
-    limit: int
-    language: str
-    link: str
-    facets: tuple[dict[str, Any], ...] = ()
-    embed: dict[str, Any] | None = None
-    spoiler_text: str = ""
-    sensitive: bool = False
-    image: str | None = None
-    image_alt: str = ""
-    attach_image: bool = False  # Mastodon: upload the item's image with the post
-    visibility: str = ""  # Mastodon: the feed's visibility; empty means the account's
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "platform": self.platform,
-            "account": self.account,
-            "text": self.text,
-            "length": self.length,
-            "limit": self.limit,
-            "language": self.language,
-            "link": self.link,
-            "facets": list(self.facets),
-            "embed": self.embed,
-            "spoiler_text": self.spoiler_text,
-            "sensitive": self.sensitive,
-            "image": self.image,
-            "image_alt": self.image_alt,
-            "attach_image": self.attach_image,
-            "visibility": self.visibility,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Post:
-        return cls(
-            platform=data["platform"],
-            account=data["account"],
-            text=data["text"],
-            length=data["length"],
-            limit=data["limit"],
-            language=data["language"],
-            link=data["link"],
-            facets=tuple(data.get("facets", ())),
-            embed=data.get("embed"),
-            spoiler_text=data.get("spoiler_text", ""),
-            sensitive=data.get("sensitive", False),
-            image=data.get("image"),
-            image_alt=data.get("image_alt", ""),
-            attach_image=data.get("attach_image", False),
-            visibility=data.get("visibility", ""),
-        )
 
 
 def make_environment(template_dirs: Sequence[Path]) -> SandboxedEnvironment:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.errors import LockedError, StateError
-from relay.models import DeliveryState, Move
+from relay.models import DeliveryState, Move, Post
 
 DB_NAME = "relay.db"
 
@@ -160,7 +160,7 @@ class Delivery:
     remote_id: str | None
     remote_url: str | None
     last_error: str | None
-    post: str | None
+    post: Post | None  # as rendered for the first attempt, sent unchanged by every retry
     feed: str
     title: str
     link: str | None
@@ -182,7 +182,10 @@ def _chunks(values: Iterable[bytes], size: int = 500) -> Iterator[list[bytes]]:
 
 
 def _delivery(row: tuple[Any, ...]) -> Delivery:
-    return Delivery(row[0], row[1], row[2], DeliveryState(row[3]), *row[4:])
+    values = list(row)
+    values[3] = DeliveryState(values[3])
+    values[14] = Post.from_json(json.loads(values[14])) if values[14] else None  # the post as first sent
+    return Delivery(*values)
 
 
 PRIVATE_FILES = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", "relay.lock")
@@ -465,10 +468,7 @@ class Store:
         return row[0] if row else None
 
     def mark_dropped(self, delivery_id: int, reason: str) -> None:
-        with self.transaction():
-            self.db.execute(
-                "UPDATE deliveries SET state = 'dropped', last_error = ? WHERE id = ?", (reason, delivery_id)
-            )
+        self._transition(delivery_id, DeliveryState.DROPPED, (DeliveryState.QUEUED,), "last_error = ?", (reason,))
 
     def insert_item(
         self,
@@ -578,21 +578,25 @@ class Store:
         )
         return [_delivery(row) for row in rows]
 
-    def mark_sending(self, delivery_id: int, now: float, post: str) -> None:
-        with self.transaction():
-            self.db.execute(
-                "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, last_attempt_at = ?,"
-                " post = COALESCE(post, ?) WHERE id = ?",
-                (now, post, delivery_id),
-            )
+    def mark_sending(self, delivery_id: int, now: float, post: Post) -> None:
+        """The post is kept as first rendered: every later attempt sends exactly it."""
+        serialised = json.dumps(post.to_json(), ensure_ascii=False)
+        self._transition(
+            delivery_id,
+            DeliveryState.SENDING,
+            (DeliveryState.QUEUED, DeliveryState.SENDING),  # sending again: an interrupted attempt
+            "attempts = attempts + 1, last_attempt_at = ?, post = COALESCE(post, ?)",
+            (now, serialised),
+        )
 
     def mark_posted(self, delivery_id: int, now: float, remote_id: str, remote_url: str) -> None:
-        with self.transaction():
-            self.db.execute(
-                "UPDATE deliveries SET state = 'posted', posted_at = ?, remote_id = ?, remote_url = ?,"
-                " last_error = NULL WHERE id = ?",
-                (now, remote_id, remote_url, delivery_id),
-            )
+        self._transition(
+            delivery_id,
+            DeliveryState.POSTED,
+            (DeliveryState.SENDING,),
+            "posted_at = ?, remote_id = ?, remote_url = ?, last_error = NULL",
+            (now, remote_id, remote_url),
+        )
 
     def mark_retry(
         self,
@@ -604,27 +608,56 @@ class Store:
         doubt_since: float | None = None,
     ) -> None:
         """Back to the queue; doubt_since (kept once set) when the attempt may have posted."""
-        with self.transaction():
-            self.db.execute(
-                "UPDATE deliveries SET state = 'queued', next_attempt_at = ?, last_error = ?,"
-                " attempts = attempts - ?, doubt_since = COALESCE(doubt_since, ?) WHERE id = ?",
-                (next_attempt, error, 0 if count_attempt else 1, doubt_since, delivery_id),
-            )
+        self._transition(
+            delivery_id,
+            DeliveryState.QUEUED,
+            (DeliveryState.SENDING,),
+            "next_attempt_at = ?, last_error = ?, attempts = attempts - ?, doubt_since = COALESCE(doubt_since, ?)",
+            (next_attempt, error, 0 if count_attempt else 1, doubt_since),
+        )
 
     def requeue(
         self, delivery_id: int, next_attempt: float, error: str, attempts: int, *, doubt_since: float | None = None
     ) -> None:
-        """Back to the queue after an unexpected error, with the attempts counted so far."""
-        with self.transaction():
-            self.db.execute(
-                "UPDATE deliveries SET state = 'queued', next_attempt_at = ?, last_error = ?, attempts = ?,"
-                " doubt_since = COALESCE(doubt_since, ?) WHERE id = ?",
-                (next_attempt, error, attempts, doubt_since, delivery_id),
-            )
+        """Back to the queue after an unexpected error (before or during the send), with the
+        attempts counted so far."""
+        self._transition(
+            delivery_id,
+            DeliveryState.QUEUED,
+            (DeliveryState.QUEUED, DeliveryState.SENDING),
+            "next_attempt_at = ?, last_error = ?, attempts = ?, doubt_since = COALESCE(doubt_since, ?)",
+            (next_attempt, error, attempts, doubt_since),
+        )
 
     def mark_failed(self, delivery_id: int, error: str) -> None:
+        self._transition(
+            delivery_id,
+            DeliveryState.FAILED,
+            (DeliveryState.QUEUED, DeliveryState.SENDING),
+            "last_error = ?",
+            (error,),
+        )
+
+    def _transition(
+        self,
+        delivery_id: int,
+        to: DeliveryState,
+        allowed_from: tuple[DeliveryState, ...],
+        assignments: str,
+        params: tuple[Any, ...],
+    ) -> None:
+        """One step of a delivery's life, refused (StateError) unless the delivery is in a
+        state the step may start from: a bug can never, say, post a dropped delivery."""
+        marks = ",".join("?" * len(allowed_from))
         with self.transaction():
-            self.db.execute("UPDATE deliveries SET state = 'failed', last_error = ? WHERE id = ?", (error, delivery_id))
+            changed = self.db.execute(
+                f"UPDATE deliveries SET state = ?, {assignments} WHERE id = ? AND state IN ({marks})",
+                (to, *params, delivery_id, *allowed_from),
+            ).rowcount
+        if not changed:
+            found = self.delivery(delivery_id)
+            now_in = found.state if found else "missing"
+            raise StateError(f"delivery #{delivery_id} is {now_in}: it cannot become {to}")
 
     def move(self, delivery_ids: Iterable[int], move: Move, now: float) -> int:
         """Apply a user's move to these deliveries, all or none: StateError names the first

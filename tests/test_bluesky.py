@@ -17,7 +17,7 @@ import pytest
 
 from relay.config import Account, Pacing
 from relay.context import Context
-from relay.render import Post
+from relay.models import Post
 from relay.store import Store
 from relay.targets.bluesky import BlueskyTarget, make_thumbnail
 from relay.text import grapheme_length

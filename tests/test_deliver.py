@@ -18,12 +18,12 @@ from relay.config import Account, Config, Feed, load_config
 from relay.dedupe import canonical_url, fingerprint
 from relay.deliver import IN_DOUBT_RESEND_WINDOW, DeliveryReport, deliver
 from relay.errors import RenderError
-from relay.models import DeliveryState, Item, item_payload
+from relay.models import DeliveryState, Item, Post, item_payload
 from relay.poll import delivery_key
-from relay.render import Limits, Post, PostRules, Renderer
+from relay.render import PostRules, Renderer
 from relay.schedule import MAX_ATTEMPTS
 from relay.store import Delivery, Store, epoch
-from relay.targets.base import PublishError, Receipt, Target
+from relay.targets.base import Limits, PublishError, Receipt, Target
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LIMITS = Limits(max_characters=500)
@@ -657,6 +657,7 @@ def test_a_delivery_of_a_feed_no_longer_configured_fails(config: Config, store: 
 def test_a_duplicate_already_posted_via_another_feed_is_dropped(config: Config, store: Store) -> None:
     shared = "https://news.example/story"
     posted = queue(store, "story", feed="b", link=shared, seen=NOW - timedelta(hours=2))
+    store.mark_sending(posted, epoch(NOW - timedelta(hours=2)), Post("mastodon", "m", "story", 5, 500, "fr", shared))
     store.mark_posted(posted, epoch(NOW - timedelta(hours=2)), "1", "https://m.example/@m/1")
     duplicate = queue(store, "story again", feed="a", link=shared + "?utm_source=feed")
     elsewhere = queue(store, "story again", feed="a", link=shared, account="n")  # n has not posted it

@@ -12,15 +12,15 @@ from PIL.Image import DecompressionBombError
 from relay.config import Pacing, load_config
 from relay.dedupe import canonical_url
 from relay.deliver import DeliveryReport, deliver
-from relay.models import DeliveryState, Item, ParsedFeed
+from relay.models import DeliveryState, Item, ParsedFeed, Post
 from relay.poll import FeedPoll, FeedReport, decide_all, delivery_key, record_poll
-from relay.render import Limits, Post
 from relay.schedule import MAX_ATTEMPTS
 from relay.store import Store
-from relay.targets.base import PublishError, Receipt
+from relay.targets.base import Limits, PublishError, Receipt
 from relay.targets.bluesky import new_tid
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
+POST = Post("mastodon", "m", "text https://m.example/1", 28, 500, "fr", "https://m.example/1")
 
 
 def config(
@@ -42,7 +42,7 @@ def item(feed: str, n: int, link: str | None = None) -> Item:
 def polls(cfg, **items: list[Item]) -> list[FeedPoll]:  # type: ignore[no-untyped-def]
     feeds = {feed.name: feed for feed in cfg.feeds}
     return [
-        FeedPoll(feeds[name], FeedReport(name, "", "ok"), parsed=ParsedFeed(name, "", len(its), tuple(its)))
+        FeedPoll(feeds[name], FeedReport(name, "", "ok"), parsed=ParsedFeed(name, len(its), tuple(its)))
         for name, its in items.items()
     ]
 
@@ -81,6 +81,7 @@ def test_cross_feed_dedupe_in_one_poll_and_against_the_store(tmp_path: Path) -> 
     assert actions(later[1]) == {"b 0": {"m": "post", "s": "post"}}
     assert "also queued via feed 'a'" in (later[1].decisions[0].accounts["m"][1] or "")
     for delivery in store.deliveries(states=[DeliveryState.QUEUED]):
+        store.mark_sending(delivery.id, NOW.timestamp(), POST)
         store.mark_posted(delivery.id, NOW.timestamp(), "1", "https://m.example/1")
     again = polls(cfg, a=[], b=[item("b", 0, "http://shared.example/x/")])
     decide_all(again, store, store.feed_states(), NOW)
@@ -369,6 +370,7 @@ def test_queue_is_fair_across_feeds_and_ignores_feed_dates(tmp_path: Path) -> No
         "noisy 4",
         "noisy 3",
     ]
+    store.mark_sending(due[0].id, NOW.timestamp() + 5, POST)
     store.mark_posted(due[0].id, NOW.timestamp() + 5, "1", "")
     due = store.due_deliveries("m", NOW.timestamp() + 10, 100)
     assert [d.title for d in due][:3] == ["legit 0", "noisy 1", "legit 1"]  # a posted today: b goes first

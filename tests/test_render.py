@@ -10,7 +10,6 @@ from relay.errors import RenderError
 from relay.models import Item
 from relay.render import (
     FeedInfo,
-    Limits,
     card_title,
     find_template,
     headline,
@@ -18,6 +17,7 @@ from relay.render import (
     remove_urls,
     render_post,
 )
+from relay.targets.base import Limits
 from relay.targets.bluesky import BLUESKY_MAX_BYTES, BLUESKY_MAX_GRAPHEMES, BlueskyText
 from relay.targets.mastodon import MastodonText
 from relay.text import clean_text, find_urls, grapheme_length, mastodon_length

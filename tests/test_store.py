@@ -5,7 +5,10 @@ from pathlib import Path
 import pytest
 
 from relay.errors import StateError
+from relay.models import RELEASE, DeliveryState, Post
 from relay.store import SCHEMA_VERSION, Store
+
+POST = Post("mastodon", "m", "text https://example.org/", 28, 500, "fr", "https://example.org/")
 
 
 def test_new_state_is_private_wal_and_migrated(tmp_path: Path) -> None:
@@ -107,9 +110,33 @@ def test_recent_counts_and_feed_activity(tmp_path: Path) -> None:
             if feed != "c":  # c's item was only marked seen
                 store.insert_delivery(item, "m", "queued", f"k{n}", None, seen)
     assert store.recent_item_counts(["a", "b", "c"], since=1000.0) == {"a": 2, "b": 1}
-    first = store.deliveries()[0]
+    first, second = store.deliveries()[:2]
+    store.mark_sending(first.id, 5500.0, POST)
     store.mark_posted(first.id, 5500.0, "1", "")
     assert store.feed_activity("m", since=1000.0) == {"a": 1, "b": 0}
-    store.requeue(first.id, 7000.0, "KeyError: 'id'", attempts=3)
-    again = store.delivery(first.id)
+    store.requeue(second.id, 7000.0, "KeyError: 'id'", attempts=3)
+    again = store.delivery(second.id)
     assert again is not None and (again.state, again.attempts, again.last_error) == ("queued", 3, "KeyError: 'id'")
+
+
+def test_a_step_from_a_state_it_cannot_start_from_is_refused(tmp_path: Path) -> None:
+    """Each step of a delivery's life says where it may start: a bug cannot post a dropped
+    delivery, send a held one, or drop one being sent."""
+    store = Store.open(tmp_path)
+    with store.transaction():
+        item = store.insert_item("a", b"k" * 16, None, "t", None, None, 1.0, {})
+        store.insert_delivery(item, "m", "held", "key", None, 1.0)
+    [held] = store.deliveries()
+    for step in (
+        lambda: store.mark_sending(held.id, 2.0, POST),
+        lambda: store.mark_posted(held.id, 2.0, "1", ""),
+        lambda: store.mark_dropped(held.id, "duplicate"),
+    ):
+        with pytest.raises(StateError, match=rf"delivery #{held.id} is held: it cannot become"):
+            step()
+    assert store.delivery(held.id).state == DeliveryState.HELD  # type: ignore[union-attr]
+    store.move([held.id], RELEASE, 3.0)
+    store.mark_sending(held.id, 4.0, POST)
+    store.mark_posted(held.id, 5.0, "1", "https://m.example/1")
+    with pytest.raises(StateError, match="is posted: it cannot become failed"):
+        store.mark_failed(held.id, "late")

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from relay.render import Limits, PostRules
+from relay.render import PostRules
+from relay.targets.base import Limits
 
 if TYPE_CHECKING:
     from relay.config import Account

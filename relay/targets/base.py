@@ -7,7 +7,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from relay.render import Limits, Post
+from relay.models import Post
+
+MASTODON_DEFAULT_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a Mastodon account allows: from the instance (or the account's max_characters).
+    Bluesky's limits are its lexicon's (relay.targets.bluesky)."""
+
+    max_characters: int = MASTODON_DEFAULT_LIMIT
+    url_length: int = 23  # every URL counts this long
 
 
 @dataclass(frozen=True)

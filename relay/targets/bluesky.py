@@ -23,9 +23,10 @@ from relay.errors import FetchError
 from relay.fetch import fetch_image, make_client
 from relay.images import THUMB_MAX_BYTES, ImageError, make_thumbnail
 from relay.links import normalise_link
-from relay.render import Draft, Limits, Post, card_title
+from relay.models import Post
+from relay.render import Draft, card_title
 from relay.store import Store
-from relay.targets.base import PublishError, Receipt
+from relay.targets.base import Limits, PublishError, Receipt
 from relay.text import ELLIPSIS, byte_span, find_urls, grapheme_length, graphemes, truncate, utf8_length
 
 __all__ = ["THUMB_MAX_BYTES", "BlueskyTarget", "make_thumbnail"]

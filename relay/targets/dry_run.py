@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from relay.config import Account
-from relay.render import Limits, Post
-from relay.targets.base import Receipt
+from relay.models import Post
+from relay.targets.base import Limits, Receipt
 
 
 class DryRunTarget:

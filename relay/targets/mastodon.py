@@ -17,10 +17,11 @@ from relay.context import Context
 from relay.errors import FetchError
 from relay.fetch import USER_AGENT, fetch_image
 from relay.images import ImageError, inspect
+from relay.models import Post
 from relay.netguard import Abandoned, call_abandonable
-from relay.render import Draft, Limits, Post
+from relay.render import Draft
 from relay.store import AccountState, Store
-from relay.targets.base import PublishError, Receipt
+from relay.targets.base import Limits, PublishError, Receipt
 from relay.text import MASTODON_URL_LENGTH, defuse_mentions, find_urls, mastodon_length
 
 LIMITS_MAX_AGE = 86400  # re-read the instance's limits once a day
