@@ -154,18 +154,6 @@ def _context(config: Config, *, dry_run: bool = False) -> Context:
     )
 
 
-def _select_feeds(config: Config, names: tuple[str, ...]) -> list[Feed]:
-    if not names:
-        return list(config.feeds)
-    known = {feed.name for feed in config.feeds}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ConfigError(
-            [f"{config.path.name}: no feed named {', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})"]
-        )
-    return [feed for feed in config.feeds if feed.name in names]
-
-
 def _redact(config: Config | None, text: str) -> str:
     """Secret values back to ${VAR} and URL passwords masked: every line about feeds and
     accounts goes through here before it is printed. Without a configuration (status when
@@ -237,21 +225,17 @@ def check(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, online
             click.echo(f"warning: {_redact(config, warning)}", err=True)
     failed = False
     if online:
-        from relay.targets import make_target
-        from relay.targets.base import PublishError
+        from relay.pipeline import check_accounts
 
         if config.warnings:
             raise ConfigError(list(config.warnings))
-        store = _open_store(state_dir)
-        for name, account in config.accounts.items():
-            target = make_target(account, store, _context(config))
-            try:
-                click.echo(_redact(config, f"account {name}: {target.check()}"))
-            except PublishError as exc:
-                failed = True
-                click.echo(_redact(config, f"relay: account {name}: {exc}"), err=True)
-            finally:
-                target.close()
+        with contextlib.closing(_open_store(state_dir)) as store:
+            for name, description, error in check_accounts(config, store, _context(config)):
+                if error is None:
+                    click.echo(_redact(config, f"account {name}: {description}"))
+                else:
+                    failed = True
+                    click.echo(_redact(config, f"relay: account {name}: {error}"), err=True)
     if not quiet:
         click.echo(
             f"{config.path.name}: ok: {len(config.feeds)} feeds, {len(config.accounts)} accounts"
@@ -291,7 +275,7 @@ def preview(
     from relay.store import Store
 
     config = _load(config_path)
-    feeds = _select_feeds(config, feed_names)
+    feeds = config.feeds_named(feed_names)
     store = Store.open_read_only(state_dir)
     planned = plan(config, store, _context(config), feeds, all_items=all_items)
     from relay import show
@@ -336,7 +320,7 @@ def seed(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, feed_na
     from relay.pipeline import seed as seed_feeds
 
     config = _load(config_path)
-    feeds = _select_feeds(config, feed_names)
+    feeds = config.feeds_named(feed_names)
     with run_lock(state_dir), contextlib.closing(_open_store(state_dir)) as store:
         reports = seed_feeds(config, store, _context(config), feeds)
     failed = False
@@ -370,7 +354,7 @@ def run(
     config = _load(config_path)
     if config.warnings and not dry_run:
         raise ConfigError([f"{w} (relay run needs it)" for w in config.warnings])
-    feeds = _select_feeds(config, feed_names)
+    feeds = config.feeds_named(feed_names)
     # a dry run works on a scratch copy of the state: it takes no lock and writes nothing
     with contextlib.nullcontext() if dry_run else run_lock(state_dir):
         failed = _run(config, state_dir, feeds, dry_run=dry_run, verbose=verbose, quiet=quiet)

@@ -10,7 +10,7 @@ as ${VAR}, never as the secret itself."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -118,6 +118,18 @@ class Config:
         for value, variable in self.secrets:
             text = text.replace(value, f"${{{variable}}}")
         return mask_credentials(text)
+
+    def feeds_named(self, names: Sequence[str]) -> list[Feed]:
+        """The feeds named (all of them when none is); ConfigError for a name it lacks."""
+        if not names:
+            return list(self.feeds)
+        known = {feed.name for feed in self.feeds}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(
+                [f"{self.path.name}: no feed named {', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})"]
+            )
+        return [feed for feed in self.feeds if feed.name in names]
 
 
 def mask_credentials(text: str) -> str:

@@ -309,3 +309,21 @@ def write_starter(directory: Path) -> list[str]:
             shutil.copyfile(template, target)
             written.append(str(target))
     return written
+
+
+def check_accounts(config: Config, store: Store, context: Context) -> list[tuple[str, str, str | None]]:
+    """`relay check --online`: each account logged in to and its limits read; (name, what
+    the platform says of the account, None) or (name, "", the error)."""
+    from relay.targets import make_target
+    from relay.targets.base import PublishError
+
+    results: list[tuple[str, str, str | None]] = []
+    for name, account in config.accounts.items():
+        target = make_target(account, store, context)
+        try:
+            results.append((name, target.check(), None))
+        except PublishError as exc:
+            results.append((name, "", str(exc)))
+        finally:
+            target.close()
+    return results
