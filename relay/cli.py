@@ -142,7 +142,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _context(config: Config, *, dry_run: bool = False) -> Context:
+def _context(config: Config, *, dry_run: bool = False, state_dir: Path | None = None) -> Context:
     """The environment of a command, read once here: nothing below cli reads os.environ."""
     from relay.context import Context
 
@@ -151,6 +151,7 @@ def _context(config: Config, *, dry_run: bool = False) -> Context:
         request_timeout=float(os.environ.get("RELAY_REQUEST_TIMEOUT", "30")),
         allow_private=bool(config.network.allow_private),
         dry_run=dry_run,
+        state_dir=state_dir,
     )
 
 
@@ -230,7 +231,7 @@ def check(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, online
         if config.warnings:
             raise ConfigError(list(config.warnings))
         with contextlib.closing(_open_store(state_dir)) as store:
-            for name, description, error in check_accounts(config, store, _context(config)):
+            for name, description, error in check_accounts(config, store, _context(config, state_dir=state_dir)):
                 if error is None:
                     click.echo(_redact(config, f"account {name}: {description}"))
                 else:
@@ -277,7 +278,7 @@ def preview(
     config = _load(config_path)
     feeds = config.feeds_named(feed_names)
     store = Store.open_read_only(state_dir)
-    planned = plan(config, store, _context(config), feeds, all_items=all_items)
+    planned = plan(config, store, _context(config, state_dir=state_dir), feeds, all_items=all_items)
     from relay import show
 
     feeds_out = [show.feed_json(report, lambda text: _redact(config, text)) for report in planned.feeds]
@@ -322,7 +323,7 @@ def seed(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, feed_na
     config = _load(config_path)
     feeds = config.feeds_named(feed_names)
     with run_lock(state_dir), contextlib.closing(_open_store(state_dir)) as store:
-        reports = seed_feeds(config, store, _context(config), feeds)
+        reports = seed_feeds(config, store, _context(config, state_dir=state_dir), feeds)
     failed = False
     for report in reports:
         if report.status == "error":
@@ -367,7 +368,7 @@ def _run(config: Config, state_dir: Path, feeds: list[Feed], *, dry_run: bool, v
     from relay.pipeline import run_once
 
     with _dry_run_state(state_dir) if dry_run else contextlib.closing(_open_store(state_dir)) as store:
-        report = run_once(config, store, _context(config, dry_run=dry_run), feeds)
+        report = run_once(config, store, _context(config, dry_run=dry_run, state_dir=state_dir), feeds)
     _echo(config, show.run_lines(report, state_dir, verbose=verbose, quiet=quiet, dry_run=dry_run))
     return report.failed
 

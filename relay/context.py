@@ -1,4 +1,5 @@
-"""The environment a command runs in: its clock, its time limits and its network policy.
+"""The environment a command runs in: its clock, its time limits, its network policy, its
+state folder and how it fetches.
 Built once at the edge (cli) from the options and the environment, and passed down, so
 nothing below cli reads os.environ and a test can pin every part of it."""
 
@@ -7,6 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import httpx
 
 
 def system_clock() -> datetime:
@@ -19,3 +25,6 @@ class Context:
     request_timeout: float = 30.0  # seconds per platform API request, in total
     allow_private: bool = False  # pages and images named by feed content may be private
     dry_run: bool = False  # take the real path, send nothing
+    state_dir: Path | None = None  # where the state lives (the store is opened from it)
+    # how feeds are fetched: None is relay's guarded client (relay.fetch.make_client)
+    http_client: Callable[[], httpx.Client] | None = None

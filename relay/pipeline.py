@@ -22,6 +22,8 @@ from relay.store import Store, epoch
 from relay.text import find_urls
 
 if TYPE_CHECKING:
+    import httpx
+
     from relay.decide import ItemDecision
     from relay.deliver import DeliveryReport
     from relay.poll import FeedPoll, FeedReport
@@ -55,10 +57,9 @@ def run_once(config: Config, store: Store, context: Context, feeds: Sequence[Fee
     report = RunReport(first_run=not states and bool(feeds))
     due = [f for f in feeds if schedule.is_due(states.get(f.name), epoch(now))]
     if due:
-        from relay.fetch import make_client
         from relay.poll import poll, record_poll
 
-        with make_client() as client:
+        with _http_client(context) as client:
             polls = poll(config, store, client, now, feeds=due, conditional=True)
         for feed_poll in polls:
             record_poll(store, config, feed_poll, now)
@@ -87,11 +88,10 @@ def run_once(config: Config, store: Store, context: Context, feeds: Sequence[Fee
 
 def seed(config: Config, store: Store, context: Context, feeds: Sequence[Feed]) -> list[FeedReport]:
     """Mark everything the feeds hold now as seen, without queueing anything."""
-    from relay.fetch import make_client
     from relay.poll import poll, record_poll
 
     now = context.clock()
-    with make_client() as client:
+    with _http_client(context) as client:
         polls = poll(config, store, client, now, feeds=feeds, conditional=False, all_items=True)
     for feed_poll in polls:
         record_poll(store, config, feed_poll, now, seed=True)
@@ -132,12 +132,11 @@ def plan(
     """What the next run would post, per account, rendered as it would be sent; writes
     nothing and contacts no account. all_items renders every entry as if new."""
     from relay.deliver import account_budget
-    from relay.fetch import make_client
     from relay.poll import poll
     from relay.render import Renderer
 
     now = context.clock()
-    with make_client() as client:
+    with _http_client(context) as client:
         polls = poll(config, store, client, now, feeds=feeds, conditional=False, all_items=all_items)
     renderer = Renderer(config)
     budgets = {
@@ -327,3 +326,11 @@ def check_accounts(config: Config, store: Store, context: Context) -> list[tuple
         finally:
             target.close()
     return results
+
+
+def _http_client(context: Context) -> httpx.Client:
+    if context.http_client is not None:
+        return context.http_client()
+    from relay.fetch import make_client
+
+    return make_client()

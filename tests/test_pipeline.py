@@ -374,3 +374,33 @@ def test_queue_is_fair_across_feeds_and_ignores_feed_dates(tmp_path: Path) -> No
     store.mark_posted(due[0].id, NOW.timestamp() + 5, "1", "")
     due = store.due_deliveries("m", NOW.timestamp() + 10, 100)
     assert [d.title for d in due][:3] == ["legit 0", "noisy 1", "legit 1"]  # a posted today: b goes first
+
+
+def test_plan_fetches_through_the_context_s_http_client(tmp_path: Path) -> None:
+    """The context carries how feeds are fetched: a plan made with another client (here an
+    in-memory one) reads the feed through it, and writes nothing."""
+    import httpx
+
+    from relay.context import Context
+    from relay.pipeline import plan
+
+    body = (
+        b'<rss version="2.0"><channel><title>t</title><item><title>Un article</title>'
+        b"<link>https://a.example/1</link><guid>1</guid></item></channel></rss>"
+    )
+    asked = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        return httpx.Response(200, stream=httpx.ByteStream(body), headers={"Content-Type": "application/rss+xml"})
+
+    path = tmp_path / "feeds.yaml"
+    path.write_text(
+        "accounts:\n  m:\n    platform: mastodon\n    instance: https://m.example\n    token: ${TOKEN}\n"
+        "feeds:\n  - name: a\n    url: https://a.example/feed\n"
+    )
+    config = load_config(path, environ={"TOKEN": "x"})
+    context = Context(clock=lambda: NOW, http_client=lambda: httpx.Client(transport=httpx.MockTransport(answer)))
+    planned = plan(config, None, context, config.feeds)
+    assert asked == ["https://a.example/feed"]
+    assert [(p.title, p.action) for p in planned.posts] == [("Un article", "post")]
