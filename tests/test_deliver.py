@@ -378,22 +378,6 @@ def test_a_rate_limit_on_the_last_attempt_fails_the_delivery_and_still_blocks_th
     assert target.published() == ["last"] and get(store, behind).state == DeliveryState.QUEUED
 
 
-def test_a_maybe_sent_error_on_the_last_attempt_says_the_post_may_exist(config: Config, store: Store) -> None:
-    """Giving up on a delivery whose last attempt may have landed must not invite a blind
-    retry: the reason says to check the account first."""
-    delivery_id = queue(store, "one")
-    store.requeue(delivery_id, epoch(NOW), "m.example timed out", MAX_ATTEMPTS - 1)
-    error = PublishError("m.example timed out", transient=True, maybe_sent=True)
-    report = run(config, store, Clock(), ScriptedTarget(publish=[error]))
-    delivery = get(store, delivery_id)
-    assert delivery.state == DeliveryState.FAILED
-    assert delivery.last_error == (
-        f"gave up after {MAX_ATTEMPTS} attempts: m.example timed out; the last attempt may have posted:"
-        f" check the account before `relay queue retry {delivery_id}`"
-    )
-    assert outcomes(report) == [("one", "failed")]
-
-
 def test_a_blocked_account_is_not_attempted_and_the_others_go_on(config: Config, store: Store) -> None:
     waiting, elsewhere = queue(store, "one"), queue(store, "one", account="n")
     store.update_account("m", blocked_until=epoch(NOW + timedelta(hours=1)), last_error="rate limited")
@@ -589,14 +573,25 @@ def test_an_unexpected_error_during_the_send_requeues_the_delivery_in_doubt(conf
     assert outcomes(report) == [("one", "retry"), ("two", "posted")]
 
 
-def test_an_unexpected_error_on_the_last_attempt_fails_the_delivery(config: Config, store: Store) -> None:
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (PublishError("m.example timed out", transient=True, maybe_sent=True), "m.example timed out"),
+        (RecursionError("deep"), "RecursionError: deep"),  # unexpected, after the send began
+    ],
+)
+def test_giving_up_on_an_attempt_that_may_have_posted_says_so(
+    config: Config, store: Store, error: Exception, reason: str
+) -> None:
+    """Giving up on a delivery whose last attempt may have landed must not invite a blind
+    retry: the reason says to check the account first."""
     delivery_id = queue(store, "one")
     store.requeue(delivery_id, epoch(NOW), "earlier", MAX_ATTEMPTS - 1)
-    report = run(config, store, Clock(), ScriptedTarget(publish=[RecursionError("deep")]))
+    report = run(config, store, Clock(), ScriptedTarget(publish=[error]))
     delivery = get(store, delivery_id)
     assert delivery.state == DeliveryState.FAILED
     assert delivery.last_error == (
-        f"gave up after {MAX_ATTEMPTS} attempts: RecursionError: deep; the last attempt may have posted:"
+        f"gave up after {MAX_ATTEMPTS} attempts: {reason}; the last attempt may have posted:"
         f" check the account before `relay queue retry {delivery_id}`"
     )
     assert outcomes(report) == [("one", "failed")]
