@@ -7,34 +7,37 @@ import contextlib
 import dataclasses
 import functools
 import json
-import os
 import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from relay import __version__
+from relay.edge import (
+    config_for_masking,
+    context,
+    default_state_dir,
+    dry_run_state,
+    load,
+    now,
+    open_existing,
+    open_store,
+    redact,
+    run_lock,
+    state_failure,
+)
 from relay.errors import ConfigError, ExitCode, RelayError, StateError
 from relay.models import DROP, DROP_HELD, RELEASE, RETRY, WAITING, DeliveryState, Move
 
 if TYPE_CHECKING:  # imported when used: `relay --help` and a no-op run stay fast
     from relay.config import Config, Feed
-    from relay.context import Context
-    from relay.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def default_state_dir() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_state_dir("relay", appauthor=False))
 
 
 def common_options(func: F) -> F:
@@ -72,22 +75,13 @@ def common_options(func: F) -> F:
                 click.echo(f"relay: {line}", err=True)
             sys.exit(int(exc.exit_code))
         except Exception as exc:
-            message = _state_failure(exc, kwargs["state_dir"])
+            message = state_failure(exc, kwargs["state_dir"])
             if traceback or message is None:
                 raise
             click.echo(f"relay: {message}", err=True)
             sys.exit(int(ExitCode.USAGE))
 
     return wrapper  # type: ignore[return-value]
-
-
-def _state_failure(exc: Exception, state_dir: Path) -> str | None:
-    """One line for a failure of the state (SQLite or the disk under it); None for others."""
-    if "sqlite3" not in sys.modules and not isinstance(exc, OSError):
-        return None  # the state was never opened: not a state failure (and no import to pay)
-    from relay.store import describe_failure
-
-    return describe_failure(exc, state_dir)
 
 
 def format_option(func: F) -> F:
@@ -122,64 +116,6 @@ def cli() -> None:
 
 def main() -> None:
     cli(prog_name="relay")
-
-
-def _load(config_path: Path, *, check_templates: bool = True) -> Config:
-    from relay.config import load_config
-    from relay.render import make_environment, template_exists
-
-    def exists(config: Config, name: str) -> bool:
-        return template_exists(make_environment(config.template_dirs), name)
-
-    return load_config(config_path, environ=os.environ, template_exists=exists if check_templates else None)
-
-
-def _now() -> datetime:
-    """The one place RELAY_NOW is read: tests pin the clock of a run with it."""
-    override = os.environ.get("RELAY_NOW")
-    if override:
-        return datetime.fromisoformat(override)
-    return datetime.now(UTC)
-
-
-def _context(config: Config, *, dry_run: bool = False, state_dir: Path | None = None) -> Context:
-    """The environment of a command, read once here: nothing below cli reads os.environ."""
-    from relay.context import Context
-
-    return Context(
-        clock=_now,
-        request_timeout=float(os.environ.get("RELAY_REQUEST_TIMEOUT", "30")),
-        allow_private=bool(config.network.allow_private),
-        dry_run=dry_run,
-        state_dir=state_dir,
-    )
-
-
-def _redact(config: Config | None, text: str) -> str:
-    """Secret values back to ${VAR} and URL passwords masked: every line about feeds and
-    accounts goes through here before it is printed. Without a configuration (status when
-    feeds.yaml does not load), URL passwords are still masked."""
-    if config is not None:
-        return str(config.redact(text))
-    from relay.config import mask_credentials
-
-    return mask_credentials(text)
-
-
-def _open_store(state_dir: Path, *, quiet: bool = False) -> Store:
-    """The state for writing; its warnings (permissions tightened) printed once."""
-    from relay.store import Store
-
-    store = Store.open(state_dir)
-    for warning in store.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    return store
-
-
-def run_lock(state_dir: Path) -> contextlib.AbstractContextManager[None]:
-    from relay.store import run_lock as lock
-
-    return lock(state_dir)
 
 
 @cli.command()
@@ -217,26 +153,26 @@ def check(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, online
     """
     from relay.pipeline import check_templates
 
-    config = _load(config_path)
-    problems, card_warnings = check_templates(config, _now())
+    config = load(config_path)
+    problems, card_warnings = check_templates(config, now())
     if problems:
         raise ConfigError(problems)
     for warning in [*config.warnings, *card_warnings]:
         if not quiet:
-            click.echo(f"warning: {_redact(config, warning)}", err=True)
+            click.echo(f"warning: {redact(config, warning)}", err=True)
     failed = False
     if online:
         from relay.pipeline import check_accounts
 
         if config.warnings:
             raise ConfigError(list(config.warnings))
-        with contextlib.closing(_open_store(state_dir)) as store:
-            for name, description, error in check_accounts(config, store, _context(config, state_dir=state_dir)):
+        with contextlib.closing(open_store(state_dir)) as store:
+            for name, description, error in check_accounts(config, store, context(config, state_dir=state_dir)):
                 if error is None:
-                    click.echo(_redact(config, f"account {name}: {description}"))
+                    click.echo(redact(config, f"account {name}: {description}"))
                 else:
                     failed = True
-                    click.echo(_redact(config, f"relay: account {name}: {error}"), err=True)
+                    click.echo(redact(config, f"relay: account {name}: {error}"), err=True)
     if not quiet:
         click.echo(
             f"{config.path.name}: ok: {len(config.feeds)} feeds, {len(config.accounts)} accounts"
@@ -275,13 +211,13 @@ def preview(
     from relay.pipeline import plan
     from relay.store import Store
 
-    config = _load(config_path)
+    config = load(config_path)
     feeds = config.feeds_named(feed_names)
     store = Store.open_read_only(state_dir)
-    planned = plan(config, store, _context(config, state_dir=state_dir), feeds, all_items=all_items)
+    planned = plan(config, store, context(config, state_dir=state_dir), feeds, all_items=all_items)
     from relay import show
 
-    feeds_out = [show.feed_json(report, lambda text: _redact(config, text)) for report in planned.feeds]
+    feeds_out = [show.feed_json(report, lambda text: redact(config, text)) for report in planned.feeds]
     posts_out = []
     for post in planned.posts:
         entry = dataclasses.asdict(post)
@@ -290,12 +226,12 @@ def preview(
         posts_out.append(entry)
     if output_format == "json":
         # item keys and links resolved against a feed URL can carry its credentials: mask all
-        click.echo(_redact(config, json.dumps({"feeds": feeds_out, "posts": posts_out}, ensure_ascii=False, indent=2)))
+        click.echo(redact(config, json.dumps({"feeds": feeds_out, "posts": posts_out}, ensure_ascii=False, indent=2)))
     else:
         _echo(config, show.preview_lines(config.accounts, feeds_out, posts_out, verbose=verbose, quiet=quiet))
     for warning in config.warnings:
         if not quiet and output_format == "text":
-            click.echo(f"warning: {_redact(config, warning)} (needed by `relay run`)", err=True)
+            click.echo(f"warning: {redact(config, warning)} (needed by `relay run`)", err=True)
     if any(f["status"] == "error" for f in feeds_out):
         sys.exit(ExitCode.PARTIAL)
 
@@ -303,7 +239,7 @@ def preview(
 def _echo(config: Config | None, lines: list[tuple[str, bool]]) -> None:
     """Print a report's lines, each through the secret redaction."""
     for text, err in lines:
-        click.echo(_redact(config, text), err=err)
+        click.echo(redact(config, text), err=err)
 
 
 @cli.command()
@@ -320,15 +256,15 @@ def seed(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, feed_na
     """
     from relay.pipeline import seed as seed_feeds
 
-    config = _load(config_path)
+    config = load(config_path)
     feeds = config.feeds_named(feed_names)
-    with run_lock(state_dir), contextlib.closing(_open_store(state_dir)) as store:
-        reports = seed_feeds(config, store, _context(config, state_dir=state_dir), feeds)
+    with run_lock(state_dir), contextlib.closing(open_store(state_dir)) as store:
+        reports = seed_feeds(config, store, context(config, state_dir=state_dir), feeds)
     failed = False
     for report in reports:
         if report.status == "error":
             failed = True
-            click.echo(_redact(config, f"relay: feed {report.name}: {report.error}"), err=True)
+            click.echo(redact(config, f"relay: feed {report.name}: {report.error}"), err=True)
         elif not quiet:
             click.echo(f"feed {report.name}: {report.new} entries marked seen")
     if failed:
@@ -352,7 +288,7 @@ def run(
     Example (crontab, every 5 minutes):
       */5 * * * * relay run -c /home/me/relay/feeds.yaml >> /home/me/relay/relay.log 2>&1
     """
-    config = _load(config_path)
+    config = load(config_path)
     if config.warnings and not dry_run:
         raise ConfigError([f"{w} (relay run needs it)" for w in config.warnings])
     feeds = config.feeds_named(feed_names)
@@ -367,38 +303,10 @@ def _run(config: Config, state_dir: Path, feeds: list[Feed], *, dry_run: bool, v
     from relay import show
     from relay.pipeline import run_once
 
-    with _dry_run_state(state_dir) if dry_run else contextlib.closing(_open_store(state_dir)) as store:
-        report = run_once(config, store, _context(config, dry_run=dry_run, state_dir=state_dir), feeds)
+    with dry_run_state(state_dir) if dry_run else contextlib.closing(open_store(state_dir)) as store:
+        report = run_once(config, store, context(config, dry_run=dry_run, state_dir=state_dir), feeds)
     _echo(config, show.run_lines(report, state_dir, verbose=verbose, quiet=quiet, dry_run=dry_run))
     return report.failed
-
-
-@contextlib.contextmanager
-def _dry_run_state(state_dir: Path) -> Iterator[Store]:
-    from relay.store import Store
-
-    with Store.scratch_copy(state_dir) as store:
-        yield store
-
-
-def _open_existing(state_dir: Path) -> Store:
-    from relay.store import state_path
-
-    if state_dir.exists() and not state_dir.is_dir():
-        raise StateError(f"{state_dir}: the state folder is a file; point --state-dir at a folder")
-    if not state_path(state_dir).exists():
-        raise StateError(f"{state_path(state_dir)}: no state yet (run `relay run` or `relay seed` first)")
-    return _open_store(state_dir)
-
-
-def _config_for_masking(config_path: Path) -> Config | None:
-    """The configuration when it loads, so its secrets can be hidden; status does not need it."""
-    if not config_path.exists():
-        return None
-    try:
-        return _load(config_path, check_templates=False)
-    except RelayError:
-        return None
 
 
 @cli.command()
@@ -414,11 +322,11 @@ def status(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, outpu
     """
     from relay import show
 
-    store = _open_existing(state_dir)
-    config = _config_for_masking(config_path)
-    data = show.status_json(store, lambda text: _redact(config, text))
+    store = open_existing(state_dir)
+    config = config_for_masking(config_path)
+    data = show.status_json(store, lambda text: redact(config, text))
     if output_format == "json":
-        click.echo(_redact(config, json.dumps(data, ensure_ascii=False, indent=2)))
+        click.echo(redact(config, json.dumps(data, ensure_ascii=False, indent=2)))
         return
     _echo(config, [(line, False) for line in show.status_lines(store, data)])
 
@@ -436,14 +344,14 @@ def history(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, outp
     """
     from relay import show
 
-    store = _open_existing(state_dir)
+    store = open_existing(state_dir)
     posted = store.deliveries(states=[DeliveryState.POSTED], newest_posted_first=True, limit=limit)
     rows = [show.delivery_json(d) for d in posted]
     if output_format == "json":
-        click.echo(_redact(None, json.dumps(rows, ensure_ascii=False, indent=2)))
+        click.echo(redact(None, json.dumps(rows, ensure_ascii=False, indent=2)))
         return
     for d in rows:
-        click.echo(_redact(None, show.history_line(d)).rstrip())
+        click.echo(redact(None, show.history_line(d)).rstrip())
 
 
 @cli.group()
@@ -479,22 +387,22 @@ def queue_list(
     """
     from relay import show
 
-    store = _open_existing(state_dir)
+    store = open_existing(state_dir)
     wanted = [DeliveryState(s) for s in states] if states else WAITING
     rows = [show.delivery_json(d) for d in store.deliveries(states=wanted)]
     if output_format == "json":
-        click.echo(_redact(None, json.dumps(rows, ensure_ascii=False, indent=2)))
+        click.echo(redact(None, json.dumps(rows, ensure_ascii=False, indent=2)))
         return
     for d in rows:
-        click.echo(_redact(None, show.queue_line(d)))
+        click.echo(redact(None, show.queue_line(d)))
 
 
 def _move(state_dir: Path, ids: tuple[int, ...], move: Move) -> None:
     from relay.store import epoch
 
     with run_lock(state_dir):
-        store = _open_existing(state_dir)
-        store.move(ids, move, epoch(_now()))
+        store = open_existing(state_dir)
+        store.move(ids, move, epoch(now()))
         click.echo(f"{len(ids)} deliveries now {move.to}")
 
 
@@ -554,8 +462,8 @@ def _move_feed(state_dir: Path, feed: str, move: Move) -> None:
     from relay.store import epoch
 
     with run_lock(state_dir):
-        store = _open_existing(state_dir)
-        count = store.move_feed(feed, move, epoch(_now()))
+        store = open_existing(state_dir)
+        count = store.move_feed(feed, move, epoch(now()))
         click.echo(f"feed {feed}: {count} {move.allowed_from[0]} deliveries now {move.to}")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL.Image import DecompressionBombError
 
-from relay.cli import run_lock
+from relay.store import run_lock
 from tests.support import feedserver as fs
 from tests.support.fake_mastodon import FakeMastodon
 from tests.support.feeds import numbered

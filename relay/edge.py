@@ -1,0 +1,124 @@
+"""What the command line builds from the environment before a command runs: the
+configuration, the context (the one place RELAY_NOW and RELAY_REQUEST_TIMEOUT are read), the
+state and its lock, and the redaction every printed line goes through; and what a failure of
+the state means, in one line."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from relay.errors import RelayError, StateError
+
+if TYPE_CHECKING:  # imported when used: `relay --help` and a no-op run stay fast
+    from relay.config import Config
+    from relay.context import Context
+    from relay.store import Store
+
+
+def default_state_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("relay", appauthor=False))
+
+
+def state_failure(exc: Exception, state_dir: Path) -> str | None:
+    """One line for a failure of the state (SQLite or the disk under it); None for others."""
+    if "sqlite3" not in sys.modules and not isinstance(exc, OSError):
+        return None  # the state was never opened: not a state failure (and no import to pay)
+    from relay.store import describe_failure
+
+    return describe_failure(exc, state_dir)
+
+
+def load(config_path: Path, *, check_templates: bool = True) -> Config:
+    from relay.config import load_config
+    from relay.render import make_environment, template_exists
+
+    def exists(config: Config, name: str) -> bool:
+        return template_exists(make_environment(config.template_dirs), name)
+
+    return load_config(config_path, environ=os.environ, template_exists=exists if check_templates else None)
+
+
+def now() -> datetime:
+    """The one place RELAY_NOW is read: tests pin the clock of a run with it."""
+    override = os.environ.get("RELAY_NOW")
+    if override:
+        return datetime.fromisoformat(override)
+    return datetime.now(UTC)
+
+
+def context(config: Config, *, dry_run: bool = False, state_dir: Path | None = None) -> Context:
+    """The environment of a command, read once here: nothing below cli reads os.environ."""
+    from relay.context import Context
+
+    return Context(
+        clock=now,
+        request_timeout=float(os.environ.get("RELAY_REQUEST_TIMEOUT", "30")),
+        allow_private=bool(config.network.allow_private),
+        dry_run=dry_run,
+        state_dir=state_dir,
+    )
+
+
+def redact(config: Config | None, text: str) -> str:
+    """Secret values back to ${VAR} and URL passwords masked: every line about feeds and
+    accounts goes through here before it is printed. Without a configuration (status when
+    feeds.yaml does not load), URL passwords are still masked."""
+    if config is not None:
+        return str(config.redact(text))
+    from relay.config import mask_credentials
+
+    return mask_credentials(text)
+
+
+def open_store(state_dir: Path, *, quiet: bool = False) -> Store:
+    """The state for writing; its warnings (permissions tightened) printed once."""
+    from relay.store import Store
+
+    store = Store.open(state_dir)
+    for warning in store.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return store
+
+
+def run_lock(state_dir: Path) -> contextlib.AbstractContextManager[None]:
+    from relay.store import run_lock as lock
+
+    return lock(state_dir)
+
+
+@contextlib.contextmanager
+def dry_run_state(state_dir: Path) -> Iterator[Store]:
+    from relay.store import Store
+
+    with Store.scratch_copy(state_dir) as store:
+        yield store
+
+
+def open_existing(state_dir: Path) -> Store:
+    from relay.store import state_path
+
+    if state_dir.exists() and not state_dir.is_dir():
+        raise StateError(f"{state_dir}: the state folder is a file; point --state-dir at a folder")
+    if not state_path(state_dir).exists():
+        raise StateError(f"{state_path(state_dir)}: no state yet (run `relay run` or `relay seed` first)")
+    return open_store(state_dir)
+
+
+def config_for_masking(config_path: Path) -> Config | None:
+    """The configuration when it loads, so its secrets can be hidden; status does not need it."""
+    if not config_path.exists():
+        return None
+    try:
+        return load(config_path, check_templates=False)
+    except RelayError:
+        return None
