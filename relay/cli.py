@@ -1,5 +1,6 @@
-"""The command line: parse options, build the objects, call the pipeline, print, map errors
-to exit codes. The only module that prints or exits."""
+"""The command line: parse options, build the objects (relay.edge), call the pipeline, print
+its report (relay.show), map errors to exit codes. With edge, the only module that prints or
+exits."""
 
 from __future__ import annotations
 

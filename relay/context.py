@@ -1,6 +1,6 @@
 """The environment a command runs in: its clock, its time limits, its network policy, its
 state folder and how it fetches.
-Built once at the edge (cli) from the options and the environment, and passed down, so
+Built once at the edge (relay.edge) from the options and the environment, and passed down, so
 nothing below cli reads os.environ and a test can pin every part of it."""
 
 from __future__ import annotations
