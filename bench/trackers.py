@@ -44,6 +44,16 @@ def timed(clean, sample: list[str], rounds: int) -> tuple[float, list[str]]:  # 
     return (time.perf_counter() - start) / (rounds * len(sample)) * 1e6, results
 
 
+HOSTILE = [
+    "https://www.google.com/url?" + "a=b&" * 1000,
+    "https://example.org/#" + "a=b&" * 1000,
+    "https://" + "a-" * 1500 + ".google.com/",
+    "https://google." + "ab." * 1300 + "com/",
+    "https://www.google.com/url?url=" + "https%3A%2F%2Fwww.google.com%2Furl%3Furl%3D" * 80 + "https://e.org/",
+    "https://www.amazon.com/" + "x/" * 1500 + "dp/1",
+]
+
+
 def main() -> None:
     start = time.perf_counter()
     trackers.clean_link(TRACKED[0])
@@ -54,6 +64,10 @@ def main() -> None:
     per_link, ours = timed(trackers.clean_link, sample, 20)
     changed = sum(a != b for a, b in zip(sample, ours, strict=True))
     print(f"trackers: relay   {per_link:7.1f} µs per link over {len(sample)} links ({changed} changed)")
+    worst = max((timed(trackers.clean_link, [link[:4096]], 3)[0], link[:50]) for link in HOSTILE)
+    print(
+        f"trackers: worst hostile link (4096 characters, the longest relay accepts) {worst[0] / 1000:.2f} ms: {worst[1]}…"
+    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
