@@ -39,11 +39,16 @@ def state_failure(exc: Exception, state_dir: Path) -> str | None:
 
 
 def load(config_path: Path, *, check_templates: bool = True) -> Config:
+    from relay import catalog
     from relay.config import load_config
-    from relay.render import make_environment, template_exists
+
+    listed: frozenset[str] | None = None  # the template folders, listed once per load
 
     def exists(config: Config, name: str) -> bool:
-        return template_exists(make_environment(config.template_dirs), name)
+        nonlocal listed
+        if listed is None:
+            listed = catalog.available(config.template_dirs)
+        return catalog.exists(listed, name)
 
     return load_config(config_path, environ=os.environ, template_exists=exists if check_templates else None)
 

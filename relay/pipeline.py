@@ -289,7 +289,7 @@ def check_templates(config: Config, now: datetime) -> tuple[list[str], list[str]
 def write_starter(directory: Path) -> list[str]:
     """`relay init`: a starter feeds.yaml, .env.example and the built-in templates to copy
     from, never over a file that exists; the files written."""
-    from relay.render import BUILTIN_TEMPLATES
+    from relay.catalog import BUILTIN_TEMPLATES
 
     directory.mkdir(parents=True, exist_ok=True)
     starter = Path(__file__).parent / "starter"

@@ -25,6 +25,8 @@ import jinja2
 from jinja2.filters import do_striptags
 from jinja2.sandbox import SandboxedEnvironment
 
+from relay import catalog
+from relay.catalog import BUILTIN_TEMPLATES
 from relay.config import Account, Config, Feed
 from relay.errors import RenderError
 from relay.models import Item, Post
@@ -37,7 +39,6 @@ from relay.text import (
 
 HEADLINE_GRAPHEMES = 200  # an untitled item's headline: the start of its summary
 CARD_TITLE_GRAPHEMES = 120  # an untitled item's Bluesky card title: the summary's first sentence
-BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 
 
 def make_environment(template_dirs: Sequence[Path]) -> SandboxedEnvironment:
@@ -94,9 +95,7 @@ def find_template(env: jinja2.Environment, name: str, platform: str) -> jinja2.T
 
 def template_exists(env: jinja2.Environment, name: str) -> bool:
     assert env.loader is not None
-    # NAME.j2, or a variant for some platform: NAME.PLATFORM.j2 (own or built in)
-    wanted = re.compile(rf"(?:builtin/)?{re.escape(name)}(?:\.[a-z0-9_-]+)?\.j2")
-    return any(wanted.fullmatch(found) for found in env.loader.list_templates())
+    return catalog.exists(env.loader.list_templates(), name)
 
 
 @dataclass(frozen=True)
