@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.fake_mastodon import FakeMastodon
 from tests.support.feedserver import FeedServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +50,14 @@ def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.fixture
 def feed_server() -> Iterator[FeedServer]:
     server = FeedServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mastodon() -> Iterator[FakeMastodon]:
+    """relay's fake Mastodon on loopback; the token good-token is the account collectif."""
+    server = FakeMastodon()
     yield server
     server.stop()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,6 @@ from tests.support.relayrun import relay
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 ENV = {"TOKEN": "good-token"}
-
-
-@pytest.fixture
-def mastodon() -> Iterator[FakeMastodon]:
-    server = FakeMastodon()
-    yield server
-    server.stop()
 
 
 PACING = "  max_per_run: 10\n  min_interval: 0s\n  max_per_day: 1000\n"

@@ -6,11 +6,8 @@ simulated day of cron runs against the feed server and the fake Mastodon."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import pytest
 
 from tests.support.fake_mastodon import FakeMastodon
 from tests.support.feeds import rss
@@ -21,13 +18,6 @@ START = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
 ENV = {"TOKEN": "good-token"}
 RUN_EVERY = timedelta(minutes=15)
 RUNS_A_DAY = 96
-
-
-@pytest.fixture
-def mastodon() -> Iterator[FakeMastodon]:
-    server = FakeMastodon()
-    yield server
-    server.stop()
 
 
 def test_a_noisy_feed_cannot_starve_a_legitimate_one(

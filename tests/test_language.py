@@ -2,11 +2,8 @@
 then defaults.language) and links relative to the site root in a feed read from disk."""
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-
-import pytest
 
 from relay.config import load_config
 from relay.parse import parse_feed
@@ -18,13 +15,6 @@ from tests.support.relayrun import relay
 FEEDS = Path(__file__).parent / "feeds"
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 ENV = {"TOKEN": "good-token"}
-
-
-@pytest.fixture
-def mastodon() -> Iterator[FakeMastodon]:
-    server = FakeMastodon(tokens={"good-token": "collectif"})
-    yield server
-    server.stop()
 
 
 def parse(name: str, url: str = "https://example.org/feed"):  # type: ignore[no-untyped-def]

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,13 +28,6 @@ from tests.support.relayrun import relay, relay_process
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 ENV = {"TOKEN": "good-token"}
-
-
-@pytest.fixture
-def mastodon() -> Iterator[FakeMastodon]:
-    server = FakeMastodon()
-    yield server
-    server.stop()
 
 
 def write_config(folder: Path, feed_url: str, mastodon: FakeMastodon, extra: str = "") -> Path:

@@ -3,7 +3,6 @@ unalix-rev) plus relay's few providers; every other parameter stays, so the link
 
 import base64
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -169,13 +168,6 @@ EXPECTED_LINKS = {
     "https://www.laquadrature.net/2026/11/cnil/",
     "https://www.nytimes.com/2026/11/02/world/europe/hdh.html",
 }
-
-
-@pytest.fixture
-def mastodon() -> Iterator[FakeMastodon]:
-    server = FakeMastodon(tokens={"good-token": "collectif"})
-    yield server
-    server.stop()
 
 
 def write_config(tmp_path: Path, instance: str, url: str, bluesky: bool = True) -> Path:
