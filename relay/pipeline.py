@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from relay.decide import ItemDecision
     from relay.deliver import DeliveryReport
     from relay.poll import FeedPoll, FeedReport
-    from relay.render import Renderer
+    from relay.render import PostRules, Renderer
 
 
 @dataclass
@@ -133,12 +133,15 @@ def plan(
     nothing and contacts no account. all_items renders every entry as if new."""
     from relay.deliver import account_budget
     from relay.poll import poll
-    from relay.render import Renderer
+    from relay.render import Renderer, post_language
+    from relay.targets import known_limits, post_rules
 
     now = context.clock()
     with _http_client(context) as client:
         polls = poll(config, store, client, now, feeds=feeds, conditional=False, all_items=all_items)
     renderer = Renderer(config)
+    # each account's rules once: its limits are the state's, read without contacting it
+    rules = {name: post_rules(account, known_limits(account, store)) for name, account in config.accounts.items()}
     budgets = {
         name: 10**9
         if all_items
@@ -148,7 +151,8 @@ def plan(
     posts = []
     for feed_poll in polls:
         for decision in feed_poll.decisions:
-            for post in _planned(config, store, renderer, feed_poll, decision, all_items=all_items):
+            language = post_language(decision.item, feed_poll.feed)
+            for post in _planned(config, rules, renderer, feed_poll, decision, language, all_items=all_items):
                 if post.action == "post":
                     budgets[post.account] -= 1
                     if budgets[post.account] < 0:
@@ -159,19 +163,17 @@ def plan(
 
 def _planned(
     config: Config,
-    store: Store | None,
+    rules: Mapping[str, PostRules],
     renderer: Renderer,
     feed_poll: FeedPoll,
     decision: ItemDecision,
+    language: tuple[str, str],
     *,
     all_items: bool,
 ) -> list[PlannedPost]:
-    from relay.render import post_language
-    from relay.targets import known_limits, post_rules
-
     item, feed = decision.item, feed_poll.feed
     feed_title = feed_poll.parsed.title if feed_poll.parsed else ""
-    language, language_source = post_language(item, feed)
+    language_tag, language_source = language
     targets = decision.accounts if decision.reason is None else {a: ("skip", decision.reason) for a in feed.to}
     planned = []
     for name, (action, reason) in targets.items():
@@ -188,16 +190,14 @@ def _planned(
             limit=None,
             facets=[],
             embed=None,
-            language=language,
+            language=language_tag,
             language_source=language_source,
             action=action,
             reason=reason,
         )
         if action != "skip" or all_items:
             try:
-                rendered = renderer.render(
-                    item, feed, account, post_rules(account, known_limits(account, store)), feed_title
-                )
+                rendered = renderer.render(item, feed, account, rules[name], feed_title)
             except RenderError as exc:
                 post = dataclasses.replace(post, action="skip", reason=f"render: {exc}")
             else:
@@ -215,6 +215,31 @@ def _planned(
     return planned
 
 
+# what relay check renders every template against: an ordinary item, and one whose every
+# field holds a URL (the first URL in a Mastodon post makes its card)
+_SAMPLE = Item(
+    feed="sample",
+    key="sample",
+    link="https://example.org/2026/11/exemple-d-article?utm_source=rss",
+    canonical_url="example.org/2026/11/exemple-d-article",
+    title="Health Data Hub : le gouvernement confirme l'hébergement chez Microsoft",
+    summary="Un exemple de résumé, assez long pour être raccourci. " * 20,
+    author="Collectif",
+    tags=("santé",),
+)
+_LINKED = Item(
+    feed="sample",
+    key="sample-urls",
+    link="https://example.org/2026/11/item-link",
+    canonical_url="example.org/2026/11/item-link",
+    title="Title https://title.example/page",
+    summary="Summary (https://summary.example/page) and https://summary.example/other",
+    author="Author https://author.example/",
+    tags=("https://tag.example/",),
+    image="https://image.example/picture.jpg",
+)
+
+
 def check_templates(config: Config, now: datetime) -> tuple[list[str], list[str]]:
     """`relay check`: every feed's template rendered for each of its accounts against a
     sample item (problems, one line each), and, for Mastodon, against an item whose every
@@ -225,17 +250,7 @@ def check_templates(config: Config, now: datetime) -> tuple[list[str], list[str]
     from relay.targets.base import Limits
 
     renderer = Renderer(config)
-    sample = Item(
-        feed="sample",
-        key="sample",
-        link="https://example.org/2026/11/exemple-d-article?utm_source=rss",
-        canonical_url="example.org/2026/11/exemple-d-article",
-        title="Health Data Hub : le gouvernement confirme l'hébergement chez Microsoft",
-        summary="Un exemple de résumé, assez long pour être raccourci. " * 20,
-        author="Collectif",
-        published=now,
-        tags=("santé",),
-    )
+    sample = dataclasses.replace(_SAMPLE, published=now)
     problems = []
     for index, feed in enumerate(config.feeds):
         for name in feed.to:
@@ -248,18 +263,7 @@ def check_templates(config: Config, now: datetime) -> tuple[list[str], list[str]
                 )
     if problems:
         return problems, []
-    linked = Item(
-        feed="sample",
-        key="sample-urls",
-        link="https://example.org/2026/11/item-link",
-        canonical_url="example.org/2026/11/item-link",
-        title="Title https://title.example/page",
-        summary="Summary (https://summary.example/page) and https://summary.example/other",
-        author="Author https://author.example/",
-        published=now,
-        tags=("https://tag.example/",),
-        image="https://image.example/picture.jpg",
-    )
+    linked = dataclasses.replace(_LINKED, published=now)
     warnings = []
     for index, feed in enumerate(config.feeds):
         # the platforms where the first URL in the text makes the card

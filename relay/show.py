@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from relay.config import Account
+from relay.models import DeliveryState
 from relay.store import Delivery, Store
 from relay.text import truncate
 
@@ -174,8 +175,6 @@ def delivery_json(d: Delivery) -> dict[str, Any]:
 
 
 def status_json(store: Store, redact: Callable[[str], str]) -> dict[str, Any]:
-    from relay.models import DeliveryState
-
     feeds = [
         {
             "name": s.name,

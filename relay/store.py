@@ -387,10 +387,8 @@ class Store:
         )
 
     def known_keys(self, feed: str, key_hashes: Iterable[bytes]) -> set[bytes]:
-        keys = list(key_hashes)
         found: set[bytes] = set()
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
+        for chunk in _chunks(key_hashes):
             marks = ",".join("?" * len(chunk))
             found.update(
                 row[0]

@@ -3,15 +3,16 @@ each module."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING
 
-from relay.render import PostRules
 from relay.targets.base import Limits
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from relay.config import Account
     from relay.context import Context
+    from relay.render import PostRules
     from relay.store import Store
     from relay.targets.base import Target
 
