@@ -19,7 +19,6 @@ from relay.context import Context
 from relay.errors import RenderError
 from relay.models import Item
 from relay.store import Store, epoch
-from relay.text import find_urls
 
 if TYPE_CHECKING:
     import httpx
@@ -279,6 +278,8 @@ def check_templates(config: Config, now: datetime) -> tuple[list[str], list[str]
             post = renderer.render(linked, feed, account, rules, "Site https://site.example/")
         except RenderError:
             continue
+        from relay.text import find_urls
+
         urls = [post.text[start:end] for start, end in find_urls(post.text)]
         if urls and urls[0] != linked.link:
             source = {linked.image: "item.image", feed.url: "feed.url"}.get(urls[0], urls[0])

@@ -12,11 +12,19 @@ from typing import TYPE_CHECKING, Any
 from relay.config import Account
 from relay.models import DeliveryState
 from relay.store import Delivery, Store
-from relay.text import truncate
 
 if TYPE_CHECKING:
     from relay.pipeline import RunReport
     from relay.poll import FeedReport
+
+
+def truncate(text: str, max_graphemes: int) -> str:
+    """relay.text's, imported when a line needs it: a cron run with nothing to say does not
+    load the grapheme tables."""
+    from relay.text import truncate
+
+    return truncate(text, max_graphemes)
+
 
 Line = tuple[str, bool]  # the text, and whether it is an error or warning (stderr)
 TIME_FORMAT = "%Y-%m-%d %H:%M"

@@ -7,6 +7,7 @@ from click.testing import CliRunner
 from relay.cli import cli
 from tests.support import feedserver as fs
 from tests.support.feeds import TWO_ACCOUNTS, numbered, rss
+from tests.support.relayrun import relay_process
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "offline" / "feeds.yaml"
@@ -181,3 +182,36 @@ def test_init_writes_a_working_configuration(tmp_path: Path) -> None:
     assert (target / "feeds.yaml").exists() and (target / "templates" / "news.j2").exists()
     assert invoke("check", "-c", str(target / "feeds.yaml")).exit_code == 0
     assert "nothing to write" in invoke("init", str(target)).output
+
+
+def test_a_cron_run_with_nothing_due_imports_only_what_it_uses(tmp_path: Path) -> None:
+    """The no-op run (a cron line every few minutes, nothing due) reads feeds.yaml and the
+    state, and loads neither the feed, HTTP, template and text machinery nor the SDKs."""
+    (tmp_path / "feed.xml").write_text(
+        '<rss version="2.0"><channel><title>t</title><item><title>a</title>'
+        "<link>https://site.example/a</link></item></channel></rss>"
+    )
+    (tmp_path / "feeds.yaml").write_text(
+        "accounts:\n  m:\n    platform: mastodon\n    instance: https://m.example\n    token: ${TOKEN}\n"
+        "feeds:\n  - name: a\n    url: ./feed.xml\n    every: 1h\n"
+    )
+    env = {"TOKEN": "x", "RELAY_STATE_DIR": str(tmp_path / "state")}
+    seeded = relay_process("seed", "-c", str(tmp_path / "feeds.yaml"), env=env)
+    assert seeded.wait(timeout=60) == 0, seeded.communicate()
+    run = relay_process("run", "-c", str(tmp_path / "feeds.yaml"), env={**env, "PYTHONPROFILEIMPORTTIME": "1"})
+    _, imports = run.communicate(timeout=60)
+    assert run.returncode == 0, imports
+    imported = {line.rsplit("|", 1)[-1].strip() for line in imports.splitlines() if line.startswith("import time:")}
+    assert "relay.config" in imported and "relay.store" in imported
+    heavy = {
+        "jinja2",
+        "feedparser",
+        "httpx",
+        "regex",
+        "relay.text",
+        "relay.poll",
+        "relay.render",
+        "mastodon",
+        "atproto",
+    }
+    assert heavy & imported == set()

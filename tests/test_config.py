@@ -147,12 +147,12 @@ def check_fails_in_one_line(path: Path, env: dict[str, str] | None = None) -> st
     return lines[0]
 
 
-def test_duplicate_top_level_key_gives_both_lines(tmp_path: Path) -> None:
+def test_duplicate_top_level_key_gives_both_lines(tmp_path: Path, yaml_reader: str) -> None:
     text = GOOD + "feeds:\n  - name: three\n    url: https://example.org/three\n"
     assert problems(tmp_path, text) == ["feeds.yaml:20: feeds: duplicate key (first at line 13)"]
 
 
-def test_duplicate_keys_at_every_level_are_all_reported(tmp_path: Path) -> None:
+def test_duplicate_keys_at_every_level_are_all_reported(tmp_path: Path, yaml_reader: str) -> None:
     text = (
         GOOD.replace("    token: ${TOKEN}\n", "    token: ${TOKEN}\n    token: ${OTHER}\n")
         .replace("    every: 1h\n", "    every: 1h\n    every: 2h\n")
@@ -186,7 +186,7 @@ feeds: *i
 """
 
 
-def test_alias_bomb_is_refused_before_it_is_built(tmp_path: Path) -> None:
+def test_alias_bomb_is_refused_before_it_is_built(tmp_path: Path, yaml_reader: str) -> None:
     [problem] = problems(tmp_path, BILLION_LAUGHS)
     assert problem.startswith("feeds.yaml:9: i: YAML aliases expand the file to ")
     assert problem.endswith("over the limit of 100,000: write the repeated values out")
@@ -199,7 +199,7 @@ def test_alias_bomb_through_the_cli_is_one_short_line(tmp_path: Path) -> None:
     assert "YAML aliases expand the file" in line and len(line) < 200
 
 
-def test_smaller_alias_bomb_under_the_limit_gives_a_short_message(tmp_path: Path) -> None:
+def test_smaller_alias_bomb_under_the_limit_gives_a_short_message(tmp_path: Path, yaml_reader: str) -> None:
     # 4 levels of 9: under the alias bound, but the value is far too large to show whole
     text = (
         "\n".join(BILLION_LAUGHS.splitlines()[:4]) + "\nfeeds:\n  - name: x\n    url: https://e.org/\n    every: *d\n"
@@ -211,13 +211,13 @@ def test_smaller_alias_bomb_under_the_limit_gives_a_short_message(tmp_path: Path
     assert all(len(problem) < 200 for problem in found)
 
 
-def test_alias_that_holds_itself_is_one_line(tmp_path: Path) -> None:
+def test_alias_that_holds_itself_is_one_line(tmp_path: Path, yaml_reader: str) -> None:
     assert problems(tmp_path, "loop: &loop [*loop]\nfeeds: []\n") == [
         "feeds.yaml:1: loop[0]: a YAML alias refers to the value that holds it"
     ]
 
 
-def test_deep_nesting_is_one_line(tmp_path: Path) -> None:
+def test_deep_nesting_is_one_line(tmp_path: Path, yaml_reader: str) -> None:
     assert problems(tmp_path, "feeds: " + "[" * 2000 + "]" * 2000 + "\n") == [
         "feeds.yaml:1: invalid YAML: nested too deeply"
     ]
@@ -367,6 +367,34 @@ def test_flood_threshold_day(tmp_path: Path) -> None:
     assert problems(tmp_path, text) == ["feeds.yaml:18: feeds[1].flood_threshold_day: 0 is not a whole number >= 1"]
 
 
+@pytest.fixture(params=["libyaml", "python"])
+def yaml_reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test that takes it runs with libyaml's parser and with PyYAML's pure-Python one
+    (an install where PyYAML was built without libyaml)."""
+    import yaml
+
+    import relay.config
+
+    if request.param == "python":
+        monkeypatch.setattr(relay.config, "_Loader", relay.config._PythonLoader)
+    else:
+        assert yaml.__with_libyaml__, "the test venv's PyYAML has libyaml"
+        assert issubclass(relay.config._Loader, yaml.CSafeLoader)
+    return str(request.param)
+
+
+def test_both_yaml_readers_read_the_same_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import relay.config
+
+    env = {"TOKEN": "t", "APP_PASSWORD": "p"}
+    text = GOOD + "  - name: three\n    url: https://example.org/3\n    hashtags: [a, b]\n    every: 2h\n"
+    with_libyaml = load(tmp_path, text, env)
+    monkeypatch.setattr(relay.config, "_Loader", relay.config._PythonLoader)
+    with_python = load(tmp_path, text, env)
+    assert with_libyaml.feeds == with_python.feeds and len(with_python.feeds) == 3
+    assert with_libyaml.accounts == with_python.accounts
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -374,7 +402,7 @@ def test_flood_threshold_day(tmp_path: Path) -> None:
         ("feeds:\n  - every: !!timestamp nope\n", "feeds.yaml:2: invalid YAML: cannot read 'nope' as !!timestamp"),
         (
             "feeds: []\nx: \x00\n",
-            "feeds.yaml:2: invalid YAML: unacceptable character #x0000: special characters are not allowed",
+            "feeds.yaml:2: invalid YAML: unacceptable character #x0000: {} characters are not allowed",
         ),
         (
             "base: &base {every: 1h}\nfeeds:\n  - <<: *base\n",
@@ -382,8 +410,9 @@ def test_flood_threshold_day(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_values_yaml_cannot_read_are_one_line(tmp_path: Path, text: str, expected: str) -> None:
-    assert problems(tmp_path, text) == [expected]
+def test_values_yaml_cannot_read_are_one_line(tmp_path: Path, text: str, expected: str, yaml_reader: str) -> None:
+    # libyaml words one refusal its own way; the line is the same
+    assert problems(tmp_path, text) == [expected.format("control" if yaml_reader == "libyaml" else "special")]
 
 
 def test_integer_too_long_to_read_is_one_short_line(tmp_path: Path) -> None:
