@@ -1,11 +1,397 @@
 """The fast parser path (pure): feedparser-rs, a Rust feed parser, when it is installed.
-Its results are turned into the shape relay.parse reads from feedparser."""
+
+Its result is turned into the document relay.parse reads from feedparser (plain dicts with
+feedparser's names), with feedparser's own steps applied where the two parsers differ:
+the body is decoded by feedparser's encoding rules and stripped of its DOCTYPE as
+feedparser does, links are resolved with feedparser's function, dates are read by
+feedparser's date parser, and text gets the same last touches feedparser gives it.
+
+A body goes to feedparser instead (read returns None) whenever the two could read it
+differently: feedparser would not use its strict XML parser on it (not well-formed, an
+encoding it cannot decode), it declares entities, a base URL (xml:base) or FeedBurner
+original links, feedparser-rs reports a problem or a format relay does not read (JSON
+Feed), or its entry count differs from a count of the <item> and <entry> tags."""
 
 from __future__ import annotations
 
+import contextlib
+import html
 import importlib.util
+import os
+import re
+import xml.parsers.expat
+from typing import Any
+
+import feedparser
+import feedparser.datetimes
+import feedparser.encodings
+import feedparser.html
+import feedparser.mixin
+import feedparser.sanitizer
+import feedparser.urls
+
+# RELAY_PARSER=feedparser: every feed goes to feedparser, for anyone who suspects the fast path
+PARSER_VARIABLE = "RELAY_PARSER"
+# What feedparser-rs does not read, or reads otherwise than feedparser: declared entities,
+# a base URL, languages of entries, FeedBurner's original links, Media RSS beyond content
+# and thumbnails, keywords and subjects (tags), Atom sources, XHTML content, enclosures as
+# Atom links, more than one kind of author. One scan of the body for all of them.
+_READ_OTHERWISE = re.compile(
+    rb"<!entity|xml:base|xml:lang|origlink|<[\w.-]+:(?:language|keywords|subject|source|group)\b|<source\b"
+    rb"|<media:(?!content\b|thumbnail\b)|<itunes:author|type\s*=\s*[\"']xhtml|rel\s*=\s*[\"']enclosure",
+    re.IGNORECASE,
+)
+# the start tags the adapter counts, with or without a namespace prefix
+_ENTRY_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(?:item|entry)[\s/>]")
+_CATEGORY_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?category[\s/>]")
+_AUTHOR_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(?:author|creator)[\s/>]")
+_ENCLOSURE_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?enclosure[\s/>]")
+_MEDIA_CONTENT_TAG = re.compile(rb"<media:content[\s/>]")
+_MEDIA_THUMBNAIL_TAG = re.compile(rb"<media:thumbnail[\s/>]")
+_LANGUAGE_TAG = re.compile(rb"<language[\s/>]")
+_LINK_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?link[\s/>]")
+_PREFIXED_LINK_TAG = re.compile(rb"<[A-Za-z_][\w.-]*:link[\s/>]")
+_EMPTY_HREF = re.compile(rb"\shref\s*=\s*(?:\"\"|'')")
+_NOT_A_PERMALINK = re.compile(rb"ispermalink\s*=\s*[\"']\s*false", re.IGNORECASE)
+_LINK_ENTITY = re.compile(r"&([A-Za-z0-9_]+);")
+_CP1252 = str.maketrans(feedparser.html._cp1252)
+_MAX_ENTRIES = 1_000_000  # no silent cut: the count checks see every entry
+# Markup that feedparser's sanitizer passes through with its text unchanged: tags it keeps,
+# written plainly (quoted attributes hold no '<' or '>'). HTML with anything else (a bare
+# '<', a comment, CDATA, a script) is read by feedparser.
+_PLAIN_ELEMENTS = frozenset(
+    {
+        "a",
+        "abbr",
+        "b",
+        "big",
+        "blockquote",
+        "br",
+        "caption",
+        "center",
+        "cite",
+        "code",
+        "dd",
+        "del",
+        "div",
+        "dl",
+        "dt",
+        "em",
+        "figcaption",
+        "figure",
+        "font",
+        "footer",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "header",
+        "hr",
+        "i",
+        "img",
+        "ins",
+        "kbd",
+        "li",
+        "ol",
+        "p",
+        "pre",
+        "q",
+        "s",
+        "small",
+        "span",
+        "strike",
+        "strong",
+        "sub",
+        "sup",
+        "table",
+        "tbody",
+        "td",
+        "tfoot",
+        "th",
+        "thead",
+        "time",
+        "tr",
+        "tt",
+        "u",
+        "ul",
+        "var",
+        "article",
+        "aside",
+        "section",
+    }
+) & frozenset(feedparser.sanitizer._HTMLSanitizer.acceptable_elements)
+_TAG = re.compile(
+    r"</?([A-Za-z][A-Za-z0-9]*)"
+    r"(?:\s+[^\s\"'<>/=]+(?:\s*=\s*(?:\"[^\"<>]*\"|'[^'<>]*'|[^\s\"'<>=`]+))?)*\s*/?>"
+)
+_IMG_TAG = re.compile(r"<img\b[^<>]*>", re.IGNORECASE)
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+class _Otherwise(Exception):
+    """This body is read by feedparser."""
 
 
 def available() -> bool:
     """Whether feedparser-rs is installed (`pip install 'relay[fast]'`)."""
     return importlib.util.find_spec("feedparser_rs") is not None
+
+
+def wanted() -> bool:
+    """Whether the fast path may be tried: installed, and not refused by RELAY_PARSER."""
+    return os.environ.get(PARSER_VARIABLE, "").strip().lower() != "feedparser" and available()
+
+
+def read(body: bytes, headers: dict[str, str]) -> dict[str, Any] | None:
+    """The feedparser-shaped document of body read by feedparser-rs, or None when this
+    body must be read by feedparser. headers are those feedparser would get
+    (content-location is the base URL, content-type its media type and charset)."""
+    try:
+        return _read(body, headers)
+    except Exception:  # whatever goes wrong here (_Otherwise included), feedparser reads the feed
+        return None
+
+
+def _read(body: bytes, headers: dict[str, str]) -> dict[str, Any] | None:
+    import feedparser_rs
+
+    result: dict[str, Any] = {}
+    # feedparser's own decoding: the same text, re-encoded as UTF-8, for both parsers
+    data = feedparser.encodings.convert_to_utf8(headers, body, result)
+    if not result.get("encoding"):
+        return None  # feedparser would use its loose parser
+    feature = _READ_OTHERWISE.search(data)
+    if feature:
+        raise _Otherwise(feature.group(0).decode("utf-8", "replace"))
+    _, data, _ = feedparser.sanitizer.replace_doctype(data)
+    if not _well_formed(data):
+        return None  # feedparser's strict parser would fail and its loose parser take over
+    limits = feedparser_rs.ParserLimits(
+        max_feed_size_bytes=max(len(data) * 2, 1024),
+        max_entries=_MAX_ENTRIES,
+        max_links_per_feed=_MAX_ENTRIES,
+        max_links_per_entry=_MAX_ENTRIES,
+        max_authors=_MAX_ENTRIES,
+        max_contributors=_MAX_ENTRIES,
+        max_tags=_MAX_ENTRIES,
+        max_content_blocks=_MAX_ENTRIES,
+        max_enclosures=_MAX_ENTRIES,
+    )
+    # bytes, never str: feedparser-rs fetches a str that looks like a URL. Its sanitizer is
+    # off: the HTML it reads is checked to be plain, which feedparser's sanitizer keeps.
+    parsed = feedparser_rs.parse_with_limits(
+        bytes(data), limits=limits, sanitize_html=False, resolve_relative_uris=False
+    )
+    version = str(parsed.version or "")
+    if parsed.bozo or version not in (
+        "rss090",
+        "rss091u",
+        "rss091n",
+        "rss092",
+        "rss093",
+        "rss094",
+        "rss20",
+        "rss10",
+        "atom10",
+    ):
+        return None
+    entries = parsed.entries
+    feed = parsed.feed
+    counts = (
+        (_ENTRY_TAG, len(entries)),
+        (_CATEGORY_TAG, len(feed.tags or ()) + sum(len(entry.tags or ()) for entry in entries)),
+        (_AUTHOR_TAG, len(feed.authors or ()) + sum(len(entry.authors or ()) for entry in entries)),
+        (_ENCLOSURE_TAG, sum(len(entry.enclosures or ()) for entry in entries)),
+        (_MEDIA_CONTENT_TAG, sum(len(entry.media_content or ()) for entry in entries)),
+        (_MEDIA_THUMBNAIL_TAG, sum(len(entry.media_thumbnail or ()) for entry in entries)),
+    )
+    if len(_LANGUAGE_TAG.findall(data)) > (1 if feed.get("language") else 0):
+        raise _Otherwise("<language> beyond the channel's")
+    for pattern, count in counts:
+        if len(pattern.findall(data)) != count:
+            raise _Otherwise(f"{count} where the body has {len(pattern.findall(data))} {pattern.pattern!r}")
+    atom = version.startswith("atom")
+    if atom:
+        if len(_LINK_TAG.findall(data)) != len(feed.links or ()) + sum(len(entry.links or ()) for entry in entries):
+            raise _Otherwise("links feedparser-rs did not read")
+        empty = sum(1 for entry in [feed, *entries] for link in entry.links or () if not link.href)
+        if empty != len(_EMPTY_HREF.findall(data)):
+            raise _Otherwise("links feedparser-rs emptied")  # it empties an href it cannot read
+    elif _PREFIXED_LINK_TAG.search(data, max(data.find(b"<item"), 0)):
+        raise _Otherwise("an Atom link in an RSS item")
+    if feed.authors and any(entry.authors for entry in entries):
+        return None  # feedparser-rs hands the feed's author down to entries, feedparser does not
+    for entry in entries:
+        media = [*(entry.media_content or ()), *(entry.media_thumbnail or ()), *(entry.enclosures or ())]
+        if not all(getattr(item, "url", None) or getattr(item, "href", None) for item in media):
+            raise _Otherwise("a media address feedparser-rs emptied")
+    base = _base(headers)
+    permalinks = atom or not _NOT_A_PERMALINK.search(data)
+    converted = [_entry(entry, base, atom, permalinks) for entry in entries]
+    if "\ufffd" in repr(converted) and "\ufffd".encode() not in data:
+        return None  # feedparser-rs replaced something it could not read
+    return {"version": version, "feed": _feed(feed), "entries": converted}
+
+
+def _well_formed(data: bytes) -> bool:
+    """Whether expat, which feedparser's strict parser runs on, reads data without error
+    (namespaces on, as feedparser sets them)."""
+    parser = xml.parsers.expat.ParserCreate(namespace_separator=" ")
+    try:
+        parser.Parse(data, True)
+    except xml.parsers.expat.ExpatError:
+        return False
+    return True
+
+
+def _base(headers: dict[str, str]) -> str:
+    """The base URL feedparser resolves against: the feed's address, joined to itself as
+    feedparser does at every element (which folds "file:///x" into "file://x")."""
+    location = str(feedparser.urls.make_safe_absolute_uri(headers.get("content-location", "")) or "")
+    return str(feedparser.urls.make_safe_absolute_uri(location, location) or location)
+
+
+def _text(value: object) -> str:
+    """The last touches feedparser gives every element's text: UTF-8 read as Latin-1 is
+    read again, and C1 controls become the Windows-1252 characters they stand for."""
+    text = str(value or "")
+    with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
+        text = text.encode("iso-8859-1").decode("utf-8")
+    return text.translate(_CP1252)
+
+
+def _attribute(value: object) -> str:
+    """An attribute's value as an XML parser reports it: feedparser-rs gives it as written,
+    with white space unnormalised and references undecoded (the body is well-formed, so
+    every '&' starts a reference)."""
+    text = str(value or "").replace("\r\n", " ").replace("\r", " ").replace("\n", " ").replace("\t", " ")
+    return html.unescape(text) if "&" in text else text
+
+
+def _resolve(base: str, uri: str) -> str:
+    return str(feedparser.urls._urljoin(base, uri))
+
+
+def _markup(value: str, base: str) -> str:
+    """HTML as feedparser leaves it for relay: plain markup only (else _Otherwise), and its
+    first image tag (where relay looks for an image) resolved and sanitized by feedparser
+    itself. The other tags' attributes are never read, and their text is the same."""
+    cursor = value.find("<")
+    while cursor != -1:
+        tag = _TAG.match(value, cursor)
+        if tag is None or tag.group(1) is None or tag.group(1).lower() not in _PLAIN_ELEMENTS:
+            raise _Otherwise(f"markup {value[cursor : cursor + 30]!r}")
+        cursor = value.find("<", tag.end())
+    image = _IMG_TAG.search(value)
+    if image is None:
+        return value
+    resolved = feedparser.urls.resolve_relative_uris(image.group(0), base, "utf-8", "text/html")
+    sanitized = str(feedparser.sanitizer._sanitize_html(resolved, "utf-8", "text/html"))
+    if not sanitized.startswith("<img"):
+        raise _Otherwise("an image feedparser does not keep")
+    return f"{value[: image.start()]}{sanitized}{value[image.end() :]}"
+
+
+def _detail(detail: Any, base: str, *, rss_title: bool = False) -> tuple[str, dict[str, Any]]:
+    """A text construct's value and detail as feedparser gives them."""
+    if detail is None:
+        return "", {}
+    value = str(detail.value or "")
+    kind = str(detail.type or "text/plain")
+    if rss_title:
+        # feedparser reads an RSS title as plain text unless it looks like HTML
+        kind = "text/html" if feedparser.mixin._FeedParserMixin.looks_like_html(value) else "text/plain"
+    if kind in _HTML_TYPES:
+        value = _markup(value, base)
+    elif kind != "text/plain":
+        raise _Otherwise
+    value = _text(value)
+    return value, {"type": kind, "language": detail.language, "value": value, "base": base}
+
+
+def _feed(feed: Any) -> dict[str, Any]:
+    title = str(feed.get("title") or "")
+    return {
+        "title": _text(title),
+        "title_detail": {"type": "text/plain", "language": None, "value": _text(title)},
+        "link": _text(feed.get("link")),
+        "language": _text(feed.get("language")) or None,
+    }
+
+
+def _link(link: Any, base: str) -> dict[str, Any]:
+    """An Atom link as feedparser gives it: an href resolved even when empty."""
+    rel = _attribute(link.rel) or "alternate"
+    kind = _attribute(link.type) or ("application/atom+xml" if rel == "self" else "text/html")
+    return {
+        "rel": rel,
+        "type": feedparser.mixin._FeedParserMixin.map_content_type(kind),
+        "href": _resolve(base, _attribute(link.href)),
+    }
+
+
+def _date(raw: object) -> Any:
+    return feedparser.datetimes._parse_date(str(raw)) if raw else None
+
+
+def _entry(entry: Any, base: str, atom: bool, permalinks: bool) -> dict[str, Any]:
+    identity = _text(entry.get("id")).strip()
+    if identity:
+        resolved = _resolve(base, identity)
+        if resolved != identity and not permalinks:
+            raise _Otherwise  # feedparser resolves a guid only when it is a permalink
+        identity = resolved
+    links = [_link(item, base) for item in entry.get("links") or []]
+    if atom:
+        # feedparser's entry link: the last alternate link to an HTML page
+        link = ""
+        for item in links:
+            if "href" in item and item["rel"] == "alternate" and item["type"] in _HTML_TYPES:
+                link = item["href"]
+    else:
+        # feedparser's repair of query strings in an RSS <link>
+        link = _text(entry.get("link")).strip()
+        link = _LINK_ENTITY.sub(r"&\g<1>", link.replace("&amp;", "&"))
+        link = _resolve(base, link) if link else ""
+        links = [{"rel": "alternate", "type": "text/html", **({"href": link} if link else {})}]
+    title, title_detail = _detail(entry.get("title_detail"), base, rss_title=not atom)
+    summary, summary_detail = _detail(entry.get("summary_detail"), base)
+    content = []
+    for item in entry.get("content") or []:
+        content.append(_detail(item, base)[1])
+    document: dict[str, Any] = {
+        "id": identity,
+        "link": link,
+        "links": links,
+        "title": title,
+        "title_detail": title_detail,
+        "summary": summary,
+        "summary_detail": summary_detail,
+        "content": content,
+        "published_parsed": _date(entry.get("published")),
+        "updated_parsed": _date(entry.get("updated")),
+        "created_parsed": _date(entry.get("created")),
+        "tags": [
+            {"term": _text(tag.term).strip(), "label": _text(tag.label) or None, "scheme": tag.scheme}
+            for tag in entry.get("tags") or []
+        ],
+        "author": _text(entry.get("author")),
+        "media_content": [
+            {
+                "url": _resolve(base, _attribute(item.url)),
+                "type": _attribute(item.type),
+                "medium": _attribute(item.medium),
+            }
+            for item in entry.get("media_content") or []
+        ],
+        "media_thumbnail": [
+            {"url": _resolve(base, _attribute(item.url))} for item in entry.get("media_thumbnail") or []
+        ],
+        "enclosures": [
+            {"href": _resolve(base, _attribute(item.href)), "type": _attribute(item.type)}
+            for item in entry.get("enclosures") or []
+        ],
+    }
+    return document

@@ -1,5 +1,6 @@
-"""Bytes → Items (pure): feedparser on a BytesIO, identity keys, link hygiene, text
-hygiene. Never fetches, never reads files, never trusts feed text."""
+"""Bytes → Items (pure): feedparser on a BytesIO (or feedparser-rs, through relay.fastparse,
+when it reads the body as feedparser would), identity keys, link hygiene, text hygiene.
+Never fetches, never reads files, never trusts feed text."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 
 import feedparser
 
+from relay import fastparse
 from relay.dedupe import canonical_url, key_link
 from relay.errors import ParseError
 from relay.links import normalise_link
@@ -118,7 +120,7 @@ def parse_feed(
     if content_type:
         headers["content-type"] = content_type
     try:
-        document = feedparser.parse(io.BytesIO(body), response_headers=headers)
+        document = _read(body, headers)
     except MemoryError:
         raise ParseError("feed too large to parse") from None
     version = document.get("version", "")
@@ -128,7 +130,7 @@ def parse_feed(
         # a feed read from disk has no web address: its relative links resolve against the
         # site it declares, so they are the same links as when it is read over HTTP
         try:
-            document = feedparser.parse(io.BytesIO(body), response_headers={**headers, "content-location": site})
+            document = _read(body, {**headers, "content-location": site})
         except MemoryError:
             raise ParseError("feed too large to parse") from None
     entries = document.get("entries", [])
@@ -173,6 +175,16 @@ def parse_feed(
         warnings=tuple(warnings),
         language=channel_language,
     )
+
+
+def _read(body: bytes, headers: dict[str, str]) -> Any:
+    """The document of body: feedparser-rs's, turned into feedparser's shape, when it is
+    installed and reads this body as feedparser would (relay.fastparse); else feedparser's."""
+    if fastparse.wanted():
+        document = fastparse.read(body, headers)
+        if document is not None:
+            return document
+    return feedparser.parse(io.BytesIO(body), response_headers=headers)
 
 
 def _site_link(url: str, feed_info: Any) -> str:

@@ -1,0 +1,295 @@
+"""The fast parser path (relay.fastparse, feedparser-rs) gives the same feeds and Items as
+feedparser, field by field, over the real-world corpus, the feeds in tests/feeds, the hostile
+bodies and the fuzzer's documents; a body it cannot read as feedparser would goes to
+feedparser; RELAY_PARSER=feedparser and an install without feedparser-rs read every feed with
+feedparser alone."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+
+from bench.fuzzlib import Document, documents
+from relay import fastparse
+from relay.errors import ParseError
+from relay.models import ParsedFeed
+from relay.parse import parse_feed
+from tests.support.feeds import numbered
+from tests.test_parse_hostile import HOSTILE
+
+feedparser_rs = pytest.importorskip("feedparser_rs")  # the test extra installs it
+
+FEEDS = Path(__file__).parent / "feeds"
+CORPUS = FEEDS / "corpus"
+BODIES = sorted(
+    [path for path in CORPUS.iterdir() if path.suffix not in (".md", ".json")] + list(FEEDS.glob("*.xml")),
+    key=lambda path: path.name,
+)
+URL = "https://example.org/feed/"
+
+
+@pytest.fixture(autouse=True)
+def _fast_path_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(fastparse.PARSER_VARIABLE, raising=False)
+
+
+def _parse(body: bytes, url: str = URL, content_type: str = "") -> ParsedFeed | str:
+    try:
+        return parse_feed(body, feed_name="f", url=url, content_type=content_type)
+    except ParseError as exc:
+        return f"ParseError: {exc}"
+
+
+def _with_feedparser(monkeypatch: pytest.MonkeyPatch, body: bytes, url: str = URL, content_type: str = "") -> Any:
+    with monkeypatch.context() as patch:
+        patch.setenv(fastparse.PARSER_VARIABLE, "feedparser")
+        return _parse(body, url, content_type)
+
+
+def _fast(body: bytes, url: str = URL, content_type: str = "") -> dict[str, Any] | None:
+    headers = {"content-location": url}
+    if content_type:
+        headers["content-type"] = content_type
+    return fastparse.read(body, headers)
+
+
+def _assert_same(expected: ParsedFeed | str, found: ParsedFeed | str, name: str) -> None:
+    """Field by field, so that a failure names the field."""
+    assert type(expected) is type(found), (name, expected, found)
+    if isinstance(expected, str) or isinstance(found, str):
+        assert expected == found, name
+        return
+    for field in ("title", "entries", "warnings", "language"):
+        assert getattr(found, field) == getattr(expected, field), (name, field)
+    assert len(found.items) == len(expected.items), name
+    for index, (slow, fast) in enumerate(zip(expected.items, found.items, strict=True)):
+        for field in slow.__dataclass_fields__:
+            assert getattr(fast, field) == getattr(slow, field), (name, index, field)
+    assert found == expected, name
+
+
+@pytest.mark.parametrize("content_type", ["", "application/rss+xml", "text/xml; charset=utf-8"])
+@pytest.mark.parametrize("path", BODIES, ids=lambda path: path.name)
+def test_every_corpus_and_test_feed_is_read_as_feedparser_reads_it(
+    monkeypatch: pytest.MonkeyPatch, path: Path, content_type: str
+) -> None:
+    body = path.read_bytes()
+    _assert_same(
+        _with_feedparser(monkeypatch, body, content_type=content_type),
+        _parse(body, content_type=content_type),
+        path.name,
+    )
+
+
+@pytest.mark.parametrize("path", sorted(FEEDS.glob("links__*.xml")), ids=lambda path: path.name)
+def test_a_feed_read_from_disk_resolves_its_links_as_with_feedparser(
+    monkeypatch: pytest.MonkeyPatch, path: Path
+) -> None:
+    url = path.as_uri()  # no web address: links resolve against the site the feed declares
+    body = path.read_bytes()
+    _assert_same(_with_feedparser(monkeypatch, body, url), _parse(body, url), path.name)
+
+
+def test_the_fast_path_reads_most_of_the_corpus() -> None:
+    # the equality above is not vacuous: most feeds do take the fast path
+    fast = [path.name for path in BODIES if _fast(path.read_bytes()) is not None]
+    assert len(fast) >= 25, fast
+    assert _fast(numbered(20)) is not None
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_bodies_are_read_as_feedparser_reads_them(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    body = HOSTILE[name]
+    _assert_same(_with_feedparser(monkeypatch, body), _parse(body), name)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-32"])
+def test_a_declared_entity_goes_to_feedparser_and_is_never_expanded(
+    monkeypatch: pytest.MonkeyPatch, encoding: str
+) -> None:
+    body = (
+        f'<?xml version="1.0" encoding="{encoding}"?>\n<!DOCTYPE rss [\n<!ENTITY lol "' + "A" * 5_000 + "\" '>]>\n"
+        '<rss version="2.0"><channel><title>e</title><item><title>' + "&lol;" * 100 + "</title>"
+        "<link>https://evil.example/e</link><guid>e1</guid></item></channel></rss>"
+    ).encode(encoding)
+    assert _fast(body) is None
+    parsed = _parse(body)
+    _assert_same(_with_feedparser(monkeypatch, body), parsed, encoding)
+    assert "A" * 100 not in repr(parsed)
+
+
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        (
+            "broken link",
+            b"<rss version='2.0'><channel><item><title>t</title><link>https://a.example/\n@x@spam.example</link></item></channel></rss>",
+        ),
+        ("relative guid", b"<rss version='2.0'><channel><item><title>t</title><guid>42</guid></item></channel></rss>"),
+        (
+            "not a permalink",
+            b"<rss version='2.0'><channel><item><title>t</title><guid isPermaLink='false'>42</guid></item></channel></rss>",
+        ),
+        (
+            "atom id",
+            b"<feed xmlns='http://www.w3.org/2005/Atom'><entry><id>t3_x</id><title>t</title><link href=''/></entry></feed>",
+        ),
+        (
+            "entities in hrefs",
+            b"<feed xmlns='http://www.w3.org/2005/Atom'><entry><id>a</id><title>t</title><link href='https://a.example/?a=1&amp;b=2&#10;c'/></entry></feed>",
+        ),
+        (
+            "rss title html",
+            b"<rss version='2.0'><channel><item><title>C&amp;rsquo;est &lt;b&gt;gras&lt;/b&gt; &amp;amp; fin</title><link>/a</link></item></channel></rss>",
+        ),
+        (
+            "rss title text",
+            b"<rss version='2.0'><channel><item><title>a &lt; b &amp;amp; c</title><link>/a</link></item></channel></rss>",
+        ),
+        (
+            "relative image",
+            b"<rss version='2.0'><channel><item><title>t</title><link>/a</link><description>&lt;p&gt;x &lt;img src='../i.png?a=1&amp;amp;b=2' alt='A'&gt;&lt;/p&gt;</description></item></channel></rss>",
+        ),
+        (
+            "script",
+            b"<rss version='2.0'><channel><item><title>t</title><link>/a</link><description>&lt;script&gt;alert(1)&lt;/script&gt;x</description></item></channel></rss>",
+        ),
+        (
+            "c1 controls",
+            "<rss version='2.0'><channel><item><title>l\x92\x85 Ã©tat</title><link>/a</link></item></channel></rss>".encode(),
+        ),
+        (
+            "json feed",
+            b'{"version": "https://jsonfeed.org/version/1.1", "items": [{"id": "1", "url": "https://a.example/"}]}',
+        ),
+        (
+            "latin-1",
+            "<?xml version='1.0' encoding='iso-8859-1'?><rss version='2.0'><channel><item><title>été</title><link>/a</link></item></channel></rss>".encode(
+                "latin-1"
+            ),
+        ),
+    ],
+)
+def test_cases_where_the_parsers_differ_come_out_the_same(
+    monkeypatch: pytest.MonkeyPatch, name: str, body: bytes
+) -> None:
+    for content_type in ("", "text/xml", "application/xml; charset=windows-1252"):
+        _assert_same(
+            _with_feedparser(monkeypatch, body, content_type=content_type),
+            _parse(body, content_type=content_type),
+            name,
+        )
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
+@given(document=documents)
+def test_generated_hostile_documents_are_read_as_feedparser_reads_them(
+    monkeypatch: pytest.MonkeyPatch, document: Document
+) -> None:
+    body = document.to_bytes()
+    _assert_same(_with_feedparser(monkeypatch, body), _parse(body), document.kind)
+
+
+# Falling back
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
+    """The sources feedparser-rs is asked to parse."""
+    seen: list[object] = []
+    real = feedparser_rs.parse_with_limits
+
+    def spy(source: object, *args: Any, **kwargs: Any) -> Any:
+        seen.append(source)
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(feedparser_rs, "parse_with_limits", spy)
+    yield seen
+
+
+def test_the_fast_parser_gets_bytes_never_a_url_to_fetch(calls: list[object]) -> None:
+    assert _fast(b"https://example.org/feed.xml") is None
+    assert _fast(numbered(3)) is not None
+    assert calls and all(isinstance(source, bytes) for source in calls)
+
+
+def test_relay_parser_feedparser_never_calls_the_fast_parser(
+    monkeypatch: pytest.MonkeyPatch, calls: list[object]
+) -> None:
+    body = numbered(5)
+    fast = _parse(body)
+    assert len(calls) == 1
+    monkeypatch.setenv(fastparse.PARSER_VARIABLE, "feedparser")
+    assert _parse(body) == fast
+    assert len(calls) == 1
+
+
+def test_without_feedparser_rs_every_feed_is_read_by_feedparser_as_before(
+    monkeypatch: pytest.MonkeyPatch, calls: list[object]
+) -> None:
+    samples = [path.read_bytes() for path in BODIES[::4]] + [numbered(20)]
+    expected = [_with_feedparser(monkeypatch, body) for body in samples]
+    monkeypatch.setitem(sys.modules, "feedparser_rs", None)  # as if it were not installed
+    assert not fastparse.available()
+    assert not fastparse.wanted()
+    assert _fast(numbered(3)) is None
+    for body, before in zip(samples, expected, strict=True):
+        _assert_same(before, _parse(body), "without feedparser-rs")
+    assert calls == []
+
+
+def test_an_entry_the_fast_parser_misses_sends_the_feed_to_feedparser(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = feedparser_rs.parse_with_limits
+
+    class OneEntryShort:
+        def __init__(self, result: Any) -> None:
+            self.result = result
+            self.entries = result.entries[:-1]
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.result, name)
+
+    def one_entry_short(source: object, *args: Any, **kwargs: Any) -> Any:
+        return OneEntryShort(real(source, *args, **kwargs))
+
+    monkeypatch.setattr(feedparser_rs, "parse_with_limits", one_entry_short)
+    body = numbered(4)
+    assert _fast(body) is None
+    parsed = _parse(body)
+    assert isinstance(parsed, ParsedFeed) and len(parsed.items) == 4
+
+
+def test_a_fast_parser_failure_sends_the_feed_to_feedparser(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(source: object, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(feedparser_rs, "parse_with_limits", broken)
+    parsed = _parse(numbered(3))
+    assert isinstance(parsed, ParsedFeed) and [item.title for item in parsed.items] == ["item 2", "item 1", "item 0"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<rss version='2.0'><channel><item><title>a &nbsp; b</title></item></channel></rss>",  # not well-formed
+        b"<rss version='2.0'><channel><item><title>t</title><source url='https://a.example/'>s</source></item></channel></rss>",
+        b"<feed xmlns='http://www.w3.org/2005/Atom' xml:base='https://a.example/'><entry><id>a</id></entry></feed>",
+        b"<rss version='2.0'><channel><item><description>&lt;iframe src='x'&gt;&lt;/iframe&gt;</description></item></channel></rss>",
+        b"<rss version='2.0'><channel><item><description>a &lt;3 b</description></item></channel></rss>",
+        "<rss version='2.0'><channel><item><title>\ufffd</title></item></channel></rss>".encode("utf-16"),
+    ],
+)
+def test_what_the_fast_path_might_read_otherwise_goes_to_feedparser(body: bytes) -> None:
+    assert _fast(body) is None
