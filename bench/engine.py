@@ -1,9 +1,11 @@
 """The delivery engine's own cost: queue N items and deliver them to the dry-run target
 (no network: the engine's overhead per item), then to mastodon-mock (PyPI, the server the
 integration tests post to) over HTTP on loopback (end to end). Then the state file size
-and `relay status` time after 100,000 items.
+and `relay status` time after 100,000 items. First, relay's own CPU per post for render
+(fit): a mix of items, long summaries that need cutting and short ones that fit, titled and
+untitled, for Mastodon and Bluesky (`--render-only` stops there).
 
-    python bench/engine.py [--items 10000] [--http-items 1000] [--stored 100000]"""
+    python bench/engine.py [--render-items 2000] [--render-only] [--items 10000] [--http-items 1000] [--stored 100000]"""
 
 from __future__ import annotations
 
@@ -27,9 +29,12 @@ from relay.context import Context
 from relay.dedupe import fingerprint
 from relay.deliver import deliver
 from relay.models import Item, ParsedFeed
-from relay.poll import FeedPoll, FeedReport, decide_all, record_poll
+from relay.render import FeedInfo, find_template, make_environment, render_post
 from relay.store import Store, epoch
 from relay.targets import make_target
+from relay.targets.base import Limits
+from relay.targets.bluesky import BlueskyText
+from relay.targets.mastodon import MastodonText
 
 MOCK_TOKEN = "mock_token"  # the account mastodon-mock creates at start
 
@@ -100,6 +105,8 @@ def items(count: int, now: datetime) -> tuple[Item, ...]:
 
 
 def queue_and_deliver(count: int, url: str, context: Context, now: datetime) -> tuple[float, float]:
+    from relay.poll import FeedPoll, FeedReport, decide_all, record_poll  # the render figures need none of it
+
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     (tmp / "feeds.yaml").write_text(config_text(url, count))
     config = load_config(tmp / "feeds.yaml", environ={"TOKEN": MOCK_TOKEN})
@@ -117,13 +124,78 @@ def queue_and_deliver(count: int, url: str, context: Context, now: datetime) -> 
     return queued, delivered
 
 
+SENTENCES = (
+    "La Quadrature du Net dénonce la surveillance biométrique dans l'espace public.",
+    "Le Conseil d'État a rendu sa décision ce matin, après deux ans de procédure 🇫🇷.",
+    "Nous appelons chacune et chacun à écrire à ses député·es avant le vote de mardi.",
+    "Les données de santé de millions de personnes sont hébergées hors d'Europe.",
+    "Rejoignez-nous samedi à 14 h place de la République ✊🏽 pour la marche.",
+)
+
+
+def render_items(count: int, now: datetime) -> list[Item]:
+    """A realistic mix: a third with long summaries (1,000 to 8,000 characters) that must be
+    cut, a third with short ones that fit, a third untitled statuses; some long titles."""
+    mix = []
+    for n in range(count):
+        kind = n % 6
+        sentences = [SENTENCES[(n + k) % len(SENTENCES)] for k in range(4 + (n * 7) % 100)]
+        summary = " ".join(sentences)
+        title = f"Article {n} : surveillance, santé et libertés numériques"
+        if kind in (0, 1):
+            pass  # long: cut
+        elif kind in (2, 3):
+            summary = " ".join(sentences[:2])  # short: fits
+        elif kind == 4:
+            title, summary = "", " ".join(sentences[:3])  # an untitled status
+        else:
+            title = " ".join(sentences[:8])  # a title too long for Bluesky's 300
+        link = f"https://www.laquadrature.net/{now:%Y/%m}/article-{n}-surveillance-biometrique/"
+        mix.append(Item("f", f"id:{n}", link, link, title, summary, published=now))
+    return mix
+
+
+def render_cpu(count: int, now: datetime) -> dict[str, float]:
+    """relay's own CPU per post to render and fit each item for each platform, in ms."""
+    env = make_environment([])
+    feed = FeedInfo("quadrature", "La Quadrature du Net", "https://www.laquadrature.net/feed/")
+    mix = render_items(count, now)
+    figures = {}
+    for platform, rules in (("mastodon", MastodonText(Limits())), ("bluesky", BlueskyText())):
+        for template_name in ("news", "petition"):
+            template = find_template(env, template_name, platform)
+            start = time.process_time()
+            for it in mix:
+                render_post(
+                    template,
+                    it,
+                    feed,
+                    rules=rules,
+                    account="acct",
+                    hashtags=("SantéNumérique", "VSA"),
+                    language="fr",
+                )
+            figures[f"{platform} {template_name}"] = (time.process_time() - start) / len(mix) * 1000
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--http-items", type=int, default=1_000)
     parser.add_argument("--stored", type=int, default=100_000)
+    parser.add_argument("--render-items", type=int, default=2_000)
+    parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
     now = datetime.now(UTC)
+
+    figures = render_cpu(args.render_items, now)
+    print(f"render (fit): {args.render_items} items per platform and template, relay's own CPU per post")
+    for name, per_post in figures.items():
+        print(f"  {name:18} {per_post:.3f} ms")
+    print(f"  mean               {sum(figures.values()) / len(figures):.3f} ms")
+    if args.render_only:
+        return
 
     queued, delivered = queue_and_deliver(args.items, "https://mastodon.example", Context(dry_run=True), now)
     print(f"engine: {args.items} items to the dry-run target")

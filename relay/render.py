@@ -14,8 +14,10 @@ name."""
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections.abc import Callable, Sequence
+import secrets
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,10 +33,14 @@ from relay.config import Account, Config, Feed
 from relay.errors import RenderError
 from relay.models import Item, Post
 from relay.text import (
+    ELLIPSIS,
+    Cuts,
     defuse_mentions,
     find_urls,
     grapheme_length,
+    joins_neighbours,
     truncate,
+    utf8_length,
 )
 
 HEADLINE_GRAPHEMES = 200  # an untitled item's headline: the start of its summary
@@ -121,6 +127,13 @@ class Draft:
     visibility: str = ""
 
 
+Measure = tuple[int, int]
+"""A text's length as a platform counts it, and its UTF-8 bytes as shown. Two pieces of
+text joined by white space measure the sum of their measures (URLs are matched up to white
+space), and a piece without a URL measures its grapheme_length and utf8_length: so fit
+measures the template's own text once and each cut of the feed's text from its clusters."""
+
+
 class PostRules(Protocol):
     """What a platform asks of a post: how its text is counted, and what a post carries
     (facets, a card, a content warning). One implementation per platform, in relay.targets;
@@ -132,7 +145,11 @@ class PostRules(Protocol):
     @property
     def keeps_feed_urls(self) -> bool: ...  # False where the first URL in the text makes the card
 
-    def fits(self, text: str, draft: Draft) -> bool: ...
+    def measure(self, text: str, draft: Draft) -> Measure: ...  # see Measure
+
+    def capacity(self, draft: Draft) -> Measure: ...  # the most a post's text may measure
+
+    def fits(self, text: str, draft: Draft) -> bool: ...  # measure within capacity
 
     def finish(self, text: str, draft: Draft) -> Post: ...
 
@@ -165,11 +182,11 @@ def render_post(
         title = feed_title or feed.name  # an item that says nothing is named by its site, not a bare link
     draft = Draft(item, feed, link, account, language, tuple(hashtags), spoiler_text, sensitive, images, visibility)
 
-    def produce(title: str, summary: str) -> str:
+    def produce_raw(title: str, summary: str, headline_text: str) -> str:
         context = {
             "item": {
                 "title": title,
-                "headline": headline(title, summary),
+                "headline": headline_text,
                 "link": link,
                 "summary": summary,
                 "author": author,
@@ -184,14 +201,29 @@ def render_post(
             "account": account,
         }
         try:
-            raw = template.render(context)
+            return template.render(context)
         except jinja2.TemplateError as exc:
             raise RenderError(f"template {template.name}: {exc}") from None
         except Exception as exc:
             raise RenderError(f"template {template.name}: {type(exc).__name__}: {exc}") from None
-        return tidy(raw)
 
-    text = fit(produce, lambda text: rules.fits(text, draft), title, summary)
+    def produce(title: str, summary: str) -> str:
+        return tidy(produce_raw(title, summary, headline(title, summary)))
+
+    def fits(text: str) -> bool:
+        return rules.fits(text, draft)
+
+    text = fit_once(
+        produce,
+        produce_raw,
+        lambda text: rules.measure(text, draft),
+        rules.capacity(draft),
+        title,
+        summary,
+        fits,
+    )
+    if text is None:
+        text = fit(produce, fits, title, summary)
     if link not in text:
         raise RenderError(f"template {template.name} does not show item.link")
     return rules.finish(text, draft)
@@ -232,12 +264,19 @@ def headline(title: str, summary: str, max_graphemes: int = HEADLINE_GRAPHEMES) 
     """The item's title; for an untitled item (a Mastodon status, a micro.blog post) the
     start of its summary on one line, without URLs, cut on a word boundary. A title without
     a single letter (a release titled "0.2.0") is followed by the start of the summary."""
+    if _titled(title):
+        return title
     start = truncate(_one_line(remove_urls(summary)), max_graphemes)
     if not title.strip():
         return start
-    if not _LETTER.search(title) and start:
+    if start:
         return truncate(f"{title} — {start}", max_graphemes)
     return title
+
+
+def _titled(title: str) -> bool:
+    """Whether an item's headline is its title alone, whatever its summary."""
+    return bool(title.strip()) and _LETTER.search(title) is not None
 
 
 def card_title(title: str, summary: str, feed: FeedInfo) -> str:
@@ -288,6 +327,287 @@ def _largest_fitting(make: Callable[[int], str], fits: Callable[[str], bool], up
         else:
             high = middle - 1
     return best
+
+
+# Placeholders for the feed's fields in a render with markers: a private-use character
+# around a nonce drawn per run, so feed text cannot write one (and any that the template or
+# feed brings makes the count of edges wrong, so the search as before takes over).
+_EDGE = "\U0010fffd"
+_NONCE = secrets.token_hex(8)
+_MARKS = {name: f"{_EDGE}{name}{_NONCE}{_EDGE}" for name in ("title", "summary", "headline")}
+_MARK = re.compile("|".join(re.escape(mark) for mark in _MARKS.values()))
+_JUNCTION = " \t\n"  # what must separate a field from the template's text for measures to add up
+_LONGEST_RUN = 64  # spaces and punctuation after a cut looked through before searching as before
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A rendered text with its fields left out: pieces[0] slots[0] pieces[1] … pieces[-1],
+    and what the pieces measure together."""
+
+    pieces: tuple[str, ...]
+    slots: tuple[str, ...]
+    fixed: Measure
+
+    def join(self, values: Mapping[str, str]) -> str:
+        parts = [self.pieces[0]]
+        for slot, piece in zip(self.slots, self.pieces[1:], strict=True):
+            parts += [values[slot], piece]
+        return "".join(parts)
+
+
+def _layout(raw: str, empty: frozenset[str], measure: Callable[[str], Measure]) -> _Layout | None:
+    """The layout of a render with markers once the empty fields are taken out and the text
+    tidied; None where a field is not between white space (its measure would not add up)."""
+    for name in empty:
+        raw = raw.replace(_MARKS[name], "")
+    text = tidy(raw)
+    found = sorted((text.index(mark), name) for name, mark in _MARKS.items() if name not in empty and mark in text)
+    pieces, slots, cursor = [], [], 0
+    for start, name in found:
+        pieces.append(text[cursor:start])
+        slots.append(name)
+        cursor = start + len(_MARKS[name])
+    pieces.append(text[cursor:])
+    for index in range(len(slots)):
+        before, after = pieces[index], pieces[index + 1]
+        if (before or index > 0) and before[-1:] not in tuple(_JUNCTION):
+            return None
+        if (after or index < len(slots) - 1) and after[:1] not in tuple(_JUNCTION):
+            return None
+    fixed = (0, 0)
+    for piece in pieces:
+        if piece:
+            fixed = _add(fixed, measure(piece))
+    return _Layout(tuple(pieces), tuple(slots), fixed)
+
+
+def _add(first: Measure, second: Measure, times: int = 1) -> Measure:
+    return (first[0] + times * second[0], first[1] + times * second[1])
+
+
+def _within(measure: Measure, capacity: Measure) -> bool:
+    return measure[0] <= capacity[0] and measure[1] <= capacity[1]
+
+
+def _fills_slot(value: str) -> bool:
+    """Whether a field's value leaves tidy() and the clusters around it alone: one line, no
+    white space at its ends, and no character there that could join the text around it."""
+    return (
+        bool(value)
+        and "\n" not in value
+        and not value[0].isspace()
+        and not value[-1].isspace()
+        and not joins_neighbours(value[0])
+        and not joins_neighbours(value[-1])
+    )
+
+
+def _cuttable(cuts: Cuts) -> bool:
+    """Whether every cut of a field can be measured from its clusters: countable, without a
+    URL in the part looked at, starting with a character that stands on its own, one line."""
+    lead = cuts.text[: cuts.ends[-1] + 3]
+    return (
+        cuts.exact
+        and "://" not in lead
+        and "\n" not in lead
+        and bool(cuts.text)
+        and not cuts.text[0].isspace()
+        and not joins_neighbours(cuts.text[0])
+    )
+
+
+def _most_clusters(cuts: Cuts, budget: Measure, times: int) -> int:
+    """The most clusters of the field a cut may keep (its ellipsis aside) for `times` copies
+    of it to stay within budget; -1 when not even an ellipsis fits."""
+    ellipsis = (1, len(ELLIPSIS.encode()))
+    most = min(budget[0] // times - ellipsis[0], cuts.known)
+    byte_room = budget[1] // times - ellipsis[1]
+    if most < 0 or byte_room < 0:
+        return -1
+    if utf8_length(cuts.prefix(most)) <= byte_room:
+        return most
+    low, high = 0, most - 1  # the longest prefix within the bytes: it grows with the clusters
+    while low < high:
+        middle = (low + high + 1) // 2
+        if utf8_length(cuts.prefix(middle)) <= byte_room:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _best_cut(cuts: Cuts, most: int) -> int | None:
+    """The n for which truncate(text, n) keeps the most of the text while keeping at most
+    `most` clusters: 0 when no cut does, None when the clusters looked at cannot tell.
+
+    A cut keeps the first n - 1 clusters, less the white space at their end, and goes back
+    to the last space when that is in the last third (then less " ,;:-–—"). Every n up to
+    most + 1 keeps at most `most`; the largest keeps the most unless it went back to a
+    space, and then every n down to just after that space goes back there too: the next
+    candidate is the n that stops at the space. A larger n keeps no more than `most` only
+    when what follows the first `most` clusters is spaces and punctuation, looked through."""
+    last = cuts.known - 1 if cuts.whole else cuts.known  # the largest n that cuts
+    best_n, best_kept = 0, -1
+    n = min(most + 1, last)
+    while n >= 1:
+        _, kept = cuts.cut(n)
+        if kept > best_kept:
+            best_n, best_kept = n, kept
+        start = cuts.text[: cuts.ends[n - 1]].rstrip()
+        space = start.rfind(" ")
+        if space <= len(start) * 2 // 3:
+            break  # no word boundary: no smaller n keeps more
+        at = bisect.bisect_left(cuts.ends, space)  # a space starts a cluster
+        if at <= best_kept:
+            break
+        n = at + 1
+    n = min(most + 1, last) + 1
+    for _ in range(_LONGEST_RUN):
+        if n > last:
+            return best_n if cuts.whole else None
+        _, kept = cuts.cut(n)
+        if best_kept < kept <= most:
+            best_n, best_kept = n, kept
+        cluster = cuts.text[cuts.ends[n - 2] : cuts.ends[n - 1]]
+        if not (cluster.isspace() or cluster in (" ", ",", ";", ":", "-", "–", "—")):
+            return best_n
+        n += 1
+    return None
+
+
+def fit_once(
+    produce: Callable[[str, str], str],
+    produce_raw: Callable[[str, str, str], str],
+    measure: Callable[[str], Measure],
+    capacity: Measure,
+    title: str,
+    summary: str,
+    fits: Callable[[str], bool],
+) -> str | None:
+    """The text fit() gives, or one keeping more of the summary, rendering the template at
+    most three times: the item as it is when it looks short; once with markers in place of
+    the title, summary and headline, which shows what the template writes around them;
+    and once with the cut chosen, checked to be the text foreseen and to fit. The summary
+    is cut first, then the title, exactly as truncate() cuts; each cut is measured from the
+    field's clusters, found once, plus what the template's own text measures. None where
+    the template changes or repeats a field, a field is not between white space, or a
+    field's text cannot be measured this way: then fit() searches as before."""
+    if len(title) + len(summary) <= capacity[0]:
+        text = produce(title, summary)
+        if fits(text):
+            return text
+    raw = produce_raw(_MARKS["title"], _MARKS["summary"], _MARKS["headline"])
+    counts = {name: raw.count(mark) for name, mark in _MARKS.items()}
+    if max(counts.values()) > 1 or raw.count(_EDGE) != 2 * sum(counts.values()):
+        return None  # a filter changed a field, the template repeats one, or feed text forged an edge
+    if counts["headline"] and not _titled(title):
+        return None  # the headline follows the summary as it is cut
+
+    layouts: dict[frozenset[str], _Layout | None] = {}
+    measured: dict[str, Measure] = {}
+
+    def layout_for(values: Mapping[str, str]) -> _Layout | None:
+        empty = frozenset(name for name, value in values.items() if not value)
+        if empty not in layouts:
+            layouts[empty] = _layout(raw, empty, measure)
+        return layouts[empty]
+
+    def measure_value(value: str) -> Measure:
+        if value not in measured:
+            measured[value] = measure(value)
+        return measured[value]
+
+    def fields(title: str, summary: str) -> dict[str, str]:
+        return {"title": title, "summary": summary, "headline": title}  # the headline of a titled item
+
+    def foresee(values: Mapping[str, str]) -> tuple[str, Measure] | None:
+        """The text and its measure; None where they cannot be told from the layout."""
+        layout = layout_for(values)
+        if layout is None:
+            return None
+        total = layout.fixed
+        for slot in layout.slots:
+            if not _fills_slot(values[slot]):
+                return None
+            total = _add(total, measure_value(values[slot]))
+        return layout.join(values), total
+
+    def exactly(values: Mapping[str, str]) -> tuple[str, Measure]:
+        text = tidy(_MARK.sub(lambda match: values[match.group()[1:-1].removesuffix(_NONCE)], raw))
+        return text, measure(text)
+
+    def final(values: Mapping[str, str], foreseen: str) -> str | None:
+        text = produce(values["title"], values["summary"])
+        return text if text == foreseen and fits(text) else None
+
+    # The summary, whole then cut, the title whole.
+    whole = fields(title, summary)
+    layout = layout_for(whole)
+    if layout is None:
+        return None
+    if "summary" not in layout.slots:
+        as_is = foresee(whole) or exactly(whole)
+        if _within(as_is[1], capacity):
+            return final(whole, as_is[0])
+    else:
+        fixed = layout.fixed
+        for slot in layout.slots:
+            if slot != "summary":
+                if not _fills_slot(whole[slot]):
+                    return None
+                fixed = _add(fixed, measure_value(whole[slot]))
+        budget = (capacity[0] - fixed[0], capacity[1] - fixed[1])
+        cuts = Cuts(summary, max(budget[0], 0) + 8)
+        if not _cuttable(cuts):
+            return None
+        if cuts.whole:
+            as_is = foresee(whole) or exactly(whole)
+            if _within(as_is[1], capacity):
+                return final(whole, as_is[0])
+        most = _most_clusters(cuts, budget, 1)
+        n = _best_cut(cuts, most) if most >= 0 else 0
+        if n is None:
+            return None
+        if n > 0:
+            values = fields(title, cuts.cut(n)[0])
+            found = foresee(values)
+            if found is None:
+                return None
+            return final(values, found[0]) if _within(found[1], capacity) else None
+        values = fields(title, "")
+        found = foresee(values)
+        if found is None:
+            return None
+        if _within(found[1], capacity):
+            return final(values, found[0])
+
+    # The title cut, without a summary.
+    nothing = fields("", "")
+    found = foresee(nothing)
+    if found is None or not _within(found[1], capacity):
+        return None  # the link and hashtags do not fit: fit() says so
+    layout = layout_for(fields(title or "x", ""))
+    if layout is None:
+        return None
+    times = sum(1 for slot in layout.slots if slot in ("title", "headline"))
+    if not times or not title:
+        return final(nothing, found[0])
+    cuts = Cuts(title, max((capacity[0] - layout.fixed[0]) // times, 0) + 8)
+    if not _cuttable(cuts):
+        return None
+    budget = (capacity[0] - layout.fixed[0], capacity[1] - layout.fixed[1])
+    most = _most_clusters(cuts, budget, times)
+    n = _best_cut(cuts, most) if most >= 0 else 0
+    if n is None:
+        return None
+    if n == 0:
+        return final(nothing, found[0])
+    values = fields(cuts.cut(n)[0], "")
+    cut = foresee(values)
+    if cut is None or not _within(cut[1], capacity):
+        return None
+    return final(values, cut[0])
 
 
 def post_language(item: Item, feed: Feed) -> tuple[str, str]:

@@ -24,7 +24,7 @@ from relay.fetch import fetch_image, make_client
 from relay.images import THUMB_MAX_BYTES, ImageError, make_thumbnail
 from relay.links import normalise_link
 from relay.models import Post
-from relay.render import Draft, card_title
+from relay.render import Draft, Measure, card_title
 from relay.store import Store
 from relay.targets.base import Limits, PublishError, Receipt
 from relay.text import ELLIPSIS, byte_span, find_urls, grapheme_length, graphemes, truncate, utf8_length
@@ -73,9 +73,16 @@ class BlueskyText:
     platform: str = "bluesky"
     keeps_feed_urls: bool = True
 
-    def fits(self, text: str, draft: Draft) -> bool:
+    def measure(self, text: str, draft: Draft) -> Measure:
         display, _ = _bluesky_display(text, draft.link)
-        return grapheme_length(display) <= BLUESKY_MAX_GRAPHEMES and utf8_length(display) <= BLUESKY_MAX_BYTES
+        return grapheme_length(display), utf8_length(display)
+
+    def capacity(self, draft: Draft) -> Measure:
+        return BLUESKY_MAX_GRAPHEMES, BLUESKY_MAX_BYTES
+
+    def fits(self, text: str, draft: Draft) -> bool:
+        length, size = self.measure(text, draft)
+        return length <= BLUESKY_MAX_GRAPHEMES and size <= BLUESKY_MAX_BYTES
 
     def finish(self, text: str, draft: Draft) -> Post:
         item, link = draft.item, draft.link

@@ -7,6 +7,7 @@ checked before upload; any image problem means the post goes without it."""
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,10 +20,10 @@ from relay.fetch import USER_AGENT, fetch_image
 from relay.images import ImageError, inspect
 from relay.models import Post
 from relay.netguard import Abandoned, call_abandonable
-from relay.render import Draft
+from relay.render import Draft, Measure
 from relay.store import AccountState, Store
 from relay.targets.base import Limits, PublishError, Receipt
-from relay.text import MASTODON_URL_LENGTH, defuse_mentions, find_urls, mastodon_length
+from relay.text import MASTODON_URL_LENGTH, defuse_mentions, find_urls, grapheme_length, mastodon_length, utf8_length
 
 LIMITS_MAX_AGE = 86400  # re-read the instance's limits once a day
 DEFAULT_IMAGE_LIMIT = 8_000_000
@@ -47,6 +48,13 @@ class MastodonText:
         if self.limits.url_length == MASTODON_URL_LENGTH:
             return base
         return base + sum(self.limits.url_length - MASTODON_URL_LENGTH for _ in find_urls(text))
+
+    def measure(self, text: str, draft: Draft) -> Measure:
+        return self.count(text, ""), utf8_length(text)
+
+    def capacity(self, draft: Draft) -> Measure:
+        # the content warning counts in the limit; a status's bytes are not limited
+        return self.limits.max_characters - grapheme_length(draft.spoiler_text), sys.maxsize
 
     def fits(self, text: str, draft: Draft) -> bool:
         return self.count(text, draft.spoiler_text) <= self.limits.max_characters
