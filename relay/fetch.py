@@ -1,7 +1,8 @@
 """HTTP and local fetching of feeds, pages and images: a total deadline per request (DNS,
 connect, headers, body and redirects, through relay.netguard), a body cap enforced while
 streaming and after decompression, conditional GET, redirects capped, concurrency with at
-most two connections per host. Feeds from feeds.yaml are fetched from wherever the user
+most two connections per host: HTTP/2 where an https host offers it (many feeds of one host
+as streams on one connection), HTTP/1.1 with keep-alive elsewhere. Feeds from feeds.yaml are fetched from wherever the user
 says, but a redirect to another host only to a public address (unless the feed's own host
 is private, an intranet feed, or the configuration allows private addresses); pages and
 images named by feed content only from public addresses, unless the configuration lifts
@@ -10,11 +11,14 @@ that policy. Returns bytes; never parses."""
 from __future__ import annotations
 
 import email.utils
+import queue
+import ssl
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,11 +28,14 @@ import httpx
 
 from relay import __version__
 from relay.errors import FetchError
-from relay.netguard import RefusedAddress, deadline, deadline_passed, make_transport, trusting
+from relay.netguard import RefusedAddress, deadline, deadline_passed, ended_by_another, make_transport, trusting
 
 USER_AGENT = f"relay/{__version__} (+https://github.com/relay-campaigns/relay; feed relay bot)"
 MAX_REDIRECTS = 5
-PER_HOST = 2
+PER_HOST = 2  # requests in flight to a host until it answers over HTTP/2: one per connection
+PER_HTTP2_HOST = 16  # streams in flight on a host's one HTTP/2 connection
+ERROR_PAGE = 64 * 1024  # an error page up to this size is read, to keep its connection
+ATTEMPTS = 3  # tries of a request whose shared HTTP/2 connection another request's deadline closed
 CHUNK = 64 * 1024
 
 
@@ -56,13 +63,18 @@ class FetchResult:
     error: str | None = None
     retry_after: datetime | None = None
     refused: bool = False  # the network policy refused the address
+    http_version: str = ""  # of the answer, "HTTP/2" or "HTTP/1.1", when there was one
 
 
-def make_client(max_connections: int = 32, *, public_only: bool = False) -> httpx.Client:
-    """A client over the guarded transport; public_only for URLs that came from feed content
-    (every redirect hop goes through the same transport, so each is checked again)."""
+def make_client(
+    max_connections: int = 32, *, public_only: bool = False, verify: ssl.SSLContext | None = None
+) -> httpx.Client:
+    """A client over the guarded transport, offering HTTP/2 to https hosts; public_only for
+    URLs that came from feed content (every redirect hop goes through the same transport, so
+    each is checked again). verify is for tests and bench/ only, whose local servers have a
+    CA of their own: without it, certificates are checked against the default CA bundle."""
     return httpx.Client(
-        transport=make_transport(public_only=public_only, max_connections=max_connections),
+        transport=make_transport(public_only=public_only, max_connections=max_connections, http2=True, verify=verify),
         headers={
             "User-Agent": USER_AGENT,
             "Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.8, */*;q=0.1",
@@ -83,22 +95,147 @@ def fetch_all(
     allow_private: bool = False,
 ) -> list[FetchResult]:
     """Fetch every request concurrently; results come back in the order of requests.
-    allow_private (network.allow_private) lets a feed redirect to a private address."""
+    allow_private (network.allow_private) lets a feed redirect to a private address. Holds
+    every body until the end: fetch_each hands each one over as it arrives."""
     requests = list(requests)
-    host_locks: dict[str, threading.Semaphore] = {}
-    guard = threading.Lock()
+    results: list[FetchResult | None] = [None] * len(requests)
+    for index, result in fetch_each(requests, client, workers=workers, now=now, allow_private=allow_private):
+        results[index] = result
+    return [result for result in results if result is not None]
 
-    def one(request: FetchRequest) -> FetchResult:
-        host = urlsplit(request.url).netloc.lower()
-        with guard:
-            semaphore = host_locks.setdefault(host, threading.Semaphore(PER_HOST))
-        with semaphore:
-            return fetch_one(request, client, now=now, allow_private=allow_private)
 
+def fetch_each(
+    requests: Iterable[FetchRequest],
+    client: httpx.Client,
+    *,
+    workers: int = 32,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    allow_private: bool = False,
+) -> Iterator[tuple[int, FetchResult]]:
+    """Fetch every request concurrently and yield (index in requests, result) for each as
+    soon as it is done, in the order they finish; every index exactly once.
+
+    At most `workers` results exist at a time, fetching or done and not yet taken: a request
+    starts only when the caller has taken an earlier result. So a caller that parses and
+    records each result, and drops it, before taking the next holds at most workers + 1
+    bodies (each within its max_bytes) however many feeds there are. Fetching goes on in
+    worker threads while the caller works on a result.
+
+    Politeness per host (scheme, host and port of the request's URL): 2 requests in flight,
+    one per connection, until an answer from the host comes over HTTP/2; then up to
+    PER_HTTP2_HOST as streams on its one connection, back to 2 if an answer comes over
+    HTTP/1.1. Hosts take turns, so one host with many feeds does not hold up the others.
+
+    Leaving the loop early (break, an exception) starts nothing more and waits for the
+    requests in flight, each within its timeout, before the generator closes. Errors of a
+    feed are in its result; an exception here is a bug."""
+    requests = list(requests)
     if len(requests) <= 1:
-        return [one(r) for r in requests]
-    with ThreadPoolExecutor(max_workers=min(workers, len(requests))) as pool:
-        return list(pool.map(one, requests))
+        for index, request in enumerate(requests):
+            yield index, fetch_one(request, client, now=now, allow_private=allow_private)
+        return
+    schedule = _Schedule(requests, max(1, workers))
+
+    def run(index: int, request: FetchRequest) -> tuple[int, FetchResult]:
+        return index, fetch_one(request, client, now=now, allow_private=allow_private)
+
+    with ThreadPoolExecutor(max_workers=min(max(1, workers), len(requests)), thread_name_prefix="relay-fetch") as pool:
+
+        def start() -> None:
+            for index, request in schedule.next_batch():
+                try:
+                    pool.submit(run, index, request).add_done_callback(finished)
+                except RuntimeError:  # the pool shut down: the caller left the loop
+                    return
+
+        def finished(future: Future[tuple[int, FetchResult]]) -> None:
+            schedule.done(future)
+            start()
+
+        try:
+            start()
+            for _ in requests:
+                index, result = schedule.take()
+                start()
+                yield index, result
+        finally:
+            schedule.close()
+
+
+class _Schedule:
+    """Which request starts next: per-host slots (2, or PER_HTTP2_HOST once the host answers
+    over HTTP/2), hosts in turn, at most `limit` results fetching or waiting to be taken."""
+
+    def __init__(self, requests: list[FetchRequest], limit: int) -> None:
+        self._lock = threading.Lock()
+        self._limit = limit
+        self._outstanding = 0  # started and not yet taken by the caller
+        self._closed = False
+        self._waiting: dict[str, deque[tuple[int, FetchRequest]]] = {}
+        for index, request in enumerate(requests):
+            self._waiting.setdefault(_host_of(request.url), deque()).append((index, request))
+        self._in_flight = dict.fromkeys(self._waiting, 0)
+        self._slots = dict.fromkeys(self._waiting, PER_HOST)
+        self._turns = deque(self._waiting)  # hosts that may have a request to start
+        self._hosts: dict[int, str] = {}
+        self._finished: queue.SimpleQueue[Future[tuple[int, FetchResult]]] = queue.SimpleQueue()
+
+    def next_batch(self) -> list[tuple[int, FetchRequest]]:
+        """Requests to start now, each counted as in flight for its host."""
+        batch: list[tuple[int, FetchRequest]] = []
+        with self._lock:
+            skipped = 0
+            while self._turns and self._outstanding < self._limit and not self._closed and skipped < len(self._turns):
+                host = self._turns[0]
+                waiting = self._waiting[host]
+                if not waiting:
+                    self._turns.popleft()
+                    continue
+                if self._in_flight[host] >= self._slots[host]:
+                    self._turns.rotate(-1)
+                    skipped += 1
+                    continue
+                index, request = waiting.popleft()
+                self._in_flight[host] += 1
+                self._outstanding += 1
+                self._hosts[index] = host
+                batch.append((index, request))
+                self._turns.rotate(-1)
+                skipped = 0
+        return batch
+
+    def done(self, future: Future[tuple[int, FetchResult]]) -> None:
+        """A request ended (in its worker thread): free its host's slot, learn the host's
+        protocol from the answer, and hand the result to take()."""
+        try:
+            if future.exception() is None:
+                index, result = future.result()
+                with self._lock:
+                    host = self._hosts.pop(index)
+                    self._in_flight[host] -= 1
+                    if _host_of(result.final_url or result.url) == host:
+                        if result.http_version == "HTTP/2":
+                            self._slots[host] = PER_HTTP2_HOST
+                        elif result.http_version:
+                            self._slots[host] = PER_HOST
+        finally:
+            self._finished.put(future)  # whatever happened, take() must not wait for ever
+
+    def take(self) -> tuple[int, FetchResult]:
+        """The next finished result, waiting for one; the caller now holds it."""
+        future = self._finished.get()
+        with self._lock:
+            self._outstanding -= 1
+        return future.result()  # a bug in fetch_one is raised here, in the caller's thread
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+
+def _host_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
 
 
 def fetch_one(
@@ -117,7 +254,13 @@ def fetch_one(
         if scheme not in ("http", "https"):
             raise FetchError(f"unsupported URL scheme {scheme!r}")
         with deadline(request.timeout), trusting(request.url, allow_private=allow_private):
-            return _fetch_http(request, client, now)
+            ends = time.monotonic() + request.timeout
+            for _ in range(ATTEMPTS - 1):
+                try:
+                    return _fetch_http(request, client, now, ends)
+                except _SharedConnectionEnded:
+                    continue  # on a new connection, within the same deadline
+            return _fetch_http(request, client, now, ends, last_attempt=True)
     except RefusedAddress as exc:
         return FetchResult(request.name, request.url, "error", error=str(exc), refused=True)
     except FetchError as exc:
@@ -130,6 +273,10 @@ def fetch_one(
             error=str(exc),
             retry_after=exc.retry_after,
         )
+
+
+class _SharedConnectionEnded(Exception):
+    """Another request's deadline closed the HTTP/2 connection this one was using."""
 
 
 class _HttpStatusError(Exception):
@@ -157,18 +304,25 @@ def _fetch_file(request: FetchRequest) -> FetchResult:
     return FetchResult(request.name, request.url, "ok", body=body, final_url=request.url)
 
 
-def _fetch_http(request: FetchRequest, client: httpx.Client, now: Callable[[], datetime]) -> FetchResult:
+def _fetch_http(
+    request: FetchRequest,
+    client: httpx.Client,
+    now: Callable[[], datetime],
+    ends: float,
+    *,
+    last_attempt: bool = False,
+) -> FetchResult:
     headers = {}
     if request.etag:
         headers["If-None-Match"] = request.etag
     if request.last_modified:
         headers["If-Modified-Since"] = request.last_modified
-    ends = time.monotonic() + request.timeout
     per_read = min(10.0, request.timeout)
     timeout = httpx.Timeout(per_read, connect=min(10.0, request.timeout), pool=request.timeout)
     try:
         with client.stream("GET", request.url, headers=headers, timeout=timeout) as response:
             if response.status_code == 304:
+                _drain(response, 0)
                 return FetchResult(
                     request.name,
                     request.url,
@@ -176,8 +330,10 @@ def _fetch_http(request: FetchRequest, client: httpx.Client, now: Callable[[], d
                     final_url=str(response.url),
                     etag=response.headers.get("etag") or request.etag,
                     last_modified=response.headers.get("last-modified") or request.last_modified,
+                    http_version=response.http_version,
                 )
             if response.status_code >= 400:
+                _drain(response, ERROR_PAGE)
                 retry_after = None
                 if response.status_code in (429, 503):
                     retry_after = parse_retry_after(response.headers.get("retry-after"), now())
@@ -210,22 +366,43 @@ def _fetch_http(request: FetchRequest, client: httpx.Client, now: Callable[[], d
                 final_url=str(response.url),
                 etag=response.headers.get("etag"),
                 last_modified=response.headers.get("last-modified"),
+                http_version=response.http_version,
             )
+    except httpx.TransportError as exc:
+        if not last_attempt and ended_by_another(exc):
+            raise _SharedConnectionEnded from None
+        raise _transport_error(exc, request, per_read) from None
     except httpx.TooManyRedirects:
         raise FetchError(f"more than {MAX_REDIRECTS} redirects (a redirect loop?)") from None
-    except httpx.TimeoutException:
+    except httpx.HTTPError as exc:
+        raise FetchError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+
+
+def _drain(response: httpx.Response, limit: int) -> None:
+    """Read an answer that is not kept to its end (a 304 has none; an error page is
+    usually short), so its connection can be reused: HTTP/1.1 closes a connection whose
+    answer was left unread. One longer than `limit` is left, and its connection closed."""
+    size = 0
+    for chunk in response.iter_raw():
+        size += len(chunk)
+        if size > limit:
+            return
+
+
+def _transport_error(exc: httpx.TransportError, request: FetchRequest, per_read: float) -> FetchError:
+    """The one-line reason for a request that failed on the way."""
+    if isinstance(exc, httpx.TimeoutException):
         if deadline_passed() or per_read >= request.timeout:
-            raise FetchError(f"timed out: no complete answer within {request.timeout:g}s") from None
-        raise FetchError(f"timed out: no answer for {per_read:g}s") from None
-    except httpx.ConnectError as exc:
+            return FetchError(f"timed out: no complete answer within {request.timeout:g}s")
+        return FetchError(f"timed out: no answer for {per_read:g}s")
+    if isinstance(exc, httpx.ConnectError):
         reason = str(exc) or "connection failed"
         if "refused" in reason.lower():
             reason = "connection refused"
-        raise FetchError(reason) from None
-    except httpx.UnsupportedProtocol as exc:
-        raise FetchError(f"redirected to an unsupported URL: {exc}") from None
-    except httpx.HTTPError as exc:
-        raise FetchError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+        return FetchError(reason)
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return FetchError(f"redirected to an unsupported URL: {exc}")
+    return FetchError(f"{type(exc).__name__}: {exc}".rstrip(": "))
 
 
 def _read_capped(chunks: Iterator[bytes], encoding: str, cap: int, deadline: float, total: float) -> bytes:

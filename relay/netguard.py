@@ -13,7 +13,12 @@ The check and the connection use the same resolution: the host is resolved once,
 address is checked, and the socket connects to a checked address, so a DNS answer that
 changes between the check and the connect (rebinding) cannot reach a private address.
 TLS still verifies the certificate against the host name, which httpcore passes to
-start_tls."""
+start_tls.
+
+Over HTTP/2 many requests share one connection, and one socket read serves them all, so a
+read on a shared connection ends at the earliest deadline of the requests still using it:
+the request whose time is up ends on time, and the others, whose connection it closed, can
+tell (ended_by_another) and try again on a new one."""
 
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import httpcore
 import httpx
@@ -34,6 +39,7 @@ from httpcore._backends.sync import SyncStream
 from relay.errors import FetchError
 
 T = TypeVar("T")
+SLICE = 0.1  # seconds: how late a shared (HTTP/2) read may notice a deadline that joined it
 _state = threading.local()  # each worker thread runs its own request, with its own deadline
 
 
@@ -81,21 +87,47 @@ class DeadlineExceeded(FetchError):
     """The request's total deadline passed."""
 
 
+class _Deadline:
+    """One request's deadline; no longer active once its block is left."""
+
+    __slots__ = ("active", "ends")
+
+    def __init__(self, ends: float) -> None:
+        self.ends = ends
+        self.active = True
+
+
+class DeadlineTimeout(httpcore.ReadTimeout):
+    """A read or write stopped at a request's deadline: `owner`'s, which on a shared
+    (HTTP/2) connection may be another request's than the one that was reading."""
+
+    def __init__(self, owner: _Deadline) -> None:
+        super().__init__("deadline passed")
+        self.owner = owner
+
+
 @contextmanager
 def deadline(seconds: float) -> Iterator[None]:
     """Everything this thread sends or receives inside the block ends within `seconds`."""
     previous = getattr(_state, "deadline", None)
-    _state.deadline = time.monotonic() + seconds
+    current = _Deadline(time.monotonic() + seconds)
+    _state.deadline = current
     try:
         yield
     finally:
+        current.active = False
         _state.deadline = previous
+
+
+def _own_deadline() -> _Deadline | None:
+    own: _Deadline | None = getattr(_state, "deadline", None)
+    return own
 
 
 def time_left() -> float | None:
     """Seconds before this thread's deadline, or None when no deadline is set."""
-    end: float | None = getattr(_state, "deadline", None)
-    return None if end is None else end - time.monotonic()
+    own = _own_deadline()
+    return None if own is None else own.ends - time.monotonic()
 
 
 def deadline_passed() -> bool:
@@ -103,13 +135,31 @@ def deadline_passed() -> bool:
     return left is not None and left <= 0
 
 
-def _bounded(timeout: float | None) -> float | None:
-    """The smaller of an operation's own timeout and the time left; raises when none is left."""
-    left = time_left()
-    if left is None:
+def ended_by_another(error: BaseException) -> bool:
+    """Whether `error` is another request's deadline closing the HTTP/2 connection this
+    thread's request shared, while this thread still has time: worth one more try."""
+    own = _own_deadline()
+    if own is not None and own.ends <= time.monotonic():
+        return False
+    seen: BaseException | None = error
+    for _ in range(5):  # httpx wraps httpcore's error once; the chain is short
+        if seen is None:
+            return False
+        if isinstance(seen, DeadlineTimeout):
+            return seen.owner is not own
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _bounded(timeout: float | None, limit: _Deadline | None = None) -> float | None:
+    """The smaller of an operation's own timeout and the time left before `limit` (this
+    thread's deadline unless given); raises when none is left."""
+    limit = limit or _own_deadline()
+    if limit is None:
         return timeout
+    left = limit.ends - time.monotonic()
     if left <= 0:
-        raise httpcore.ReadTimeout("deadline passed")
+        raise DeadlineTimeout(limit)
     return left if timeout is None else min(timeout, left)
 
 
@@ -198,15 +248,65 @@ def resolve(host: str, port: int, timeout: float | None) -> list[tuple[Any, ...]
 
 
 class GuardedStream(httpcore.NetworkStream):
-    """A socket stream whose every read, write and TLS handshake ends by the deadline."""
+    """A socket stream whose every read, write and TLS handshake ends by the deadline. A
+    shared stream (HTTP/2) reads until the earliest deadline of the requests using it,
+    since whichever thread reads, reads for all of them, and the others wait for it."""
 
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
+    def __init__(self, inner: httpcore.NetworkStream, *, address: str, shared: bool = False) -> None:
         self._inner = inner
+        self.address = address  # the address connected to, checked by the policy
+        self.shared = shared
+        self._users: set[_Deadline] = set()
+        self._users_lock = threading.Lock()
+        self.ended_by: _Deadline | None = None  # the deadline that closed this shared stream
+
+    def _earliest(self) -> _Deadline | None:
+        """The deadline that ends this thread's next read or write: its own, or on a shared
+        stream the earliest of the requests still waiting on it (this one included)."""
+        own = _own_deadline()
+        if not self.shared:
+            return own
+        with self._users_lock:
+            if own is not None:
+                self._users.add(own)
+            self._users = {user for user in self._users if user.active}
+            return min(self._users, key=lambda user: user.ends, default=None)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _bounded(timeout))
+        if not self.shared:
+            return self._inner.read(max_bytes, _bounded(timeout))
+        # A request with an earlier deadline may join while this read waits: read in short
+        # slices, looking again at the deadlines between them (a timed-out socket read
+        # loses nothing, TLS included, so the next slice goes on where it stopped).
+        gives_up = None if timeout is None else time.monotonic() + timeout
+        while True:
+            limit = self._earliest()
+            if self.ended_by is not None:
+                raise DeadlineTimeout(self.ended_by)
+            now = time.monotonic()
+            if limit is not None and limit.ends <= now:
+                self._end(limit)
+            if gives_up is not None and gives_up <= now:
+                raise httpcore.ReadTimeout("no answer in time")
+            ends = [end for end in (gives_up, limit.ends if limit else None) if end is not None]
+            wait = min([SLICE, *(end - now for end in ends)])
+            try:
+                return self._inner.read(max_bytes, wait)
+            except httpcore.ReadTimeout:
+                continue
+
+    def _end(self, limit: _Deadline) -> NoReturn:
+        """The earliest deadline of the requests on this shared stream passed: the stream
+        closes (httpcore would keep an HTTP/2 connection whose read failed open until its
+        keep-alive expires), and every request still on it learns whose deadline it was."""
+        self.ended_by = limit
+        self._inner.close()
+        raise DeadlineTimeout(limit)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._earliest()  # a request joins a shared stream by sending on it
+        if self.ended_by is not None:
+            raise DeadlineTimeout(self.ended_by)
         self._inner.write(buffer, _bounded(timeout))
 
     def close(self) -> None:
@@ -218,7 +318,10 @@ class GuardedStream(httpcore.NetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.NetworkStream:
-        return GuardedStream(self._inner.start_tls(ssl_context, server_hostname, _bounded(timeout)))
+        secure = self._inner.start_tls(ssl_context, server_hostname, _bounded(timeout))
+        tls = secure.get_extra_info("ssl_object")
+        shared = tls is not None and tls.selected_alpn_protocol() == "h2"
+        return GuardedStream(secure, address=self.address, shared=shared)
 
     def get_extra_info(self, info: str) -> Any:
         return self._inner.get_extra_info(info)
@@ -301,14 +404,161 @@ class GuardedBackend(httpcore.SyncBackend):
                 raise
             else:
                 self._reached(key, str(address[0]))
-                return GuardedStream(SyncStream(sock))
+                return GuardedStream(SyncStream(sock), address=str(address[0]))
         assert last is not None
         raise last
 
 
+class _SerialH2:
+    """h2's state machine for one HTTP/2 connection, which httpcore's sync code drives from
+    every thread sharing the connection without a lock of its own: h2 is not thread-safe,
+    and two threads could take the same stream id (h2 hands out the next id without
+    reserving it). Here every call is made under one lock, and the lock taken with a stream
+    id is held until that thread has sent the stream's headers, so ids are used once and in
+    order (a known httpcore limitation: encode/httpx#3072, pydantic/httpx2#1153)."""
+
+    def __init__(self, inner: Any) -> None:
+        object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "_lock", threading.RLock())
+        object.__setattr__(self, "_holding", threading.local())  # this thread took an id
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._inner, name)
+        if not callable(value):
+            return value
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return value(*args, **kwargs)
+
+        return locked
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._inner, name, value)  # httpcore sets local_settings before the preamble
+
+    def get_next_available_stream_id(self) -> int:
+        self._lock.acquire()  # released once this thread has sent the stream's headers
+        try:
+            stream_id: int = self._inner.get_next_available_stream_id()
+        except BaseException:
+            self._lock.release()
+            raise
+        self._holding.stream = True
+        return stream_id
+
+    def send_headers(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            with self._lock:
+                return self._inner.send_headers(*args, **kwargs)
+        finally:
+            self.release_stream_id()
+
+    def release_stream_id(self) -> None:
+        """Lets the lock taken with a stream id go, if this thread holds it."""
+        if getattr(self._holding, "stream", False):
+            self._holding.stream = False
+            self._lock.release()
+
+
+class _EventsArrived(Exception):
+    """The events a thread waited for were read by another thread."""
+
+
+class _PatientLock:
+    """httpcore's read lock for an HTTP/2 connection. httpcore makes a thread take it even to
+    look for the events another thread already read for its stream, so a stream that is
+    done waits for whoever is reading (a slow stream's read, up to its deadline); here a
+    waiting thread looks at its stream every SLICE and leaves as soon as its events came."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting = threading.local()
+
+    def wait_for(self, ready: Callable[[], bool] | None) -> None:
+        self._waiting.ready = ready
+
+    def __enter__(self) -> None:
+        ready = getattr(self._waiting, "ready", None)
+        while not self._lock.acquire(timeout=SLICE):
+            if ready is not None and ready():
+                raise _EventsArrived
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+
+class _SerialHTTP2Connection(httpcore.HTTP2Connection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._h2_state = _SerialH2(self._h2_state)  # type: ignore[assignment]
+        self._read_lock = _PatientLock()  # type: ignore[assignment]
+
+    def _receive_events(self, request: httpcore.Request, stream_id: int | None = None) -> None:
+        lock: _PatientLock = self._read_lock  # type: ignore[assignment]
+        lock.wait_for((lambda: bool(self._events.get(stream_id))) if stream_id is not None else None)
+        try:
+            super()._receive_events(request, stream_id)
+        except _EventsArrived:
+            self._write_outgoing_data(request)
+        finally:
+            lock.wait_for(None)
+
+    def handle_request(self, request: httpcore.Request) -> httpcore.Response:
+        try:
+            return super().handle_request(request)
+        finally:
+            # a failure between taking a stream id and sending its headers must not keep
+            # the connection's lock
+            self._h2_state.release_stream_id()  # type: ignore[attr-defined]
+
+
+class _Connection(httpcore.HTTPConnection):
+    """httpcore's connection (httpcore 1.0's handle_request), with HTTP/2 on _SerialH2."""
+
+    def handle_request(self, request: httpcore.Request) -> httpcore.Response:
+        if not self.can_handle_request(request.url.origin):
+            raise RuntimeError(f"Attempted to send request to {request.url.origin} on connection to {self._origin}")
+        try:
+            with self._request_lock:
+                if self._connection is None:
+                    stream = self._connect(request)
+                    ssl_object = stream.get_extra_info("ssl_object")
+                    http2_negotiated = ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2"
+                    if http2_negotiated or (self._http2 and not self._http1):
+                        self._connection = _SerialHTTP2Connection(
+                            origin=self._origin, stream=stream, keepalive_expiry=self._keepalive_expiry
+                        )
+                    else:
+                        self._connection = httpcore.HTTP11Connection(
+                            origin=self._origin, stream=stream, keepalive_expiry=self._keepalive_expiry
+                        )
+        except BaseException:
+            self._connect_failed = True
+            raise
+        return self._connection.handle_request(request)
+
+
+class _Pool(httpcore.ConnectionPool):
+    def create_connection(self, origin: httpcore.Origin) -> httpcore.ConnectionInterface:
+        return _Connection(
+            origin=origin,
+            ssl_context=self._ssl_context,
+            keepalive_expiry=self._keepalive_expiry,
+            http1=self._http1,
+            http2=self._http2,
+            retries=self._retries,
+            local_address=self._local_address,
+            uds=self._uds,
+            network_backend=self._network_backend,
+            socket_options=self._socket_options,
+        )
+
+
 @functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """One verifying context per process (building one reads the CA bundle, ~25 ms)."""
+def _ssl_context(http2: bool) -> ssl.SSLContext:
+    """One verifying context per process and protocol choice (building one reads the CA
+    bundle, ~25 ms; httpcore sets the offered protocols on the context it is given, so the
+    pools that offer HTTP/2 and those that do not each have their own)."""
     return httpx.create_ssl_context()
 
 
@@ -316,15 +566,48 @@ class GuardedTransport(httpx.HTTPTransport):
     """httpx's transport, its connection pool running on the guarded backend. (The pool is
     all that HTTPTransport.__init__ builds, so it is built here instead, once.)"""
 
-    def __init__(self, *, public_only: bool, max_connections: int = 32) -> None:
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=_ssl_context(),
+    def __init__(
+        self,
+        *,
+        public_only: bool,
+        max_connections: int = 32,
+        http2: bool = False,
+        verify: ssl.SSLContext | None = None,
+    ) -> None:
+        self._backend = GuardedBackend(public_only=public_only)
+        self._pool = _Pool(
+            ssl_context=verify or _ssl_context(http2),
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
             keepalive_expiry=5.0,
-            network_backend=GuardedBackend(public_only=public_only),
+            http2=http2,
+            network_backend=self._backend,
         )
 
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """A request that must reach a public address (a feed's redirect to another host)
+        may be given a pooled connection that a trusted request opened, unchecked (on
+        HTTP/2, even one still being opened): a host last reached at a private address is
+        refused before sending, and an answer that came over a connection to a private
+        address is dropped unread."""
+        host = request.url.raw_host.decode("ascii").lower()
+        key = (host, request.url.port or (443 if request.url.scheme == "https" else 80))
+        backend = self._backend
+        must_be_public = not backend.public_only and backend._must_be_public(key)
+        if must_be_public and backend._reached_public.get(key) is False:
+            raise RefusedAddress(f"redirected to {host}, a private or local address; not fetched")
+        response = super().handle_request(request)
+        stream = response.extensions.get("network_stream")
+        if must_be_public and isinstance(stream, GuardedStream) and not is_public(stream.address):
+            response.close()
+            _refuse_private(host, [(None, (stream.address,))], redirected=True)
+        return response
 
-def make_transport(*, public_only: bool, max_connections: int = 32) -> httpx.HTTPTransport:
-    return GuardedTransport(public_only=public_only, max_connections=max_connections)
+
+def make_transport(
+    *, public_only: bool, max_connections: int = 32, http2: bool = False, verify: ssl.SSLContext | None = None
+) -> httpx.HTTPTransport:
+    """The guarded transport. http2 offers HTTP/2 to https hosts (TLS ALPN; plain http
+    stays HTTP/1.1). verify is a context of its own for tests and bench/ (a local CA);
+    relay itself always verifies against the default CA bundle."""
+    return GuardedTransport(public_only=public_only, max_connections=max_connections, http2=http2, verify=verify)
