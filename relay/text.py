@@ -193,6 +193,8 @@ def _zone_at(text: str, start: int) -> Any:
 def cluster_end(text: str, count: int) -> int:
     """Where (a code point offset) the first `count` grapheme clusters of text end; the
     text's length when it has no more than `count`. Looks at the start of the text only."""
+    if count <= 0:
+        return 0
     length = len(text)
     position, left = 0, count
     while left > 0 and position < length:
@@ -209,7 +211,7 @@ def cluster_end(text: str, count: int) -> int:
             return zone_start + sum(map(len, clusters[:left]))
         left -= len(clusters)
         position = zone.end()
-    return min(position, length) if left == 0 else length
+    return length
 
 
 def utf8_length(text: str) -> int:

@@ -1,11 +1,17 @@
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from unittest import mock
 
 import pytest
+import regex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.fuzzlib import live_mentions
+from relay import render as render_module
 from relay.errors import RenderError
 from relay.models import Item
 from relay.render import (
@@ -415,3 +421,238 @@ def test_an_item_with_neither_title_nor_summary_is_named_by_its_site(platform: s
 def test_a_title_without_letters_is_followed_by_the_summary_on_bluesky() -> None:
     post = render(item(title="0.2.0", summary="Align the domain model with the 2018 edition."), platform="bluesky")
     assert post.text.startswith("0.2.0 — Align the domain model with the 2018 edition.")
+
+
+# Fit without re-rendering (issue 13): the search before, kept here as the reference.
+
+_CLUSTER = regex.compile(r"\X")
+
+
+def reference_truncate(text: str, max_graphemes: int) -> str:
+    clusters = _CLUSTER.findall(text)
+    if len(clusters) <= max_graphemes:
+        return text
+    if max_graphemes <= 0:
+        return ""
+    kept = "".join(clusters[: max_graphemes - 1]).rstrip()
+    space = kept.rfind(" ")
+    if space > len(kept) * 2 // 3:
+        kept = kept[:space].rstrip(" ,;:-–—")
+    return kept + "…"
+
+
+def reference_fit(
+    produce: Callable[[str, str], str], fits: Callable[[str], bool], title: str, summary: str
+) -> tuple[str, str, str]:
+    """relay.render.fit before issue 13: a binary search over the summary's length, then the
+    title's, rendering every try. Returns the text and the title and summary it shows."""
+
+    def largest_fitting(make: Callable[[int], tuple[str, str]], upper: int) -> tuple[str, str, str] | None:
+        low, high = 0, upper
+        best: tuple[str, str, str] | None = None
+        if not fits(produce(*make(0))):
+            return None
+        while low <= high:
+            middle = (low + high) // 2
+            values = make(middle)
+            candidate = produce(*values)
+            if fits(candidate):
+                best = (candidate, *values)
+                low = middle + 1
+            else:
+                high = middle - 1
+        return best
+
+    text = produce(title, summary)
+    if fits(text):
+        return text, title, summary
+    best = largest_fitting(lambda n: (title, reference_truncate(summary, n)), len(_CLUSTER.findall(summary)))
+    if best is not None:
+        return best
+    best = largest_fitting(lambda n: (reference_truncate(title, n), ""), len(_CLUSTER.findall(title)))
+    if best is not None:
+        return best
+    raise RenderError("too long even without title and summary: the link and hashtags do not fit")
+
+
+@dataclass
+class Fitted:
+    """What one render_post's fit did: the text fit_once chose (None: it left the search to
+    fit()), the title and summary of its last render, and the reference's answer."""
+
+    new: str | None = None
+    chosen: str | None = None  # fit_once's text, or fit()'s where it left the search to it
+    shown: tuple[str, str] | None = None
+    renders: int = 0
+    old: tuple[str, str, str] | None = None
+
+
+@contextmanager
+def watching_fit() -> Iterator[Fitted]:
+    """render_post with fit_once watched: its renders counted, and the reference search run
+    on the same template and item."""
+    fitted = Fitted()
+    real = render_module.fit_once
+
+    def watched(produce, produce_raw, measure, capacity, title, summary, fits):  # type: ignore[no-untyped-def]
+        def counted(t: str, s: str) -> str:
+            fitted.renders += 1
+            fitted.shown = (t, s)
+            return produce(t, s)
+
+        def counted_raw(t: str, s: str, h: str) -> str:
+            fitted.renders += 1
+            return produce_raw(t, s, h)
+
+        fitted.new = real(counted, counted_raw, measure, capacity, title, summary, fits)
+        try:
+            fitted.chosen = fitted.new or render_module.fit(produce, fits, title, summary)
+        except RenderError:
+            fitted.chosen = None
+        try:
+            fitted.old = reference_fit(produce, fits, title, summary)
+        except RenderError:
+            fitted.old = None
+        return fitted.new
+
+    with mock.patch.object(render_module, "fit_once", watched):
+        yield fitted
+
+
+def kept(value: str, whole: str) -> int:
+    """How many characters of a field a shown value keeps."""
+    return len(whole) if value == whole else len(value.removesuffix("…"))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    title=TEXT,
+    summary=st.one_of(
+        TEXT, st.lists(st.sampled_from(["mot", "de", "santé,", "🇫🇷", "—", "e\u0301té"]), max_size=400).map(" ".join)
+    ),
+    link=LINK,
+    hashtags=TAGS,
+    platform=st.sampled_from(["mastodon", "bluesky"]),
+    template=st.sampled_from(["news", "petition", "news-en"]),
+    limit=st.integers(100, 600),
+    spoiler=st.sampled_from(["", "Santé mentale"]),
+)
+def test_property_fit_keeps_at_least_what_the_search_before_kept(
+    title: str,
+    summary: str,
+    link: str,
+    hashtags: list[str],
+    platform: str,
+    template: str,
+    limit: int,
+    spoiler: str,
+) -> None:
+    whole_title, whole_summary = clean_text(title), clean_text(summary)
+    it = item(title=whole_title, summary=whole_summary, link=link)
+    with watching_fit() as fitted:
+        try:
+            post = render(
+                it,
+                platform=platform,
+                template=template,
+                hashtags=tuple(hashtags),
+                limits=Limits(max_characters=limit),
+                spoiler=spoiler if platform == "mastodon" else "",
+            )
+        except RenderError:
+            post = None
+    if fitted.old is None:
+        assert fitted.new is None and post is None  # the link and hashtags do not fit, as before
+        return
+    assert post is not None
+    old_text, old_title, old_summary = fitted.old
+    assert fitted.chosen is not None
+    if fitted.new is None:
+        assert fitted.chosen == old_text  # the search as before
+        return
+    assert fitted.renders <= 3 and fitted.shown is not None
+    if fitted.new != old_text:
+        shown_title, shown_summary = fitted.shown
+        whole_summary, whole_title = fitted_summary(it, platform), fitted_title(it, platform)
+        more_summary = kept(shown_summary, whole_summary) - kept(old_summary, whole_summary)
+        assert more_summary > 0 or (
+            more_summary == 0 and kept(shown_title, whole_title) >= kept(old_title, whole_title)
+        ), (fitted.new, old_text)
+
+
+def fitted_title(it: Item, platform: str) -> str:
+    title = it.title if platform == "bluesky" else remove_urls(it.title)
+    summary = fitted_summary(it, platform)
+    return title if title.strip() or summary.strip() else FEED.title
+
+
+def fitted_summary(it: Item, platform: str) -> str:
+    return it.summary if platform == "bluesky" else remove_urls(it.summary)
+
+
+LONG = " ".join(["La surveillance biométrique s'étend, le Conseil d'État a tranché 🇫🇷."] * 80)
+
+
+@pytest.mark.parametrize("platform", ["mastodon", "bluesky"])
+@pytest.mark.parametrize("template", ["news", "petition", "news-en"])
+@pytest.mark.parametrize(
+    ("title", "summary"),
+    [("Titre", LONG), (LONG, LONG), ("", LONG), ("Titre", "Court.")],
+    ids=["long-summary", "long-title", "untitled", "short"],
+)
+def test_a_post_is_rendered_at_most_three_times_and_as_before(
+    platform: str, template: str, title: str, summary: str
+) -> None:
+    with watching_fit() as fitted:
+        post = render(item(title=title, summary=summary), platform=platform, template=template)
+    assert fitted.old is not None
+    if platform == "bluesky" and not title and template != "news-en":
+        assert fitted.new is None  # the headline follows the summary as it is cut: the search before
+    else:
+        assert fitted.new is not None and fitted.renders <= 3
+    assert fitted.chosen == fitted.old[0]
+    assert "example.org/a" in post.text
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "item.title | upper }}\n{{ item.summary",
+        "item.title }}\n{{ item.summary | truncate(300)",
+        "item.title }}\n{{ item.summary | replace('a', 'aa')",
+        "item.title | striptags }}\n{{ item.summary | striptags",
+        "item.title }} {{ item.title }}\n{{ item.summary",
+        "item.summary[:120] }} {{ item.title",
+        "item.title }}{{ item.summary",
+        "item.title }}\n{% if item.summary | length > 200 %}{{ item.summary }}{% endif %}{{ ''",
+        "item.author }}\n{{ item.title }}\n{{ item.summary",
+    ],
+)
+def test_templates_that_change_or_repeat_a_field_fit_as_before(tmp_path: Path, expression: str) -> None:
+    (tmp_path / "own.j2").write_text(f"{{{{ {expression} }}}}\n{{{{ item.link }}}} #tag")
+    marker = render_module._MARKS["summary"]
+    for author in ("Rédaction", marker, "\U0010fffd"):  # a feed that knows the run's marker forges nothing
+        it = Item(
+            "quadrature",
+            "k",
+            "https://example.org/a",
+            "example.org/a",
+            f"Titre {marker}",
+            "<b>Lettre</b> " + LONG,
+            author=author,
+        )
+        with watching_fit() as fitted:
+            post = render_post(
+                find_template(make_environment([tmp_path]), "own", "mastodon"),
+                it,
+                FEED,
+                rules=MastodonText(Limits(max_characters=300)),
+                account="a",
+                hashtags=(),
+                language="fr",
+            )
+        assert fitted.old is not None and fitted.chosen is not None
+        assert fitted.chosen == fitted.old[0] or (fitted.new is not None and len(fitted.new) >= len(fitted.old[0])), (
+            expression
+        )
+        assert post.length <= 300 and "https://example.org/a" in post.text

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,7 +13,9 @@ from relay.models import Item
 from relay.render import FeedInfo, find_template, make_environment, render_post
 from relay.targets.mastodon import MastodonText
 from relay.text import (
+    Cuts,
     clean_text,
+    cluster_end,
     defuse_mentions,
     find_urls,
     grapheme_length,
@@ -189,6 +192,104 @@ def test_truncate_cuts_on_grapheme_boundaries_with_an_ellipsis() -> None:
 
 def test_truncate_prefers_a_word_boundary() -> None:
     assert truncate("le Health Data Hub chez Microsoft", 28) == "le Health Data Hub chez…"
+
+
+# Counting only around the characters that join their neighbours, and only the start of a
+# text, gives what \\X over the whole text gives (issue 13).
+
+_CLUSTER = regex.compile(r"\X")
+_VIRAMA = regex.compile(r"[\u094D\u09CD\u0ACD\u0B4D\u0C4D\u0D4D]")
+_JOINED_CONSONANT = regex.compile(
+    r"[\u094D\u09CD\u0ACD\u0B4D\u0C4D\u0D4D][\p{Mn}\p{Mc}\u200D]*(?=[\u0900-\u0D7F&&\p{Lo}])", regex.V1
+)
+
+
+def reference_length(text: str) -> int:
+    """grapheme_length before issue 13: every cluster of the text, found with \\X."""
+    clusters = _CLUSTER.findall(text)
+    if not _VIRAMA.search(text):
+        return len(clusters)
+    return len(clusters) + sum(len(_JOINED_CONSONANT.findall(cluster)) for cluster in clusters)
+
+
+def reference_truncate(text: str, max_graphemes: int) -> str:
+    """truncate before issue 13."""
+    clusters = _CLUSTER.findall(text)
+    if len(clusters) <= max_graphemes:
+        return text
+    if max_graphemes <= 0:
+        return ""
+    kept = "".join(clusters[: max_graphemes - 1]).rstrip()
+    space = kept.rfind(" ")
+    if space > len(kept) * 2 // 3:
+        kept = kept[:space].rstrip(" ,;:-–—")
+    return kept + "…"
+
+
+# Pieces that join or break clusters in every way UAX #29 knows: CR LF, combining marks,
+# ZWJ emoji sequences and modifiers, flags, a prepended concatenation mark, Indic viramas
+# and conjuncts, Hangul jamo and syllables, spacing marks, variation selectors, tags.
+JOINING_PIECES = st.sampled_from(
+    [
+        "a",
+        " ",
+        " ",
+        "\n",
+        "\r",
+        "\r\n",
+        "é",
+        "e\u0301",
+        "\u0301",
+        "\u200d",
+        "\u200c",
+        "👩",
+        "🏽",
+        "🇫",
+        "🇷",
+        "\u0600",
+        "क",
+        "्",
+        "ष",
+        "ᄀ",
+        "ᅡ",
+        "ᆨ",
+        "가",
+        "\u0903",
+        ",",
+        "-",
+        "—",
+        "…",
+        "😀",
+        "\ufe0f",
+        "\U000e0041",
+        "ก",
+        "\u0e33",
+    ]
+)
+JOINING_TEXT = st.lists(st.one_of(JOINING_PIECES, st.text(max_size=3)), max_size=40).map("".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(text=JOINING_TEXT, count=st.integers(-2, 45))
+def test_property_counting_and_cutting_agree_with_every_cluster(text: str, count: int) -> None:
+    clusters = _CLUSTER.findall(text)
+    assert grapheme_length(text) == reference_length(text)
+    assert cluster_end(text, count) == len("".join(clusters[: max(count, 0)]))
+    assert truncate(text, count) == reference_truncate(text, count)
+    cuts = Cuts(text, max(count, 0))
+    assert cuts.ends == [len("".join(clusters[:k])) for k in range(min(max(count, 0), len(clusters)) + 1)]
+    for n in range(1, cuts.known + 1):
+        cut, kept = cuts.cut(n)
+        assert cut == reference_truncate(text, n)
+        if cuts.exact and cut != text:
+            assert cut == cuts.prefix(kept) + "…"
+            assert grapheme_length(cut) == kept + 1
+
+
+def test_a_long_text_is_cut_from_its_start_only() -> None:
+    text = "Début " + "🇫🇷 mot " * 4000
+    assert truncate(text, 12) == reference_truncate(text, 12) == "Début 🇫🇷 mot…"
+    assert grapheme_length(text) == reference_length(text)
 
 
 def test_every_url_counts_23_on_mastodon() -> None:
