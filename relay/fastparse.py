@@ -33,12 +33,13 @@ import feedparser.urls
 # RELAY_PARSER=feedparser: every feed goes to feedparser, for anyone who suspects the fast path
 PARSER_VARIABLE = "RELAY_PARSER"
 # What feedparser-rs does not read, or reads otherwise than feedparser: declared entities,
-# a base URL, languages of entries, FeedBurner's original links, Media RSS beyond content
-# and thumbnails, keywords and subjects (tags), Atom sources, XHTML content, enclosures as
+# a base URL, languages of entries (dc:language), FeedBurner's original links, Media RSS
+# beyond content, thumbnails and credits (feedparser reads a media:description as the
+# entry's description, a media:title as its title), keywords and subjects (tags), Atom sources, XHTML content, enclosures as
 # Atom links, more than one kind of author. One scan of the body for all of them.
 _READ_OTHERWISE = re.compile(
-    rb"<!entity|xml:base|xml:lang|origlink|<[\w.-]+:(?:language|keywords|subject|source|group)\b|<source\b"
-    rb"|<media:(?!content\b|thumbnail\b)|<itunes:author|type\s*=\s*[\"']xhtml|rel\s*=\s*[\"']enclosure",
+    rb"<!entity|xml:base|origlink|<[\w.-]+:(?:language|keywords|subject|source|group)\b|<source\b"
+    rb"|<media:(?!content\b|thumbnail\b|credit\b)|<itunes:author|type\s*=\s*[\"']xhtml|rel\s*=\s*[\"']enclosure",
     re.IGNORECASE,
 )
 # the start tags the adapter counts, with or without a namespace prefix
@@ -157,6 +158,8 @@ def read(body: bytes, headers: dict[str, str]) -> dict[str, Any] | None:
 def _read(body: bytes, headers: dict[str, str]) -> dict[str, Any] | None:
     import feedparser_rs
 
+    if _READ_OTHERWISE.search(body):
+        return None  # found before decoding, the cheapest refusal
     result: dict[str, Any] = {}
     # feedparser's own decoding: the same text, re-encoded as UTF-8, for both parsers
     data = feedparser.encodings.convert_to_utf8(headers, body, result)
@@ -230,9 +233,7 @@ def _read(body: bytes, headers: dict[str, str]) -> dict[str, Any] | None:
     base = _base(headers)
     permalinks = atom or not _NOT_A_PERMALINK.search(data)
     converted = [_entry(entry, base, atom, permalinks) for entry in entries]
-    if "\ufffd" in repr(converted) and "\ufffd".encode() not in data:
-        return None  # feedparser-rs replaced something it could not read
-    return {"version": version, "feed": _feed(feed), "entries": converted}
+    return {"version": version, "feed": _feed(feed, data), "entries": converted}
 
 
 def _well_formed(data: bytes) -> bool:
@@ -257,6 +258,10 @@ def _text(value: object) -> str:
     """The last touches feedparser gives every element's text: UTF-8 read as Latin-1 is
     read again, and C1 controls become the Windows-1252 characters they stand for."""
     text = str(value or "")
+    if text.isascii():
+        return text
+    if "\ufffd" in text:
+        raise _Otherwise("a replacement character")  # what feedparser-rs could not read, maybe
     with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
         text = text.encode("iso-8859-1").decode("utf-8")
     return text.translate(_CP1252)
@@ -266,7 +271,10 @@ def _attribute(value: object) -> str:
     """An attribute's value as an XML parser reports it: feedparser-rs gives it as written,
     with white space unnormalised and references undecoded (the body is well-formed, so
     every '&' starts a reference)."""
-    text = str(value or "").replace("\r\n", " ").replace("\r", " ").replace("\n", " ").replace("\t", " ")
+    text = str(value or "")
+    if "\ufffd" in text:
+        raise _Otherwise("a replacement character")
+    text = text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ").replace("\t", " ")
     return html.unescape(text) if "&" in text else text
 
 
@@ -280,6 +288,14 @@ def _markup(value: str, base: str) -> str:
     itself. The other tags' attributes are never read, and their text is the same."""
     cursor = value.find("<")
     while cursor != -1:
+        if value.startswith("<!--", cursor):
+            # a comment, which both feedparser and relay drop, up to the first "--", which
+            # must close it ("-- >" closes it for feedparser's tokenizer, not for relay's)
+            close = value.find("--", cursor + 4)
+            if close == -1 or not value.startswith("-->", close) or "<img" in value[cursor:close].lower():
+                raise _Otherwise("a comment")
+            cursor = value.find("<", close + 3)
+            continue
         tag = _TAG.match(value, cursor)
         if tag is None or tag.group(1) is None or tag.group(1).lower() not in _PLAIN_ELEMENTS:
             raise _Otherwise(f"markup {value[cursor : cursor + 30]!r}")
@@ -308,16 +324,30 @@ def _detail(detail: Any, base: str, *, rss_title: bool = False) -> tuple[str, di
     elif kind != "text/plain":
         raise _Otherwise
     value = _text(value)
-    return value, {"type": kind, "language": detail.language, "value": value, "base": base}
+    return value, {"type": kind, "language": _language(detail.language), "value": value, "base": base}
 
 
-def _feed(feed: Any) -> dict[str, Any]:
-    title = str(feed.get("title") or "")
+def _language(tag: str | None) -> str | None:
+    """An xml:lang as feedparser hands it to text: en_US is en-US."""
+    return tag.replace("_", "-") if tag else tag
+
+
+def _feed(feed: Any, data: bytes) -> dict[str, Any]:
+    language = _text(feed.get("language"))
+    if "_" in language and b"xml:lang" in data:
+        # feedparser writes en_US as en-US when it comes from xml:lang, not from <language>
+        raise _Otherwise("a language tag with an underscore")
+    title = _text(feed.get("title"))
+    detail = feed.get("title_detail")
     return {
-        "title": _text(title),
-        "title_detail": {"type": "text/plain", "language": None, "value": _text(title)},
+        "title": title,
+        "title_detail": {
+            "type": "text/plain",
+            "language": _language(detail.language if detail else None),
+            "value": title,
+        },
         "link": _text(feed.get("link")),
-        "language": _text(feed.get("language")) or None,
+        "language": language or None,
     }
 
 
@@ -332,8 +362,16 @@ def _link(link: Any, base: str) -> dict[str, Any]:
     }
 
 
-def _date(raw: object) -> Any:
-    return feedparser.datetimes._parse_date(str(raw)) if raw else None
+def _dates(entry: Any) -> dict[str, Any]:
+    """Dates read by feedparser's date parser, up to the first that reads: relay reads
+    published, else updated, else created."""
+    dates: dict[str, Any] = {}
+    for name in ("published", "updated", "created"):
+        raw = entry.get(name)
+        dates[f"{name}_parsed"] = parsed = feedparser.datetimes._parse_date(str(raw)) if raw else None
+        if parsed:
+            break
+    return dates
 
 
 def _entry(entry: Any, base: str, atom: bool, permalinks: bool) -> dict[str, Any]:
@@ -370,28 +408,24 @@ def _entry(entry: Any, base: str, atom: bool, permalinks: bool) -> dict[str, Any
         "summary": summary,
         "summary_detail": summary_detail,
         "content": content,
-        "published_parsed": _date(entry.get("published")),
-        "updated_parsed": _date(entry.get("updated")),
-        "created_parsed": _date(entry.get("created")),
+        **_dates(entry),
         "tags": [
             {"term": _text(tag.term).strip(), "label": _text(tag.label) or None, "scheme": tag.scheme}
             for tag in entry.get("tags") or []
         ],
         "author": _text(entry.get("author")),
+        # as in feedparser: media and enclosure addresses are attributes it leaves unresolved
         "media_content": [
             {
-                "url": _resolve(base, _attribute(item.url)),
+                "url": _attribute(item.url),
                 "type": _attribute(item.type),
                 "medium": _attribute(item.medium),
             }
             for item in entry.get("media_content") or []
         ],
-        "media_thumbnail": [
-            {"url": _resolve(base, _attribute(item.url))} for item in entry.get("media_thumbnail") or []
-        ],
+        "media_thumbnail": [{"url": _attribute(item.url)} for item in entry.get("media_thumbnail") or []],
         "enclosures": [
-            {"href": _resolve(base, _attribute(item.href)), "type": _attribute(item.type)}
-            for item in entry.get("enclosures") or []
+            {"href": _attribute(item.href), "type": _attribute(item.type)} for item in entry.get("enclosures") or []
         ],
     }
     return document
