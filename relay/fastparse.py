@@ -35,12 +35,28 @@ PARSER_VARIABLE = "RELAY_PARSER"
 # What feedparser-rs does not read, or reads otherwise than feedparser: declared entities,
 # a base URL, languages of entries (dc:language), FeedBurner's original links, Media RSS
 # beyond content, thumbnails and credits (feedparser reads a media:description as the
-# entry's description, a media:title as its title), keywords and subjects (tags), Atom sources, XHTML content, enclosures as
-# Atom links, more than one kind of author. One scan of the body for all of them.
+# entry's description, a media:title as its title), keywords and subjects (tags), sources,
+# XHTML content, enclosures as Atom links, iTunes authors (a second author).
 _READ_OTHERWISE = re.compile(
     rb"<!entity|xml:base|origlink|<[\w.-]+:(?:language|keywords|subject|source|group)\b|<source\b"
     rb"|<media:(?!content\b|thumbnail\b|credit\b)|<itunes:author|type\s*=\s*[\"']xhtml|rel\s*=\s*[\"']enclosure",
     re.IGNORECASE,
+)
+# every match of _READ_OTHERWISE holds one of these
+_MARKERS = (
+    b"<!entity",
+    b"xml:base",
+    b"origlink",
+    b":language",
+    b":keywords",
+    b":subject",
+    b":source",
+    b":group",
+    b"<source",
+    b"<media:",
+    b"<itunes:author",
+    b"xhtml",
+    b"enclosure",
 )
 # the start tags the adapter counts, with or without a namespace prefix
 _ENTRY_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(?:item|entry)[\s/>]")
@@ -54,6 +70,11 @@ _LINK_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?link[\s/>]")
 _PREFIXED_LINK_TAG = re.compile(rb"<[A-Za-z_][\w.-]*:link[\s/>]")
 _EMPTY_HREF = re.compile(rb"\shref\s*=\s*(?:\"\"|'')")
 _NOT_A_PERMALINK = re.compile(rb"ispermalink\s*=\s*[\"']\s*false", re.IGNORECASE)
+# an absolute URL that urllib's split and join give back unchanged: lower-case http(s), a
+# host right after "//", RFC 3986 characters, a query that is not empty, no fragment
+_PLAIN_ABSOLUTE = re.compile(
+    r"https?://[A-Za-z0-9.-]+(?::[0-9]+)?(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?(?:\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]+)?"
+)
 _LINK_ENTITY = re.compile(r"&([A-Za-z0-9_]+);")
 _CP1252 = str.maketrans(feedparser.html._cp1252)
 _MAX_ENTRIES = 1_000_000  # no silent cut: the count checks see every entry
@@ -158,16 +179,15 @@ def read(body: bytes, headers: dict[str, str]) -> dict[str, Any] | None:
 def _read(body: bytes, headers: dict[str, str]) -> dict[str, Any] | None:
     import feedparser_rs
 
-    if _READ_OTHERWISE.search(body):
+    if _read_otherwise(body):
         return None  # found before decoding, the cheapest refusal
     result: dict[str, Any] = {}
     # feedparser's own decoding: the same text, re-encoded as UTF-8, for both parsers
     data = feedparser.encodings.convert_to_utf8(headers, body, result)
     if not result.get("encoding"):
         return None  # feedparser would use its loose parser
-    feature = _READ_OTHERWISE.search(data)
-    if feature:
-        raise _Otherwise(feature.group(0).decode("utf-8", "replace"))
+    if _read_otherwise(data):
+        return None
     _, data, _ = feedparser.sanitizer.replace_doctype(data)
     if not _well_formed(data):
         return None  # feedparser's strict parser would fail and its loose parser take over
@@ -236,6 +256,13 @@ def _read(body: bytes, headers: dict[str, str]) -> dict[str, Any] | None:
     return {"version": version, "feed": _feed(feed, data), "entries": converted}
 
 
+def _read_otherwise(data: bytes) -> bool:
+    """Whether data holds something feedparser-rs does not read as feedparser does. Plain
+    substring tests first (fast), the pattern only when one of them finds something."""
+    lowered = data.lower()
+    return any(marker in lowered for marker in _MARKERS) and _READ_OTHERWISE.search(data) is not None
+
+
 def _well_formed(data: bytes) -> bool:
     """Whether expat, which feedparser's strict parser runs on, reads data without error
     (namespaces on, as feedparser sets them)."""
@@ -279,6 +306,10 @@ def _attribute(value: object) -> str:
 
 
 def _resolve(base: str, uri: str) -> str:
+    """uri resolved against base as feedparser resolves it; an absolute http(s) URL made of
+    plain characters only, which feedparser's join leaves as it is, skips the join."""
+    if _PLAIN_ABSOLUTE.fullmatch(uri):
+        return uri
     return str(feedparser.urls._urljoin(base, uri))
 
 
@@ -318,7 +349,9 @@ def _detail(detail: Any, base: str, *, rss_title: bool = False) -> tuple[str, di
     kind = str(detail.type or "text/plain")
     if rss_title:
         # feedparser reads an RSS title as plain text unless it looks like HTML
-        kind = "text/html" if feedparser.mixin._FeedParserMixin.looks_like_html(value) else "text/plain"
+        # (without a '<' or an '&' it cannot)
+        looks_like_html = ("<" in value or "&" in value) and feedparser.mixin._FeedParserMixin.looks_like_html(value)
+        kind = "text/html" if looks_like_html else "text/plain"
     if kind in _HTML_TYPES:
         value = _markup(value, base)
     elif kind != "text/plain":

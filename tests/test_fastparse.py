@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import feedparser.urls
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.strategies import from_regex, sampled_from
 
 from bench.fuzzlib import Document, documents
 from relay import fastparse
@@ -252,6 +254,15 @@ def test_generated_hostile_documents_are_read_as_feedparser_reads_them(
 ) -> None:
     body = document.to_bytes()
     _assert_same(_with_feedparser(monkeypatch, body), _parse(body), document.kind)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(
+    uri=from_regex(fastparse._PLAIN_ABSOLUTE, fullmatch=True),
+    base=sampled_from([URL, "http://a.example/x/", "file://tmp/f.xml", ""]),
+)
+def test_a_plain_absolute_url_is_what_feedparser_would_resolve_it_to(uri: str, base: str) -> None:
+    assert fastparse._resolve(base, uri) == feedparser.urls._urljoin(base, uri)
 
 
 # Falling back
