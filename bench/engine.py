@@ -104,14 +104,15 @@ def items(count: int, now: datetime) -> tuple[Item, ...]:
     )
 
 
-def queue_and_deliver(count: int, url: str, context: Context, now: datetime) -> tuple[float, float]:
+def queue_and_deliver(count: int, url: str, context: Context, now: datetime, mix: bool = False) -> tuple[float, float]:
     from relay.poll import FeedPoll, FeedReport, decide_all, record_poll  # the render figures need none of it
 
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     (tmp / "feeds.yaml").write_text(config_text(url, count))
     config = load_config(tmp / "feeds.yaml", environ={"TOKEN": MOCK_TOKEN})
     store = Store.open(tmp / "state")
-    feed_poll = FeedPoll(config.feeds[0], FeedReport("f", "", "ok"), parsed=ParsedFeed("f", count, items(count, now)))
+    queued_items = tuple(render_items(count, now)) if mix else items(count, now)
+    feed_poll = FeedPoll(config.feeds[0], FeedReport("f", "", "ok"), parsed=ParsedFeed("f", count, queued_items))
     start = time.perf_counter()
     decide_all([feed_poll], store, {}, now)
     record_poll(store, config, feed_poll, now)
@@ -151,7 +152,7 @@ def render_items(count: int, now: datetime) -> list[Item]:
         else:
             title = " ".join(sentences[:8])  # a title too long for Bluesky's 300
         link = f"https://www.laquadrature.net/{now:%Y/%m}/article-{n}-surveillance-biometrique/"
-        mix.append(Item("f", f"id:{n}", link, link, title, summary, published=now))
+        mix.append(Item("f", f"id:{n}", link, link, title, summary, published=now - timedelta(seconds=n)))
     return mix
 
 
@@ -201,6 +202,8 @@ def main() -> None:
     print(f"engine: {args.items} items to the dry-run target")
     print(f"  queue (decide + record): {queued:6.2f} s  = {queued / args.items * 1000:.3f} ms per item")
     print(f"  deliver (render + outbox + send): {delivered:6.2f} s  = {delivered / args.items * 1000:.3f} ms per item")
+    queued, delivered = queue_and_deliver(args.items, "https://mastodon.example", Context(dry_run=True), now, mix=True)
+    print(f"  the same with the render mix above: {delivered / args.items * 1000:.3f} ms per item delivered")
 
     with mastodon_mock() as url:
         queued, delivered = queue_and_deliver(args.http_items, url, Context(), now)
