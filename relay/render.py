@@ -3,7 +3,10 @@ feed text is only ever a variable. The link and hashtags are never cut: the summ
 first, then the title, on grapheme boundaries with an ellipsis, until the platform's rules
 (PostRules, one per platform in relay.targets) say the text fits; the rules then finish the
 post (facets, card, the final defusing of mentions on Mastodon, where a filter such as
-striptags could have brought one back).
+striptags could have brought one back). A post is rendered at most three times (fit_once:
+the template's own text measured once from a render with markers, each cut of a field
+measured from its grapheme clusters, found once); a template or text that does not allow it
+goes through fit, the search that renders every try.
 
 Where a post's card is made from the first link in its text (Mastodon), the URLs in feed
 text (title, summary, author, tags, the feed's title) are removed before the template sees

@@ -445,7 +445,9 @@ def reference_fit(
     produce: Callable[[str, str], str], fits: Callable[[str], bool], title: str, summary: str
 ) -> tuple[str, str, str]:
     """relay.render.fit before issue 13: a binary search over the summary's length, then the
-    title's, rendering every try. Returns the text and the title and summary it shows."""
+    title's, rendering every try. Returns the text and the title and summary it shows.
+    (produce is render_post's; its headline cuts with relay.text.truncate, which test_text
+    proves equal to the truncate of before.)"""
 
     def largest_fitting(make: Callable[[int], tuple[str, str]], upper: int) -> tuple[str, str, str] | None:
         low, high = 0, upper
@@ -564,7 +566,7 @@ def test_property_fit_keeps_at_least_what_the_search_before_kept(
     if fitted.old is None:
         assert fitted.new is None and post is None  # the link and hashtags do not fit, as before
         return
-    assert post is not None
+    assert post is not None and fitted.chosen is not None and link in fitted.chosen
     old_text, old_title, old_summary = fitted.old
     assert fitted.chosen is not None
     if fitted.new is None:
