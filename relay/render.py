@@ -504,8 +504,9 @@ def fit_once(
     counts = {name: raw.count(mark) for name, mark in _MARKS.items()}
     if max(counts.values()) > 1 or raw.count(_EDGE) != 2 * sum(counts.values()):
         return None  # a filter changed a field, the template repeats one, or feed text forged an edge
-    if counts["headline"] and not _titled(title):
-        return None  # the headline follows the summary as it is cut
+    # An untitled item's headline is the start of its summary: it changes as the summary is
+    # cut, so only the item as it is can be foreseen.
+    follows = bool(counts["headline"]) and not _titled(title)
 
     layouts: dict[frozenset[str], _Layout | None] = {}
     measured: dict[str, Measure] = {}
@@ -522,7 +523,8 @@ def fit_once(
         return measured[value]
 
     def fields(title: str, summary: str) -> dict[str, str]:
-        return {"title": title, "summary": summary, "headline": title}  # the headline of a titled item
+        shown = headline(title, summary) if counts["headline"] and not _titled(title) else title
+        return {"title": title, "summary": summary, "headline": shown}
 
     def foresee(values: Mapping[str, str]) -> tuple[str, Measure] | None:
         """The text and its measure; None where they cannot be told from the layout."""
@@ -549,10 +551,12 @@ def fit_once(
     layout = layout_for(whole)
     if layout is None:
         return None
-    if "summary" not in layout.slots:
+    if "summary" not in layout.slots or follows:
         as_is = foresee(whole) or exactly(whole)
         if _within(as_is[1], capacity):
             return final(whole, as_is[0])
+        if follows:
+            return None
     else:
         fixed = layout.fixed
         for slot in layout.slots:
