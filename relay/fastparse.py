@@ -36,10 +36,12 @@ PARSER_VARIABLE = "RELAY_PARSER"
 # a base URL, languages of entries (dc:language), FeedBurner's original links, Media RSS
 # beyond content, thumbnails and credits (feedparser reads a media:description as the
 # entry's description, a media:title as its title), keywords and subjects (tags), sources,
-# XHTML content, enclosures as Atom links, iTunes authors (a second author).
+# XHTML content, enclosures as Atom links, iTunes authors (a second author), and the
+# attributes base= and lang=, which feedparser takes for xml:base and xml:lang.
 _READ_OTHERWISE = re.compile(
     rb"<!entity|xml:base|origlink|<[\w.-]+:(?:language|keywords|subject|source|group)\b|<source\b"
-    rb"|<media:(?!content\b|thumbnail\b|credit\b)|<itunes:author|type\s*=\s*[\"']xhtml|rel\s*=\s*[\"']enclosure",
+    rb"|<media:(?!content\b|thumbnail\b|credit\b)|<itunes:author|type\s*=\s*[\"']xhtml|rel\s*=\s*[\"']enclosure"
+    rb"|<[\w:.-]+(?:\s+[\w:.-]+\s*=\s*(?:\"[^\"]*\"|'[^']*'))*\s+(?:base|lang)\s*=",
     re.IGNORECASE,
 )
 # every match of _READ_OTHERWISE holds one of these
@@ -57,6 +59,8 @@ _MARKERS = (
     b"<itunes:author",
     b"xhtml",
     b"enclosure",
+    b"base",
+    b"lang",
 )
 # the start tags the adapter counts, with or without a namespace prefix
 _ENTRY_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(?:item|entry)[\s/>]")

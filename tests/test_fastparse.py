@@ -349,6 +349,8 @@ def test_a_fast_parser_failure_sends_the_feed_to_feedparser(monkeypatch: pytest.
         b"<rss version='2.0'><channel><item><title>a &nbsp; b</title></item></channel></rss>",  # not well-formed
         b"<rss version='2.0'><channel><item><title>t</title><source url='https://a.example/'>s</source></item></channel></rss>",
         b"<feed xmlns='http://www.w3.org/2005/Atom' xml:base='https://a.example/'><entry><id>a</id></entry></feed>",
+        b"<feed xmlns='http://www.w3.org/2005/Atom'><entry><id>a</id><link base='https://b.example/' href='x'/></entry></feed>",
+        b"<rss version='2.0'><channel><item lang='fr'><title>t</title></item></channel></rss>",
         b"<rss version='2.0'><channel><item><description>&lt;iframe src='x'&gt;&lt;/iframe&gt;</description></item></channel></rss>",
         b"<rss version='2.0'><channel><item><description>a &lt;3 b</description></item></channel></rss>",
         "<rss version='2.0'><channel><item><title>\ufffd</title></item></channel></rss>".encode("utf-16"),
