@@ -229,7 +229,7 @@ def _read(body: bytes, headers: dict[str, str]) -> dict[str, Any] | None:
     counts = (
         (_ENTRY_TAG, len(entries)),
         (_CATEGORY_TAG, len(feed.tags or ()) + sum(len(entry.tags or ()) for entry in entries)),
-        (_AUTHOR_TAG, len(feed.authors or ()) + sum(len(entry.authors or ()) for entry in entries)),
+        (_AUTHOR_TAG, _authors(feed) + sum(_authors(entry) for entry in entries)),
         (_ENCLOSURE_TAG, sum(len(entry.enclosures or ()) for entry in entries)),
         (_MEDIA_CONTENT_TAG, sum(len(entry.media_content or ()) for entry in entries)),
         (_MEDIA_THUMBNAIL_TAG, sum(len(entry.media_thumbnail or ()) for entry in entries)),
@@ -265,6 +265,11 @@ def _read_otherwise(data: bytes) -> bool:
     substring tests first (fast), the pattern only when one of them finds something."""
     lowered = data.lower()
     return any(marker in lowered for marker in _MARKERS) and _READ_OTHERWISE.search(data) is not None
+
+
+def _authors(node: Any) -> int:
+    """How many authors feedparser-rs read: an RSS <author> is an author, not in the list."""
+    return max(len(node.authors or ()), 1 if node.get("author") else 0)
 
 
 def _well_formed(data: bytes) -> bool:
