@@ -65,7 +65,7 @@ _MARKERS = (
 # the start tags the adapter counts, with or without a namespace prefix
 _ENTRY_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(?:item|entry)[\s/>]")
 _CATEGORY_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?category[\s/>]")
-_AUTHOR_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(?:author|creator)[\s/>]")
+_AUTHOR_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(?:author|creator|managingEditor)[\s/>]")
 _ENCLOSURE_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?enclosure[\s/>]")
 _MEDIA_CONTENT_TAG = re.compile(rb"<media:content[\s/>]")
 _MEDIA_THUMBNAIL_TAG = re.compile(rb"<media:thumbnail[\s/>]")
