@@ -112,15 +112,20 @@ def parse_feed(
     feed_name: str,
     url: str,
     content_type: str = "",
+    fast: bool | None = None,
 ) -> ParsedFeed:
-    """Parse one feed body. Raises ParseError when the body is not a usable feed."""
+    """Parse one feed body. Raises ParseError when the body is not a usable feed.
+
+    fast: whether feedparser-rs may read it (relay.fastparse); None asks fastparse.wanted()."""
+    if fast is None:
+        fast = fastparse.wanted()
     body = defuse_entities(body)
     feedparser.api.replace_doctype = _doctype_without_entities  # see above; idempotent
     headers = {"content-location": url}
     if content_type:
         headers["content-type"] = content_type
     try:
-        document = _read(body, headers)
+        document = _read(body, headers, fast=fast)
     except MemoryError:
         raise ParseError("feed too large to parse") from None
     version = document.get("version", "")
@@ -130,7 +135,7 @@ def parse_feed(
         # a feed read from disk has no web address: its relative links resolve against the
         # site it declares, so they are the same links as when it is read over HTTP
         try:
-            document = _read(body, {**headers, "content-location": site})
+            document = _read(body, {**headers, "content-location": site}, fast=fast)
         except MemoryError:
             raise ParseError("feed too large to parse") from None
     entries = document.get("entries", [])
@@ -177,10 +182,10 @@ def parse_feed(
     )
 
 
-def _read(body: bytes, headers: dict[str, str]) -> Any:
-    """The document of body: feedparser-rs's, turned into feedparser's shape, when it is
-    installed and reads this body as feedparser would (relay.fastparse); else feedparser's."""
-    if fastparse.wanted():
+def _read(body: bytes, headers: dict[str, str], *, fast: bool) -> Any:
+    """The document of body: feedparser-rs's, turned into feedparser's shape, when fast and
+    it reads this body as feedparser would (relay.fastparse); else feedparser's."""
+    if fast and fastparse.available():
         document = fastparse.read(body, headers)
         if document is not None:
             return document

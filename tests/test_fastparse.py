@@ -40,9 +40,9 @@ def _fast_path_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(fastparse.PARSER_VARIABLE, raising=False)
 
 
-def _parse(body: bytes, url: str = URL, content_type: str = "") -> ParsedFeed | str:
+def _parse(body: bytes, url: str = URL, content_type: str = "", fast: bool | None = None) -> ParsedFeed | str:
     try:
-        return parse_feed(body, feed_name="f", url=url, content_type=content_type)
+        return parse_feed(body, feed_name="f", url=url, content_type=content_type, fast=fast)
     except ParseError as exc:
         return f"ParseError: {exc}"
 
@@ -299,6 +299,14 @@ def test_relay_parser_feedparser_never_calls_the_fast_parser(
     assert len(calls) == 1
 
 
+def test_parse_feed_can_be_told_which_parser_to_use(calls: list[object]) -> None:
+    body = numbered(5)
+    slow = parse_feed(body, feed_name="f", url=URL, fast=False)
+    assert calls == []
+    assert parse_feed(body, feed_name="f", url=URL, fast=True) == slow
+    assert len(calls) == 1
+
+
 def test_without_feedparser_rs_every_feed_is_read_by_feedparser_as_before(
     monkeypatch: pytest.MonkeyPatch, calls: list[object]
 ) -> None:
@@ -310,6 +318,7 @@ def test_without_feedparser_rs_every_feed_is_read_by_feedparser_as_before(
     assert _fast(numbered(3)) is None
     for body, before in zip(samples, expected, strict=True):
         _assert_same(before, _parse(body), "without feedparser-rs")
+        _assert_same(before, _parse(body, fast=True), "asked, not installed")
     assert calls == []
 
 
