@@ -255,7 +255,8 @@ def _read(body: bytes, headers: dict[str, str]) -> dict[str, Any] | None:
         if not all(getattr(item, "url", None) or getattr(item, "href", None) for item in media):
             raise _Otherwise("a media address feedparser-rs emptied")
     base = _base(headers)
-    permalinks = atom or not _NOT_A_PERMALINK.search(data)
+    # feedparser resolves an Atom id, and an RSS guid that is a permalink, not an RSS 1.0 rdf:about
+    permalinks = atom or (version != "rss10" and not _NOT_A_PERMALINK.search(data))
     converted = [_entry(entry, base, atom, permalinks) for entry in entries]
     return {"version": version, "feed": _feed(feed, data), "entries": converted}
 
@@ -421,7 +422,7 @@ def _entry(entry: Any, base: str, atom: bool, permalinks: bool) -> dict[str, Any
     if identity:
         resolved = _resolve(base, identity)
         if resolved != identity and not permalinks:
-            raise _Otherwise  # feedparser resolves a guid only when it is a permalink
+            raise _Otherwise("an identifier feedparser may leave unresolved")
         identity = resolved
     links = [_link(item, base) for item in entry.get("links") or []]
     if atom:

@@ -218,6 +218,18 @@ def test_a_declared_entity_goes_to_feedparser_and_is_never_expanded(
             b"<feed xmlns='http://www.w3.org/2005/Atom'><entry><id>urn:a</id><title>t</title><link href='/a'/><updated>2024-03-01T10:00:00Z</updated></entry><entry><id>urn:b</id><title>u</title><link href='/b'/><published>2024-13-01</published><updated>2024-03-02T10:00:00Z</updated></entry></feed>",
         ),
         (
+            "rdf",
+            b"<rdf:RDF xmlns:rdf='http://www.w3.org/1999/02/22-rdf-syntax-ns#' xmlns='http://purl.org/rss/1.0/'><channel rdf:about='https://a.example/'><title>T</title><link>https://a.example/</link></channel><item rdf:about='/p/1'><title>t</title><link>/p/1</link></item><item rdf:about='https://a.example/p/2#x'><title>u</title><link>https://a.example/p/2</link></item></rdf:RDF>",
+        ),
+        (
+            "no identifiers",
+            b"<feed xmlns='http://www.w3.org/2005/Atom'><entry><title>t</title><link href='/a'/></entry></feed>",
+        ),
+        (
+            "no guid",
+            b"<rss version='2.0'><channel><item><title>t</title><link>https://a.example/p?</link></item><item><description>d</description></item></channel></rss>",
+        ),
+        (
             "json feed",
             b'{"version": "https://jsonfeed.org/version/1.1", "items": [{"id": "1", "url": "https://a.example/"}]}',
         ),
