@@ -45,11 +45,17 @@ class FeedDecision:
 
 
 def decide(
-    feeds: Sequence[tuple[Feed, Sequence[Item]]], known: Known, now: datetime, *, all_items: bool = False
+    feeds: Sequence[tuple[Feed, Sequence[Item]]],
+    known: Known,
+    now: datetime,
+    *,
+    all_items: bool = False,
+    batch: dict[tuple[bytes, str], str] | None = None,
 ) -> list[FeedDecision]:
     """One FeedDecision per feed, in order. all_items decides as if every item were new and
-    every rule off (preview --all)."""
-    batch: dict[tuple[bytes, str], str] = {}  # (canonical, account) → the feed posting it in this poll
+    every rule off (preview --all). batch, (canonical, account) → the feed posting it in this
+    poll, is filled as feeds are decided: pass the same one to decide a poll's feeds one by one."""
+    batch = {} if batch is None else batch
     results = []
     for feed, items in feeds:
         first_poll = feed.name in known.first_poll

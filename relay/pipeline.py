@@ -56,13 +56,13 @@ def run_once(config: Config, store: Store, context: Context, feeds: Sequence[Fee
     report = RunReport(first_run=not states and bool(feeds))
     due = [f for f in feeds if schedule.is_due(states.get(f.name), epoch(now))]
     if due:
-        from relay.poll import poll, record_poll
+        from relay.poll import poll_each, record_poll
 
+        # each feed is recorded as it comes in, and let go
         with _http_client(context) as client:
-            polls = poll(config, store, client, now, feeds=due, conditional=True)
-        for feed_poll in polls:
-            record_poll(store, config, feed_poll, now)
-            report.polled.append(feed_poll.report)
+            for feed_poll in poll_each(config, store, client, now, feeds=due, conditional=True):
+                record_poll(store, config, feed_poll, now)
+                report.polled.append(feed_poll.report)
     if not store.has_due_deliveries(epoch(now)):
         return report
     from relay.deliver import deliver, one_line
@@ -87,14 +87,15 @@ def run_once(config: Config, store: Store, context: Context, feeds: Sequence[Fee
 
 def seed(config: Config, store: Store, context: Context, feeds: Sequence[Feed]) -> list[FeedReport]:
     """Mark everything the feeds hold now as seen, without queueing anything."""
-    from relay.poll import poll, record_poll
+    from relay.poll import poll_each, record_poll
 
     now = context.clock()
+    reports = []
     with _http_client(context) as client:
-        polls = poll(config, store, client, now, feeds=feeds, conditional=False, all_items=True)
-    for feed_poll in polls:
-        record_poll(store, config, feed_poll, now, seed=True)
-    return [feed_poll.report for feed_poll in polls]
+        for feed_poll in poll_each(config, store, client, now, feeds=feeds, conditional=False, all_items=True):
+            record_poll(store, config, feed_poll, now, seed=True)
+            reports.append(feed_poll.report)
+    return reports
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections.abc import Sequence
+import signal
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -21,6 +24,9 @@ from relay.models import DeliveryState, Item, ParsedFeed, item_payload
 from relay.store import FeedState, Store, epoch
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
+
     import httpx
 
     from relay.decide import ItemDecision, Known
@@ -51,6 +57,9 @@ class FeedPoll:
     hold_waiting: str | None = None  # the 24-hour flood guard tripped: hold what still waits too
 
 
+REORDER_LIMIT = 64  # feeds kept back behind a slow one before order gives way to memory
+
+
 def poll(
     config: Config,
     store: Store | None,
@@ -61,55 +70,108 @@ def poll(
     conditional: bool,
     all_items: bool = False,
 ) -> list[FeedPoll]:
-    """Fetch, parse and decide for feeds. Writes nothing."""
-    from relay.fetch import FetchRequest, fetch_all
+    """Fetch, parse and decide for feeds, all of them at once (preview). Writes nothing."""
+    return list(poll_each(config, store, client, now, feeds=feeds, conditional=conditional, all_items=all_items))
+
+
+def poll_each(
+    config: Config,
+    store: Store | None,
+    client: httpx.Client,
+    now: datetime,
+    *,
+    feeds: Sequence[Feed],
+    conditional: bool,
+    all_items: bool = False,
+) -> Iterator[FeedPoll]:
+    """Fetch, parse and decide for feeds, yielding each feed's FeedPoll as its result comes
+    in, so that the caller records it and lets it go: what is held at once is bounded by the
+    downloads and parses in flight, not by the number of feeds. A body is dropped once parsed.
+
+    Feeds are decided and yielded in the order of `feeds` (an article two feeds share is
+    credited as feeds.yaml orders them), unless more than REORDER_LIMIT feeds came in behind a
+    slow one: those then go on in the order they came. Writes nothing; each decision reads the
+    state as it was when the poll began, and this poll's earlier decisions."""
+    from relay.fetch import FetchRequest, fetch_each
 
     states = store.feed_states() if store else {}
     requests = []
     for feed in feeds:
         state = states.get(feed.name)
-        url = resolve_feed_url(config, feed.fetch_url)
+        same = conditional and state is not None and state.url == feed.url
         requests.append(
             FetchRequest(
                 name=feed.name,
-                url=url,
-                etag=state.etag if conditional and state and state.url == feed.url else None,
-                last_modified=state.last_modified if conditional and state and state.url == feed.url else None,
+                url=resolve_feed_url(config, feed.fetch_url),
+                etag=state.etag if same and state else None,
+                last_modified=state.last_modified if same and state else None,
                 max_bytes=feed.max_bytes,
                 timeout=feed.timeout.total_seconds(),
             )
         )
-    results = fetch_all(requests, client, now=lambda: now, allow_private=config.network.allow_private)
-    polls = []
-    to_parse: list[FeedPoll] = []
-    for feed, result in zip(feeds, results, strict=True):
-        report = FeedReport(feed.name, feed.url, result.status, error=result.error)
-        item = FeedPoll(feed, report, fetched=result)
-        polls.append(item)
-        if result.status != "ok":
-            continue
-        item.body_hash = hashlib.blake2b(result.body, digest_size=16).digest()
-        state = states.get(feed.name)
-        if conditional and state and state.body_hash == item.body_hash and state.url == feed.url:
-            report.status = "not_modified"  # same bytes as last time: skip parsing
-            report.entries = state.entries or 0
-            continue
-        to_parse.append(item)
-    jobs = [
-        ParseJob(p.fetched, _base_url(p.fetched.final_url or p.fetched.url, config), p.feed.timeout.total_seconds())
-        for p in to_parse
-        if p.fetched
-    ]
-    for item, parsed in zip(to_parse, _parse_many(jobs), strict=True):
+    decider = _Decider(store, states, now, all_items=all_items)
+    waiting: dict[int, FeedPoll] = {}  # being parsed
+    ready: dict[int, FeedPoll] = {}  # to decide, in order
+    released: set[int] = set()
+    following = 0  # the next feed in order
+
+    def settle(index: int, parsed: ParsedFeed | str) -> None:
+        feed_poll = waiting.pop(index)
         if isinstance(parsed, str):
-            item.report.status = "error"
-            item.report.error = parsed
-            continue
-        item.parsed = _without_secrets(parsed, config)
-        item.report.entries = parsed.entries
-        item.report.warnings.extend(parsed.warnings)
-    decide_all(polls, store, states, now, all_items=all_items)
-    return polls
+            feed_poll.report.status = "error"
+            feed_poll.report.error = parsed
+        else:
+            feed_poll.parsed = _without_secrets(parsed, config)
+            feed_poll.report.entries = parsed.entries
+            feed_poll.report.warnings.extend(parsed.warnings)
+        ready[index] = feed_poll
+
+    def release(everything: bool = False) -> Iterator[FeedPoll]:
+        nonlocal following
+        while ready:
+            while following in released:
+                following += 1
+            if following in ready:
+                index = following
+            elif everything or len(ready) > REORDER_LIMIT:
+                index = min(ready)
+            else:
+                return
+            feed_poll = ready.pop(index)
+            released.add(index)
+            decider.decide(feed_poll)
+            yield feed_poll
+
+    with _Parsers(usable_cpus()) as parsers:
+        fetched = fetch_each(requests, client, now=lambda: now, allow_private=config.network.allow_private)
+        for index, result in fetched:
+            feed = feeds[index]
+            feed_poll = FeedPoll(feed, FeedReport(feed.name, feed.url, result.status, error=result.error))
+            if result.status != "ok":
+                feed_poll.fetched = result
+                ready[index] = feed_poll
+            else:
+                feed_poll.body_hash = hashlib.blake2b(result.body, digest_size=16).digest()
+                feed_poll.fetched = dataclasses.replace(result, body=b"")  # the parser has it now
+                state = states.get(feed.name)
+                if conditional and state and state.body_hash == feed_poll.body_hash and state.url == feed.url:
+                    feed_poll.report.status = "not_modified"  # same bytes as last time: skip parsing
+                    feed_poll.report.entries = state.entries or 0
+                    ready[index] = feed_poll
+                else:
+                    waiting[index] = feed_poll
+                    base = _base_url(result.final_url or result.url, config)
+                    parsers.submit(index, ParseJob(result, base, feed.timeout.total_seconds()))
+            del result
+            # no more bodies wait than there are parsers: downloads pause while they catch up
+            for parsed_index, parsed in parsers.finished(block=parsers.backlog > parsers.size):
+                settle(parsed_index, parsed)
+            yield from release()
+        while parsers.pending:
+            for parsed_index, parsed in parsers.finished(block=True):
+                settle(parsed_index, parsed)
+            yield from release()
+    yield from release(everything=True)
 
 
 def _base_url(url: str, config: Config) -> str:
@@ -177,55 +239,174 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _parse_many(jobs: list[ParseJob]) -> list[ParsedFeed | str]:
-    """Parse in worker processes, each feed within its timeout: feedparser holds the GIL and
-    has no time limit of its own, and a hostile body can make it (or any parser) run for
-    hours. A worker that overruns is killed, that feed is an error, the others go on."""
-    import multiprocessing
-
-    results: dict[int, ParsedFeed | str] = {}
-    pending = list(range(len(jobs)))
-    context = multiprocessing.get_context("fork")
-    while pending:
-        pool = context.Pool(min(usable_cpus(), len(pending)))
+def _serve(connection: Connection, parent_end: Connection, parent: int) -> None:
+    """A parser process: one job at a time, until its pipe closes."""
+    parent_end.close()  # else its own copy keeps the pipe open when relay's process is gone
+    _die_with(parent)
+    while True:
         try:
-            running = {i: pool.apply_async(_parse_one, (jobs[i],)) for i in pending}
-            # results are awaited in submission order, so the one awaited has started
-            stuck = None
-            for i in pending:
-                try:
-                    results[i] = running[i].get(timeout=jobs[i].timeout)
-                except multiprocessing.TimeoutError:
-                    stuck = i
-                    break
-            if stuck is not None:
-                results[stuck] = (
-                    f"parsing took longer than {jobs[stuck].timeout:g}s (timeout): a broken or hostile feed"
-                )
-                results.update({j: running[j].get() for j in pending if j not in results and running[j].ready()})
-        finally:
-            pool.terminate()
-            pool.join()
-        pending = [j for j in pending if j not in results]
-    return [results[i] for i in range(len(jobs))]
+            job = connection.recv()
+        except (EOFError, OSError):
+            return
+        connection.send(_parse_one(job))
+
+
+def _die_with(parent: int) -> None:
+    """On Linux, the kernel kills this process when relay's dies (cron's timeout, the OOM
+    killer, a SIGKILL): a parser kept busy by a hostile feed must not live on, holding the
+    run lock it inherited and keeping every later run out."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the pipe's end still stops an idle parser
+        pass
+    if os.getppid() != parent:  # relay's process died before the kernel was told
+        os._exit(0)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class _Parser:
+    process: BaseProcess
+    connection: Connection
+
+
+class _Parsers:
+    """Processes that parse one feed at a time each, started as work comes in, at most one
+    per usable CPU (one for a run with one changed feed). feedparser holds the GIL and has
+    no time limit of its own, and a hostile body can keep it in a C regex for hours: a parse
+    that overruns its feed's timeout is stopped by killing its process, that feed is an
+    error, the others go on. Parsing in the cron process itself would leave it no way out."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self.idle: list[_Parser] = []
+        self.busy: dict[int, tuple[_Parser, int, float, float]] = {}  # fd → parser, index, deadline, timeout
+        self.queue: deque[tuple[int, ParseJob]] = deque()
+
+    def __enter__(self) -> _Parsers:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.queue.clear()
+        for parser in [*self.idle, *(busy[0] for busy in self.busy.values())]:
+            self._stop(parser)
+        self.idle.clear()
+        self.busy.clear()
+
+    @property
+    def backlog(self) -> int:
+        """Jobs (and their bodies) waiting for a parser."""
+        return len(self.queue)
+
+    @property
+    def pending(self) -> int:
+        return len(self.queue) + len(self.busy)
+
+    def submit(self, index: int, job: ParseJob) -> None:
+        self.queue.append((index, job))
+        self._dispatch()
+
+    def finished(self, *, block: bool) -> list[tuple[int, ParsedFeed | str]]:
+        """The parses that ended (each an index and a ParsedFeed or the error); with block,
+        waits until at least one ends or overruns."""
+        if not self.busy:
+            return []
+        from multiprocessing.connection import Connection, wait
+
+        timeout = 0.0
+        if block:
+            timeout = max(0.0, min(deadline for _, _, deadline, _ in self.busy.values()) - time.monotonic())
+        results: list[tuple[int, ParsedFeed | str]] = []
+        for connection in wait([busy[0].connection for busy in self.busy.values()], timeout):
+            assert isinstance(connection, Connection)
+            parser, index, _, _ = self.busy.pop(connection.fileno())
+            try:
+                results.append((index, connection.recv()))
+                self.idle.append(parser)
+            except (EOFError, OSError):  # the process died (out of memory, killed)
+                results.append((index, "cannot parse: the parser process stopped"))
+                self._stop(parser)
+        moment = time.monotonic()
+        for key, (parser, index, deadline, limit) in list(self.busy.items()):
+            if deadline <= moment:
+                del self.busy[key]
+                self._stop(parser)
+                results.append((index, f"parsing took longer than {limit:g}s (timeout): a broken or hostile feed"))
+        self._dispatch()
+        return results
+
+    def _dispatch(self) -> None:
+        while self.queue:
+            if self.idle:
+                parser = self.idle.pop()
+            elif len(self.busy) < self.size:
+                parser = self._start()
+            else:
+                return
+            index, job = self.queue.popleft()
+            parser.connection.send(job)
+            self.busy[parser.connection.fileno()] = (parser, index, time.monotonic() + job.timeout, job.timeout)
+
+    def _start(self) -> _Parser:
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        ours, theirs = context.Pipe()
+        process = context.Process(target=_serve, args=(theirs, ours, os.getpid()), daemon=True)
+        process.start()
+        theirs.close()
+        return _Parser(process, ours)
+
+    @staticmethod
+    def _stop(parser: _Parser) -> None:
+        # killed, never asked to exit: a forked process must not run the finalisers of the
+        # objects it shares with this one (the state's database connection)
+        parser.process.kill()
+        parser.process.join()
+        parser.connection.close()
 
 
 def decide_all(
-    polls: list[FeedPoll],
+    polls: Sequence[FeedPoll],
     store: Store | None,
     states: dict[str, FeedState],
     now: datetime,
     *,
     all_items: bool = False,
 ) -> None:
-    """For each new item and each account: post, hold, or skip with a reason. What the state
-    knows is loaded in bulk (one query per feed at most), then decide() decides."""
-    from relay.decide import decide
+    """For each new item of each parsed feed and each account: post, hold, or skip with a
+    reason, feed after feed, as poll_each decides them."""
+    decider = _Decider(store, states, now, all_items=all_items)
+    for feed_poll in polls:
+        decider.decide(feed_poll)
 
-    parsed = [p for p in polls if p.parsed is not None]
-    feeds: list[tuple[Feed, Sequence[Item]]] = [(p.feed, p.parsed.items if p.parsed else ()) for p in parsed]
-    known = _known(store, feeds, states, now, all_items=all_items)
-    for feed_poll, result in zip(parsed, decide(feeds, known, now, all_items=all_items), strict=True):
+
+class _Decider:
+    """decide() for one feed at a time, as each comes in. What the state knows is read per
+    feed, as it was before this poll recorded anything (items and deliveries it added are
+    left out), and the articles this poll already sends to an account are carried from one
+    feed to the next: the same decisions as for all the feeds at once."""
+
+    def __init__(self, store: Store | None, states: dict[str, FeedState], now: datetime, *, all_items: bool) -> None:
+        self.store = store
+        self.states = states
+        self.now = now
+        self.all_items = all_items
+        self.batch: dict[tuple[bytes, str], str] = {}
+        self.before = store.last_item_id() if store else 0
+
+    def decide(self, feed_poll: FeedPoll) -> None:
+        from relay.decide import decide
+
+        if feed_poll.parsed is None:
+            return
+        feeds: list[tuple[Feed, Sequence[Item]]] = [(feed_poll.feed, feed_poll.parsed.items)]
+        known = _known(self.store, feeds, self.states, self.now, all_items=self.all_items, before=self.before)
+        (result,) = decide(feeds, known, self.now, all_items=self.all_items, batch=self.batch)
         feed_poll.decisions = result.decisions
         feed_poll.report.new = len(result.decisions)
         feed_poll.hold_waiting = result.hold_waiting
@@ -240,6 +421,7 @@ def _known(
     now: datetime,
     *,
     all_items: bool,
+    before: int,
 ) -> Known:
     from relay.decide import Known
 
@@ -261,9 +443,9 @@ def _known(
         seen_elsewhere={
             (name, canonical): other
             for name in first_poll
-            for canonical, other in store.seen_elsewhere(canonicals.get(name, []), name).items()
+            for canonical, other in store.seen_elsewhere(canonicals.get(name, []), name, before=before).items()
         },
-        relayed=store.relayed(c for values in canonicals.values() for c in values),
+        relayed=store.relayed((c for values in canonicals.values() for c in values), before=before),
     )
 
 

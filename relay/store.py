@@ -169,6 +169,9 @@ class Delivery:
     doubt_since: float | None = None  # an attempt may have posted without relay knowing
 
 
+_UNBOUNDED = 2**63 - 1  # an item id larger than any
+
+
 def _chunks(values: Iterable[bytes], size: int = 500) -> Iterator[list[bytes]]:
     """Values in lists short enough for one IN (...) of SQLite."""
     chunk: list[bytes] = []
@@ -421,32 +424,41 @@ class Store:
         )
         return cursor.rowcount
 
-    def seen_elsewhere(self, canonicals: Iterable[bytes], feed: str) -> dict[bytes, str]:
+    def last_item_id(self) -> int:
+        """The newest item's id: what a poll started with (items with a larger id are its own)."""
+        return int(self.db.execute("SELECT COALESCE(MAX(id), 0) FROM items").fetchone()[0])
+
+    def seen_elsewhere(self, canonicals: Iterable[bytes], feed: str, *, before: int | None = None) -> dict[bytes, str]:
         """For each canonical URL another feed already holds an item of (relayed or not),
-        one such feed."""
+        one such feed; with before, among the items up to that id."""
         found: dict[bytes, str] = {}
+        last = _UNBOUNDED if before is None else before
         for chunk in _chunks(canonicals):
             rows = self.db.execute(
-                f"SELECT canonical, feed FROM items WHERE canonical IN ({','.join('?' * len(chunk))}) AND feed != ?",
-                (*chunk, feed),
+                f"SELECT canonical, feed FROM items WHERE canonical IN ({','.join('?' * len(chunk))}) AND feed != ?"
+                " AND id <= ?",
+                (*chunk, feed, last),
             )
             for canonical, other in rows:
                 found.setdefault(canonical, other)
         return found
 
-    def relayed(self, canonicals: Iterable[bytes]) -> dict[tuple[bytes, str], tuple[str, DeliveryState]]:
+    def relayed(
+        self, canonicals: Iterable[bytes], *, before: int | None = None
+    ) -> dict[tuple[bytes, str], tuple[str, DeliveryState]]:
         """For each (canonical URL, account): the feed through which the article already went
         (or is queued to go) to the account, and that delivery's state, posted or sending
         first. A held or failed delivery does not count: another feed's copy must not be
-        silenced by one that may never be posted."""
+        silenced by one that may never be posted. With before, among the items up to that id."""
         found: dict[tuple[bytes, str], tuple[str, DeliveryState]] = {}
+        last = _UNBOUNDED if before is None else before
         for chunk in _chunks(set(canonicals)):
             rows = self.db.execute(
                 "SELECT items.canonical, deliveries.account, items.feed, deliveries.state FROM items"
                 " JOIN deliveries ON deliveries.item_id = items.id"
-                f" WHERE items.canonical IN ({','.join('?' * len(chunk))})"
+                f" WHERE items.canonical IN ({','.join('?' * len(chunk))}) AND items.id <= ?"
                 " AND +deliveries.state IN ('queued', 'sending', 'posted') ORDER BY deliveries.state = 'queued'",
-                chunk,
+                (*chunk, last),
             )
             for canonical, account, feed, state in rows:
                 found.setdefault((canonical, account), (feed, DeliveryState(state)))
