@@ -75,9 +75,14 @@ RELEASE = Move((DeliveryState.HELD,), DeliveryState.QUEUED)
 DROP_HELD = Move((DeliveryState.HELD,), DeliveryState.DROPPED)
 
 
+_ITEM_FIELDS = dataclasses.fields(Item)
+
+
 def item_payload(item: Item) -> dict[str, Any]:
     """An item as the state keeps it (JSON), to render it again at delivery."""
-    data = dataclasses.asdict(item)
+    # a shallow copy: every field is a str, a tuple of str, a datetime or None (asdict's deep
+    # copy took 0.2 ms an item, 4 s of a first poll of 1000 feeds)
+    data = {field.name: getattr(item, field.name) for field in _ITEM_FIELDS}
     data["published"] = item.published.isoformat() if item.published else None
     data["tags"] = list(item.tags)
     return data
