@@ -339,7 +339,7 @@ _EDGE = "\U0010fffd"
 _NONCE = secrets.token_hex(8)
 _MARKS = {name: f"{_EDGE}{name}{_NONCE}{_EDGE}" for name in ("title", "summary", "headline")}
 _MARK = re.compile("|".join(re.escape(mark) for mark in _MARKS.values()))
-_JUNCTION = " \t\n"  # what must separate a field from the template's text for measures to add up
+_JUNCTION = (" ", "\t", "\n")  # what must separate a field from the template's text for measures to add up
 _LONGEST_RUN = 64  # spaces and punctuation after a cut looked through before searching as before
 
 
@@ -374,9 +374,9 @@ def _layout(raw: str, empty: frozenset[str], measure: Callable[[str], Measure]) 
     pieces.append(text[cursor:])
     for index in range(len(slots)):
         before, after = pieces[index], pieces[index + 1]
-        if (before or index > 0) and before[-1:] not in tuple(_JUNCTION):
+        if (before or index > 0) and before[-1:] not in _JUNCTION:
             return None
-        if (after or index < len(slots) - 1) and after[:1] not in tuple(_JUNCTION):
+        if (after or index < len(slots) - 1) and after[:1] not in _JUNCTION:
             return None
     fixed = (0, 0)
     for piece in pieces:
@@ -385,8 +385,8 @@ def _layout(raw: str, empty: frozenset[str], measure: Callable[[str], Measure]) 
     return _Layout(tuple(pieces), tuple(slots), fixed)
 
 
-def _add(first: Measure, second: Measure, times: int = 1) -> Measure:
-    return (first[0] + times * second[0], first[1] + times * second[1])
+def _add(first: Measure, second: Measure) -> Measure:
+    return (first[0] + second[0], first[1] + second[1])
 
 
 def _within(measure: Measure, capacity: Measure) -> bool:
