@@ -537,6 +537,7 @@ def kept(value: str, whole: str) -> int:
     platform=st.sampled_from(["mastodon", "bluesky"]),
     template=st.sampled_from(["news", "petition", "news-en"]),
     limit=st.integers(100, 600),
+    url_length=st.sampled_from([23, 40]),
     spoiler=st.sampled_from(["", "Santé mentale"]),
 )
 def test_property_fit_keeps_at_least_what_the_search_before_kept(
@@ -547,6 +548,7 @@ def test_property_fit_keeps_at_least_what_the_search_before_kept(
     platform: str,
     template: str,
     limit: int,
+    url_length: int,
     spoiler: str,
 ) -> None:
     whole_title, whole_summary = clean_text(title), clean_text(summary)
@@ -558,7 +560,7 @@ def test_property_fit_keeps_at_least_what_the_search_before_kept(
                 platform=platform,
                 template=template,
                 hashtags=tuple(hashtags),
-                limits=Limits(max_characters=limit),
+                limits=Limits(max_characters=limit, url_length=url_length),
                 spoiler=spoiler if platform == "mastodon" else "",
             )
         except RenderError:
