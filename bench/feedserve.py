@@ -1,10 +1,17 @@
-"""The benchmarks' own loopback HTTP server (bench/ does not import tests/): fixed answers
+"""The benchmarks' own loopback HTTP servers (bench/ does not import tests/): fixed answers
 by path, an ETag on feeds so a conditional GET gets 304, an optional latency per request,
-and bodies streamed without a length; and the hostile answers of the hostile benches."""
+and bodies streamed without a length; and the hostile answers of the hostile benches.
+BenchServer speaks HTTP/1.1; TlsBenchServer (hypercorn, a certificate from a CA of its own
+made by trustme) speaks HTTP/2, or HTTP/1.1 over TLS. Both count the connections they
+accept."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
+import ssl
+import tempfile
 import threading
 import time
 import zlib
@@ -13,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 Stream = Callable[[], Iterator[bytes]]
 RSS = (("Content-Type", "application/rss+xml"),)
@@ -31,6 +40,7 @@ class BenchServer:
         self.answers: dict[str, Answer] = {}
         self.latency = latency
         self.requests = 0
+        self.connections = 0
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
@@ -60,6 +70,8 @@ class BenchServer:
                 pass
 
             def handle(self) -> None:
+                with server._lock:
+                    server.connections += 1
                 # relay closed a kept-alive connection, or gave up on an answer (a size
                 # limit, a timeout): the connection ends quietly
                 with contextlib.suppress(ConnectionError):
@@ -92,6 +104,101 @@ class BenchServer:
         for chunk in answer.body():
             request.wfile.write(chunk)
             request.wfile.flush()
+
+
+class TlsBenchServer:
+    """Feeds over TLS from hypercorn, HTTP/2 (or HTTP/1.1 only when http2 is False), with
+    `latency` added to every answer in the ASGI app; a conditional GET with the feed's ETag
+    gets 304. connections counts the client addresses that sent requests (one each)."""
+
+    def __init__(self, *, http2: bool = True, latency: float = 0.0) -> None:
+        import trustme
+        from hypercorn.config import Config
+
+        self.latency = latency
+        self.answers: dict[str, tuple[bytes, str]] = {}  # path: body, ETag
+        self.requests = 0
+        self._clients: set[tuple[str, int]] = set()
+        self._ca = trustme.CA()
+        self._folder = tempfile.TemporaryDirectory(prefix="relay-bench-tls-")
+        pem = Path(self._folder.name) / "server.pem"
+        self._ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+        listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+        self.base = f"https://127.0.0.1:{listener.getsockname()[1]}"
+        self._config = Config()
+        self._config.bind = [f"fd://{listener.detach()}"]
+        self._config.certfile = self._config.keyfile = str(pem)
+        self._config.alpn_protocols = ["h2", "http/1.1"] if http2 else ["http/1.1"]
+        self._config.errorlog = None
+        self._config.accesslog = None
+        self._config.graceful_timeout = 0.5
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        ready = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve(ready)), daemon=True)
+        self._thread.start()
+        ready.wait(10)
+
+    @property
+    def connections(self) -> int:
+        return len(self._clients)
+
+    def reset(self) -> None:
+        self.requests = 0
+        self._clients.clear()
+
+    def client_context(self) -> ssl.SSLContext:
+        """A verifying client context that trusts this server's CA only."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self._ca.configure_trust(context)
+        return context
+
+    def feed(self, path: str, body: bytes) -> str:
+        self.answers[path] = (body, f'"{zlib.crc32(body)}"')
+        return self.base + path
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        self._thread.join(10)
+        self._folder.cleanup()
+
+    async def _serve(self, ready: threading.Event) -> None:
+        from hypercorn.asyncio import serve
+
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        ready.set()
+        await serve(self._app, self._config, shutdown_trigger=self._stopping.wait)  # type: ignore[arg-type]
+
+    async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        self.requests += 1
+        self._clients.add(tuple(scope["client"]))
+        await asyncio.sleep(self.latency)
+        answer = self.answers.get(scope["path"])
+        if answer is None:
+            status, body, headers = 404, b"not found", []
+        else:
+            body, etag = answer
+            headers = [(b"etag", etag.encode())]
+            if dict(scope["headers"]).get(b"if-none-match") == etag.encode():
+                status, body = 304, b""
+            else:
+                status = 200
+                headers.append((b"content-type", b"application/rss+xml"))
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def rss_feed(count: int, *, now: datetime, prefix: str, host: str) -> bytes:

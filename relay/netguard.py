@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import select
 import socket
 import ssl
 import threading
@@ -250,7 +251,8 @@ def resolve(host: str, port: int, timeout: float | None) -> list[tuple[Any, ...]
 class GuardedStream(httpcore.NetworkStream):
     """A socket stream whose every read, write and TLS handshake ends by the deadline. A
     shared stream (HTTP/2) reads until the earliest deadline of the requests using it,
-    since whichever thread reads, reads for all of them, and the others wait for it."""
+    since whichever thread reads, reads for all of them, and the others wait for it; it
+    waits for data outside its lock and reads and writes one thread at a time."""
 
     def __init__(self, inner: httpcore.NetworkStream, *, address: str, shared: bool = False) -> None:
         self._inner = inner
@@ -259,6 +261,10 @@ class GuardedStream(httpcore.NetworkStream):
         self._users: set[_Deadline] = set()
         self._users_lock = threading.Lock()
         self.ended_by: _Deadline | None = None  # the deadline that closed this shared stream
+        # one thread at a time in the TLS connection: OpenSSL's are not to be used from two
+        # threads at once (httpcore reads in one thread while others send), and a read and a
+        # write would each set the socket's timeout for the other
+        self._io = threading.Lock()
 
     def _earliest(self) -> _Deadline | None:
         """The deadline that ends this thread's next read or write: its own, or on a shared
@@ -289,11 +295,25 @@ class GuardedStream(httpcore.NetworkStream):
             if gives_up is not None and gives_up <= now:
                 raise httpcore.ReadTimeout("no answer in time")
             ends = [end for end in (gives_up, limit.ends if limit else None) if end is not None]
-            wait = min([SLICE, *(end - now for end in ends)])
-            try:
-                return self._inner.read(max_bytes, wait)
-            except httpcore.ReadTimeout:
+            if not self._readable(min([SLICE, *(end - now for end in ends)])):
                 continue
+            with self._io:
+                try:
+                    return self._inner.read(max_bytes, SLICE)  # at most the rest of a TLS record
+                except httpcore.ReadTimeout:
+                    continue
+
+    def _readable(self, wait: float) -> bool:
+        """Whether there is something to read, waiting at most `wait` seconds for it, without
+        holding the socket (other threads send on it meanwhile)."""
+        sock = self._inner.get_extra_info("socket")
+        if not isinstance(sock, socket.socket):
+            return True  # not a socket: let its own read wait
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(max(0.0, wait) * 1000))
 
     def _end(self, limit: _Deadline) -> NoReturn:
         """The earliest deadline of the requests on this shared stream passed: the stream
@@ -307,7 +327,11 @@ class GuardedStream(httpcore.NetworkStream):
         self._earliest()  # a request joins a shared stream by sending on it
         if self.ended_by is not None:
             raise DeadlineTimeout(self.ended_by)
-        self._inner.write(buffer, _bounded(timeout))
+        if not self.shared:
+            self._inner.write(buffer, _bounded(timeout))
+            return
+        with self._io:
+            self._inner.write(buffer, _bounded(timeout))
 
     def close(self) -> None:
         self._inner.close()
@@ -468,10 +492,12 @@ class _PatientLock:
     """httpcore's read lock for an HTTP/2 connection. httpcore makes a thread take it even to
     look for the events another thread already read for its stream, so a stream that is
     done waits for whoever is reading (a slow stream's read, up to its deadline); here a
-    waiting thread looks at its stream every SLICE and leaves as soon as its events came."""
+    waiting thread looks at its stream whenever a read ends, and leaves as soon as its
+    events came."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._released = threading.Condition()  # a read ended: events may have come
         self._waiting = threading.local()
 
     def wait_for(self, ready: Callable[[], bool] | None) -> None:
@@ -479,12 +505,16 @@ class _PatientLock:
 
     def __enter__(self) -> None:
         ready = getattr(self._waiting, "ready", None)
-        while not self._lock.acquire(timeout=SLICE):
-            if ready is not None and ready():
-                raise _EventsArrived
+        with self._released:
+            while not self._lock.acquire(blocking=False):
+                if ready is not None and ready():
+                    raise _EventsArrived
+                self._released.wait(SLICE)
 
     def __exit__(self, *exc_info: object) -> None:
         self._lock.release()
+        with self._released:
+            self._released.notify_all()
 
 
 class _SerialHTTP2Connection(httpcore.HTTP2Connection):
