@@ -506,3 +506,20 @@ def test_preview_refuses_a_public_feeds_redirect_to_the_intranet_unless_allowed(
         assert feed["status"] == "error" and intranet.hits == 0
         assert feed["error"] == "redirected to 127.0.0.2, a private or local address; not fetched"
         assert "CONFIDENTIAL" not in result.output
+
+
+@pytest.mark.usefixtures("loopback_counts_as_public")
+def test_a_kept_intranet_connection_does_not_serve_a_public_feeds_redirect(
+    feed_server: FeedServer, intranet: IntranetServer, connects: list[Any]
+) -> None:
+    """The intranet feed is the user's own: its connection is opened unchecked and kept
+    alive. A public feed's redirect to that host must not ride on it, unchecked."""
+    url = redirecting_feed(feed_server, intranet.url("/internal.xml"))
+    with make_client() as client:
+        [own] = fetch_all([FetchRequest("intranet", intranet.url("/internal.xml"))], client)
+        [result] = fetch_all([FetchRequest("news", url)], client)
+    assert own.status == "ok" and b"CONFIDENTIAL" in own.body
+    assert result.status == "error" and result.refused and not result.body
+    assert result.error == "redirected to 127.0.0.2, a private or local address; not fetched"
+    assert intranet.hits == 1
+    assert len([a for a in connects if a[0] == "127.0.0.2"]) == 1
