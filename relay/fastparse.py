@@ -20,6 +20,7 @@ import importlib.util
 import os
 import re
 import xml.parsers.expat
+from dataclasses import dataclass
 from typing import Any
 
 import feedparser
@@ -73,6 +74,13 @@ _LANGUAGE_TAG = re.compile(rb"<language[\s/>]")
 _LINK_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?link[\s/>]")
 _PREFIXED_LINK_TAG = re.compile(rb"<[A-Za-z_][\w.-]*:link[\s/>]")
 _EMPTY_HREF = re.compile(rb"\shref\s*=\s*(?:\"\"|'')")
+# an Atom title's or summary's start tag, and a type attribute in it
+_TEXT_TAGS = {
+    name: re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?" + name.encode() + rb"(?=[\s/>])[^<>]*>")
+    for name in ("title", "summary")
+}
+_TYPE_ATTRIBUTE = re.compile(rb"\stype\s*=")
+_LINK_WITH_TEXT = re.compile(rb"<link(?:\s[^<>]*)?>\s*(?:<!\[CDATA\[\s*)?[^\s<\]]")
 _NOT_A_PERMALINK = re.compile(rb"ispermalink\s*=\s*[\"']\s*false", re.IGNORECASE)
 # an absolute URL that urllib's split and join give back unchanged: lower-case http(s), a
 # host right after "//", RFC 3986 characters, a query that is not empty, no fragment
@@ -81,10 +89,15 @@ _PLAIN_ABSOLUTE = re.compile(
 )
 _LINK_ENTITY = re.compile(r"&([A-Za-z0-9_]+);")
 _CP1252 = str.maketrans(feedparser.html._cp1252)
+# relay.parse's MAX_SHORT_FIELD_CHARS and MAX_FIELD_CHARS (not imported: parse imports this)
+_MAX_TITLE_CHARS = 2_000
+_MAX_TEXT_CHARS = 20_000
 _MAX_ENTRIES = 1_000_000  # no silent cut: the count checks see every entry
 # Markup that feedparser's sanitizer passes through with its text unchanged: tags it keeps,
-# written plainly (quoted attributes hold no '<' or '>'). HTML with anything else (a bare
-# '<', a comment, CDATA, a script) is read by feedparser.
+# written plainly (attributes hold no '<', '>' or reference but &amp;: feedparser writes
+# them decoded, and a '<' or '>' decoded inside a tag changes what relay reads as text),
+# and closed comments. Other HTML (a bare '<', CDATA, a script) goes through feedparser's
+# own sanitizer.
 _PLAIN_ELEMENTS = frozenset(
     {
         "a",
@@ -150,14 +163,31 @@ _PLAIN_ELEMENTS = frozenset(
 ) & frozenset(feedparser.sanitizer._HTMLSanitizer.acceptable_elements)
 _TAG = re.compile(
     r"</?([A-Za-z][A-Za-z0-9]*)"
-    r"(?:\s+[^\s\"'<>/=]+(?:\s*=\s*(?:\"[^\"<>]*\"|'[^'<>]*'|[^\s\"'<>=`]+))?)*\s*/?>"
+    r"(?:\s+[^\s\"'<>/=&]+(?:\s*=\s*(?:\"(?:[^\"<>&]|&amp;)*\"|'(?:[^'<>&]|&amp;)*'|(?:[^\s\"'<>=`&]|&amp;)+))?)*\s*/?>"
 )
 _IMG_TAG = re.compile(r"<img\b[^<>]*>", re.IGNORECASE)
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """What the adapter knows of the whole document while it converts an entry."""
+
+    base: str  # the URL feedparser resolves against
+    atom: bool
+    permalinks: bool  # whether feedparser resolves the entries' ids
+
+    def attribute(self, value: object) -> str:
+        """An attribute's value: feedparser-rs gives Atom attributes as written, RSS ones read."""
+        return _attribute(value) if self.atom else str(value or "")
+
+
 class _Otherwise(Exception):
     """This body is read by feedparser."""
+
+
+class _NotPlain(Exception):
+    """HTML that feedparser's sanitizer may change beyond what relay reads as the same."""
 
 
 def available() -> bool:
@@ -248,17 +278,29 @@ def _read(body: bytes, headers: dict[str, str]) -> dict[str, Any] | None:
             raise _Otherwise("links feedparser-rs emptied")  # it empties an href it cannot read
     elif _PREFIXED_LINK_TAG.search(data, max(data.find(b"<item"), 0)):
         raise _Otherwise("an Atom link in an RSS item")
+    # each entry's part of the body: from its start tag to the next one
+    starts = [match.start() for match in _ENTRY_TAG.finditer(data)] + [len(data)]
+    parts = [(starts[index], starts[index + 1]) for index in range(len(entries))]
+    if not atom:
+        # feedparser-rs empties a <link> it cannot read as a URL: such an item's link is
+        # empty where its start tag is followed, before the next item, by a link with text
+        for index, entry in enumerate(entries):
+            if not entry.get("link") and _LINK_WITH_TEXT.search(data, starts[index], starts[index + 1]):
+                raise _Otherwise("a link feedparser-rs emptied")
     if feed.authors and any(entry.authors for entry in entries):
         return None  # feedparser-rs hands the feed's author down to entries, feedparser does not
     for entry in entries:
         media = [*(entry.media_content or ()), *(entry.media_thumbnail or ()), *(entry.enclosures or ())]
         if not all(getattr(item, "url", None) or getattr(item, "href", None) for item in media):
             raise _Otherwise("a media address feedparser-rs emptied")
-    base = _base(headers)
-    # feedparser resolves an Atom id, and an RSS guid that is a permalink, not an RSS 1.0 rdf:about
-    permalinks = atom or (version != "rss10" and not _NOT_A_PERMALINK.search(data))
-    converted = [_entry(entry, base, atom, permalinks) for entry in entries]
-    return {"version": version, "feed": _feed(feed, data), "entries": converted}
+    reading = _Reading(
+        base=_base(headers),
+        atom=atom,
+        # feedparser resolves an Atom id and an RSS guid that is a permalink, not an rdf:about
+        permalinks=atom or (version != "rss10" and not _NOT_A_PERMALINK.search(data)),
+    )
+    converted = [_entry(entry, reading, data[start:end]) for entry, (start, end) in zip(entries, parts, strict=True)]
+    return {"version": version, "feed": _feed(feed, data, reading, data[: starts[0]]), "entries": converted}
 
 
 def _read_otherwise(data: bytes) -> bool:
@@ -323,10 +365,21 @@ def _resolve(base: str, uri: str) -> str:
     return str(feedparser.urls._urljoin(base, uri))
 
 
+def _html(value: str, kind: str, base: str, limit: int) -> str:
+    """HTML as feedparser gives it to relay. Plain markup that relay reads whole is read as
+    written (_markup); other markup goes through feedparser's own steps for it, link
+    resolution then its sanitizer, which is what it costs in feedparser too."""
+    if "<" not in value or len(value) <= limit:
+        with contextlib.suppress(_NotPlain):
+            return _markup(value, base)
+    resolved = feedparser.urls.resolve_relative_uris(value, base, "utf-8", kind)
+    return str(feedparser.sanitizer._sanitize_html(resolved, "utf-8", kind))
+
+
 def _markup(value: str, base: str) -> str:
-    """HTML as feedparser leaves it for relay: plain markup only (else _Otherwise), and its
-    first image tag (where relay looks for an image) resolved and sanitized by feedparser
-    itself. The other tags' attributes are never read, and their text is the same."""
+    """Plain HTML as feedparser leaves it for relay (else _NotPlain): its first image tag
+    (where relay looks for an image) resolved and sanitized by feedparser itself. The other
+    tags' attributes are never read, and their text is the same."""
     cursor = value.find("<")
     while cursor != -1:
         if value.startswith("<!--", cursor):
@@ -334,12 +387,12 @@ def _markup(value: str, base: str) -> str:
             # must close it ("-- >" closes it for feedparser's tokenizer, not for relay's)
             close = value.find("--", cursor + 4)
             if close == -1 or not value.startswith("-->", close) or "<img" in value[cursor:close].lower():
-                raise _Otherwise("a comment")
+                raise _NotPlain
             cursor = value.find("<", close + 3)
             continue
         tag = _TAG.match(value, cursor)
         if tag is None or tag.group(1) is None or tag.group(1).lower() not in _PLAIN_ELEMENTS:
-            raise _Otherwise(f"markup {value[cursor : cursor + 30]!r}")
+            raise _NotPlain
         cursor = value.find("<", tag.end())
     image = _IMG_TAG.search(value)
     if image is None:
@@ -347,27 +400,44 @@ def _markup(value: str, base: str) -> str:
     resolved = feedparser.urls.resolve_relative_uris(image.group(0), base, "utf-8", "text/html")
     sanitized = str(feedparser.sanitizer._sanitize_html(resolved, "utf-8", "text/html"))
     if not sanitized.startswith("<img"):
-        raise _Otherwise("an image feedparser does not keep")
+        raise _NotPlain
     return f"{value[: image.start()]}{sanitized}{value[image.end() :]}"
 
 
-def _detail(detail: Any, base: str, *, rss_title: bool = False) -> tuple[str, dict[str, Any]]:
-    """A text construct's value and detail as feedparser gives them."""
+def _typed(part: bytes, name: str) -> bool | None:
+    """Whether the Atom element name in this part of the body declares its type; None when
+    the part does not hold exactly one such start tag."""
+    tags = _TEXT_TAGS[name].findall(part)
+    return _TYPE_ATTRIBUTE.search(tags[0]) is not None if len(tags) == 1 else None
+
+
+def _detail(
+    detail: Any, reading: _Reading, *, title: bool = False, typed: bool | None = True
+) -> tuple[str, dict[str, Any]]:
+    """A text construct's value and detail as feedparser gives them. typed: whether its Atom
+    element declares its type (feedparser-rs says HTML for one that does not, feedparser
+    plain text, as Atom says); None when that is not known."""
     if detail is None:
         return "", {}
     value = str(detail.value or "")
     kind = str(detail.type or "text/plain")
+    rss_title = title and not reading.atom
+    if kind == "text/html" and reading.atom and not typed:
+        if typed is None and ("<" in value or "&" in value):
+            raise _Otherwise("an Atom text whose type is not known")
+        kind = "text/plain"
     if rss_title:
         # feedparser reads an RSS title as plain text unless it looks like HTML
         # (without a '<' or an '&' it cannot)
         looks_like_html = ("<" in value or "&" in value) and feedparser.mixin._FeedParserMixin.looks_like_html(value)
         kind = "text/html" if looks_like_html else "text/plain"
     if kind in _HTML_TYPES:
-        value = _markup(value, base)
+        # beyond the length relay reads, it cuts the HTML as feedparser's sanitizer wrote it
+        value = _html(value, kind, reading.base, _MAX_TITLE_CHARS if title else _MAX_TEXT_CHARS)
     elif kind != "text/plain":
         raise _Otherwise
     value = _text(value)
-    return value, {"type": kind, "language": _language(detail.language), "value": value, "base": base}
+    return value, {"type": kind, "language": _language(detail.language), "value": value, "base": reading.base}
 
 
 def _language(tag: str | None) -> str | None:
@@ -375,33 +445,43 @@ def _language(tag: str | None) -> str | None:
     return tag.replace("_", "-") if tag else tag
 
 
-def _feed(feed: Any, data: bytes) -> dict[str, Any]:
+def _feed(feed: Any, data: bytes, reading: _Reading, head: bytes) -> dict[str, Any]:
     language = _text(feed.get("language"))
     if "_" in language and b"xml:lang" in data:
         # feedparser writes en_US as en-US when it comes from xml:lang, not from <language>
         raise _Otherwise("a language tag with an underscore")
-    title = _text(feed.get("title"))
-    detail = feed.get("title_detail")
+    title, detail = _detail(feed.get("title_detail"), reading, title=True, typed=_typed(head, "title"))
     return {
         "title": title,
-        "title_detail": {
-            "type": "text/plain",
-            "language": _language(detail.language if detail else None),
-            "value": title,
-        },
+        "title_detail": detail,
         "link": _text(feed.get("link")),
         "language": language or None,
     }
 
 
-def _link(link: Any, base: str) -> dict[str, Any]:
+def _author(entry: Any, atom: bool) -> str:
+    """The author as feedparser writes it: an Atom author is "name (email)", or either."""
+    detail = entry.get("author_detail")
+    if not atom or detail is None:
+        return _text(entry.get("author"))
+    name, email = _text(detail.name).strip(), _text(detail.email).strip()
+    return f"{name} ({email})" if name and email else name or email
+
+
+def _tag(tag: Any, atom: bool) -> dict[str, Any]:
+    """A tag as feedparser gives it: an Atom category's term and label are attributes."""
+    read = _attribute if atom else _text
+    return {"term": read(tag.term).strip(), "label": read(tag.label) or None, "scheme": tag.scheme}
+
+
+def _link(link: Any, reading: _Reading) -> dict[str, Any]:
     """An Atom link as feedparser gives it: an href resolved even when empty."""
-    rel = _attribute(link.rel) or "alternate"
-    kind = _attribute(link.type) or ("application/atom+xml" if rel == "self" else "text/html")
+    rel = reading.attribute(link.rel) or "alternate"
+    kind = reading.attribute(link.type) or ("application/atom+xml" if rel == "self" else "text/html")
     return {
         "rel": rel,
         "type": feedparser.mixin._FeedParserMixin.map_content_type(kind),
-        "href": _resolve(base, _attribute(link.href)),
+        "href": _resolve(reading.base, reading.attribute(link.href)),
     }
 
 
@@ -417,31 +497,36 @@ def _dates(entry: Any) -> dict[str, Any]:
     return dates
 
 
-def _entry(entry: Any, base: str, atom: bool, permalinks: bool) -> dict[str, Any]:
+def _entry(entry: Any, reading: _Reading, part: bytes) -> dict[str, Any]:
+    base, atom = reading.base, reading.atom
     identity = _text(entry.get("id")).strip()
     if identity:
         resolved = _resolve(base, identity)
-        if resolved != identity and not permalinks:
+        if resolved != identity and not reading.permalinks:
             raise _Otherwise("an identifier feedparser may leave unresolved")
         identity = resolved
-    links = [_link(item, base) for item in entry.get("links") or []]
+    links = [_link(item, reading) for item in entry.get("links") or []]
     if atom:
         # feedparser's entry link: the last alternate link to an HTML page
         link = ""
         for item in links:
             if "href" in item and item["rel"] == "alternate" and item["type"] in _HTML_TYPES:
                 link = item["href"]
+        # feedparser reads an Atom id as a permalink guid: without such a link, it is the link
+        link = link or identity
     else:
         # feedparser's repair of query strings in an RSS <link>
         link = _text(entry.get("link")).strip()
         link = _LINK_ENTITY.sub(r"&\g<1>", link.replace("&amp;", "&"))
         link = _resolve(base, link) if link else ""
         links = [{"rel": "alternate", "type": "text/html", **({"href": link} if link else {})}]
-    title, title_detail = _detail(entry.get("title_detail"), base, rss_title=not atom)
-    summary, summary_detail = _detail(entry.get("summary_detail"), base)
-    content = []
-    for item in entry.get("content") or []:
-        content.append(_detail(item, base)[1])
+    title, title_detail = _detail(entry.get("title_detail"), reading, title=True, typed=_typed(part, "title"))
+    content = [_detail(item, reading)[1] for item in entry.get("content") or []]
+    if atom and not _TEXT_TAGS["summary"].search(part):
+        # feedparser copies an Atom entry's first content to its summary, without a detail
+        summary, summary_detail = (content[0]["value"] if content else ""), None
+    else:
+        summary, summary_detail = _detail(entry.get("summary_detail"), reading, typed=_typed(part, "summary"))
     document: dict[str, Any] = {
         "id": identity,
         "link": link,
@@ -452,23 +537,21 @@ def _entry(entry: Any, base: str, atom: bool, permalinks: bool) -> dict[str, Any
         "summary_detail": summary_detail,
         "content": content,
         **_dates(entry),
-        "tags": [
-            {"term": _text(tag.term).strip(), "label": _text(tag.label) or None, "scheme": tag.scheme}
-            for tag in entry.get("tags") or []
-        ],
-        "author": _text(entry.get("author")),
+        "tags": [_tag(tag, atom) for tag in entry.get("tags") or []],
+        "author": _author(entry, atom),
         # as in feedparser: media and enclosure addresses are attributes it leaves unresolved
         "media_content": [
             {
-                "url": _attribute(item.url),
-                "type": _attribute(item.type),
-                "medium": _attribute(item.medium),
+                "url": reading.attribute(item.url),
+                "type": reading.attribute(item.type),
+                "medium": reading.attribute(item.medium),
             }
             for item in entry.get("media_content") or []
         ],
-        "media_thumbnail": [{"url": _attribute(item.url)} for item in entry.get("media_thumbnail") or []],
+        "media_thumbnail": [{"url": reading.attribute(item.url)} for item in entry.get("media_thumbnail") or []],
         "enclosures": [
-            {"href": _attribute(item.href), "type": _attribute(item.type)} for item in entry.get("enclosures") or []
+            {"href": reading.attribute(item.href), "type": reading.attribute(item.type)}
+            for item in entry.get("enclosures") or []
         ],
     }
     return document
