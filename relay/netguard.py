@@ -30,7 +30,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, NoReturn, TypeVar
 
 import httpcore
@@ -540,6 +540,29 @@ class _SerialHTTP2Connection(httpcore.HTTP2Connection):
             # a failure between taking a stream id and sending its headers must not keep
             # the connection's lock
             self._h2_state.release_stream_id()  # type: ignore[attr-defined]
+
+    def _response_closed(self, stream_id: int) -> None:
+        """An answer left before its end (over the size cap, a long error page): httpcore
+        neither resets the stream nor gives back the flow-control credit of the data it
+        received and dropped, so after some of them the connection has no window left and
+        every other feed on it stalls. Reset it and give the credit back."""
+        import h2.errors
+        import h2.events
+        import h2.exceptions
+
+        stream = self._h2_state.streams.get(stream_id)
+        if stream is not None and not stream.closed:
+            with suppress(h2.exceptions.ProtocolError):
+                self._h2_state.reset_stream(stream_id, error_code=h2.errors.ErrorCodes.CANCEL)
+        unread = sum(
+            event.flow_controlled_length or 0
+            for event in self._events.get(stream_id, ())
+            if isinstance(event, h2.events.DataReceived)
+        )
+        if unread:
+            with suppress(h2.exceptions.ProtocolError):
+                self._h2_state.acknowledge_received_data(unread, stream_id)
+        super()._response_closed(stream_id)
 
 
 class _Connection(httpcore.HTTPConnection):

@@ -127,6 +127,21 @@ def test_leaving_fetch_each_early_starts_nothing_more(h2_server: TlsFeedServer) 
     assert sum(h2_server.hits.values()) <= 1 + 4
 
 
+def test_answers_left_over_the_size_cap_do_not_stall_the_host(h2_server: TlsFeedServer) -> None:
+    """Each feed is over its cap and left unread after its first kilobyte; together they are
+    more than the connection's flow-control window (16 MiB). Left unreset and unacknowledged,
+    they would stall the connection, and the last feeds and the good one would time out."""
+    big = b"<rss>" + b"x" * 256 * 1024 + b"</rss>"
+    requests = [FetchRequest(f"big{n}", h2_server.feed(f"/big{n}.xml", big), max_bytes=1000) for n in range(90)]
+    requests.append(FetchRequest("good", h2_server.feed("/good.xml", body_of(1))))
+    with make_client(verify=h2_server.client_context()) as client:
+        results = fetch_all(requests, client)
+        [again] = fetch_all([FetchRequest("good", h2_server.url("/good.xml"))], client)
+    assert {r.error for r in results[:-1]} == {"body over 1,000 bytes (raise max_bytes to allow it)"}
+    assert results[-1].status == "ok" and again.status == "ok"
+    assert len(h2_server.clients) == 1
+
+
 # the network guard over HTTP/2
 
 
