@@ -1,16 +1,19 @@
 """The fast parser path (pure): feedparser-rs, a Rust feed parser, when it is installed.
 
 Its result is turned into the document relay.parse reads from feedparser (plain dicts with
-feedparser's names), with feedparser's own steps applied where the two parsers differ:
-the body is decoded by feedparser's encoding rules and stripped of its DOCTYPE as
-feedparser does, links are resolved with feedparser's function, dates are read by
-feedparser's date parser, and text gets the same last touches feedparser gives it.
+feedparser's names; only the fields relay.parse reads), with feedparser's own steps where
+the two parsers differ: the body is decoded by feedparser's encoding rules and stripped of
+its DOCTYPE as feedparser does, links and ids are resolved with feedparser's function,
+dates are read by feedparser's date parser, HTML that is not plain goes through
+feedparser's resolver and sanitizer, and text gets the last touches feedparser gives it.
 
 A body goes to feedparser instead (read returns None) whenever the two could read it
-differently: feedparser would not use its strict XML parser on it (not well-formed, an
-encoding it cannot decode), it declares entities, a base URL (xml:base) or FeedBurner
-original links, feedparser-rs reports a problem or a format relay does not read (JSON
-Feed), or its entry count differs from a count of the <item> and <entry> tags."""
+differently: feedparser would not use its strict XML parser on it (not well-formed for
+expat, an encoding it cannot decode), it holds what feedparser-rs does not read as
+feedparser does (entities, xml:base, FeedBurner original links, Media RSS descriptions,
+XHTML, ...), feedparser-rs reports a problem or a format relay does not read (JSON Feed),
+its counts of entries, tags, authors, links or media differ from counts of the tags in
+the body, or it emptied a link it could not read. RELAY_PARSER=feedparser turns it off."""
 
 from __future__ import annotations
 
@@ -38,13 +41,15 @@ PARSER_VARIABLE = "RELAY_PARSER"
 # beyond content, thumbnails and credits (feedparser reads a media:description as the
 # entry's description, a media:title as its title), keywords and subjects (tags), sources,
 # XHTML content, enclosures as Atom links, iTunes authors (a second author), and the
-# attributes base= and lang=, which feedparser takes for xml:base and xml:lang.
+# attributes base= and lang= (see _BASE_OR_LANG), which feedparser takes for xml:base and
+# xml:lang.
 _READ_OTHERWISE = re.compile(
     rb"<!entity|xml:base|origlink|<[\w.-]+:(?:language|keywords|subject|source|group)\b|<source\b"
-    rb"|<media:(?!content\b|thumbnail\b|credit\b)|<itunes:author|type\s*=\s*[\"']xhtml|rel\s*=\s*[\"']enclosure"
-    rb"|<[\w:.-]+(?:\s+[\w:.-]+\s*=\s*(?:\"[^\"]*\"|'[^']*'))*\s+(?:base|lang)\s*=",
+    rb"|<media:(?!content\b|thumbnail\b|credit\b)|<itunes:author|type\s*=\s*[\"']xhtml|rel\s*=\s*[\"']enclosure",
     re.IGNORECASE,
 )
+# a base= or lang= attribute, when it is inside a start tag (text may say lang="fr")
+_BASE_OR_LANG = re.compile(rb"\s(?:base|lang)\s*=", re.IGNORECASE)
 # every match of _READ_OTHERWISE holds one of these
 _MARKERS = (
     b"<!entity",
@@ -60,8 +65,6 @@ _MARKERS = (
     b"<itunes:author",
     b"xhtml",
     b"enclosure",
-    b"base",
-    b"lang",
 )
 # the start tags the adapter counts, with or without a namespace prefix
 _ENTRY_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(?:item|entry)[\s/>]")
@@ -307,7 +310,15 @@ def _read_otherwise(data: bytes) -> bool:
     """Whether data holds something feedparser-rs does not read as feedparser does. Plain
     substring tests first (fast), the pattern only when one of them finds something."""
     lowered = data.lower()
-    return any(marker in lowered for marker in _MARKERS) and _READ_OTHERWISE.search(data) is not None
+    if any(marker in lowered for marker in _MARKERS) and _READ_OTHERWISE.search(data) is not None:
+        return True
+    if b"base" not in lowered and b"lang" not in lowered:
+        return False
+    # inside a start tag: the last '<' before it comes after the last '>'
+    return any(
+        data.rfind(b"<", 0, match.start()) > data.rfind(b">", 0, match.start())
+        for match in _BASE_OR_LANG.finditer(data)
+    )
 
 
 def _authors(node: Any) -> int:
@@ -521,12 +532,18 @@ def _entry(entry: Any, reading: _Reading, part: bytes) -> dict[str, Any]:
         link = _resolve(base, link) if link else ""
         links = [{"rel": "alternate", "type": "text/html", **({"href": link} if link else {})}]
     title, title_detail = _detail(entry.get("title_detail"), reading, title=True, typed=_typed(part, "title"))
-    content = [_detail(item, reading)[1] for item in entry.get("content") or []]
+    contents = entry.get("content") or []
     if atom and not _TEXT_TAGS["summary"].search(part):
         # feedparser copies an Atom entry's first content to its summary, without a detail
-        summary, summary_detail = (content[0]["value"] if content else ""), None
+        summary, summary_detail = (_detail(contents[0], reading)[0] if contents else ""), None
     else:
         summary, summary_detail = _detail(entry.get("summary_detail"), reading, typed=_typed(part, "summary"))
+    # relay reads the first content's language, and its text only when there is no summary:
+    # the others, and the text of a content it does not read, are not worth converting
+    content = [
+        _detail(item, reading)[1] if not summary and index == 0 else {"language": _language(item.language), "value": ""}
+        for index, item in enumerate(contents[:1])
+    ]
     document: dict[str, Any] = {
         "id": identity,
         "link": link,
