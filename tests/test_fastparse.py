@@ -6,6 +6,9 @@ feedparser alone."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +25,7 @@ from relay import fastparse
 from relay.errors import ParseError
 from relay.models import ParsedFeed
 from relay.parse import parse_feed
+from tests.support import feedserver as fs
 from tests.support.feeds import numbered
 from tests.test_parse_hostile import HOSTILE
 
@@ -523,3 +527,39 @@ def test_a_fast_parser_failure_sends_the_feed_to_feedparser(monkeypatch: pytest.
 )
 def test_what_the_fast_path_might_read_otherwise_goes_to_feedparser(body: bytes) -> None:
     assert _fast(body) is None
+
+
+# End to end: relay preview as a real process, its feeds parsed in worker processes
+
+
+def _preview_json(tmp_path: Path, feeds: dict[str, str], parser: str | None) -> Any:
+    lines = [
+        "defaults:\n  backfill: 50\naccounts:\n  masto:\n    platform: mastodon\n"
+        "    instance: https://m.example\n    token: ${T}\nfeeds:"
+    ]
+    lines += [f"  - name: {name}\n    url: {url}" for name, url in feeds.items()]
+    (tmp_path / "feeds.yaml").write_text("\n".join(lines) + "\n")
+    environment = {key: value for key, value in os.environ.items() if key != fastparse.PARSER_VARIABLE}
+    if parser:
+        environment[fastparse.PARSER_VARIABLE] = parser
+    config, state = str(tmp_path / "feeds.yaml"), str(tmp_path / f"state-{parser}")
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "preview", "--all", "--format", "json", "-c", config, "--state-dir", state],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        env=environment,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode in (0, 1), result.stderr
+    return json.loads(result.stdout)
+
+
+def test_relay_preview_shows_the_same_posts_with_either_parser(tmp_path: Path, feed_server: fs.FeedServer) -> None:
+    names = ["flus__commitstrip.rss.xml", "feedjira__google_alerts_atom.xml", "miniflux__large_rss.xml", "nnw__atp.rss"]
+    feeds = {name.split(".")[0]: feed_server.feed(f"/{name}", (CORPUS / name).read_bytes()) for name in names}
+    feeds["numbered"] = feed_server.feed("/numbered", numbered(5))
+    fast = _preview_json(tmp_path, feeds, None)
+    assert fast["posts"]
+    assert _preview_json(tmp_path, feeds, "feedparser") == fast
