@@ -113,7 +113,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     shutil.copytree(ROOT / "examples" / "offline", tmp / "offline")
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},  # as installed: .pyc cached
         "RELAY_STATE_DIR": str(tmp / "state"),
         "RELAY_MASTODON_TOKEN": "x",
         "RELAY_BLUESKY_APP_PASSWORD": "x",
@@ -130,7 +130,22 @@ def main() -> None:
         check=False,
     ).stderr
     print(f"  pydantic imported by the no-op run: {'yes' if ' pydantic' in imports else 'no'}")
+    print("  the no-op run's 10 costliest imports (cumulative, µs):")
+    for cumulative, module in top_imports(imports, 10):
+        print(f"    {cumulative:7d}  {module}")
     config_cost(tmp, median)
+
+
+def top_imports(importtime: str, count: int) -> list[tuple[int, str]]:
+    """The top-level imports (not the ones they pulled in) of `python -X importtime` output,
+    costliest first."""
+    found = []
+    for line in importtime.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            _, cumulative, name = line.split("|")
+            if cumulative.strip().isdigit() and not name.startswith("  "):
+                found.append((int(cumulative), name.strip()))
+    return sorted(found, reverse=True)[:count]
 
 
 def config_cost(tmp: Path, no_op_ms: float, runs: int = 10) -> None:
