@@ -1,12 +1,12 @@
 """HTTP and local fetching of feeds, pages and images: a total deadline per request (DNS,
 connect, headers, body and redirects, through relay.netguard), a body cap enforced while
 streaming and after decompression, conditional GET, redirects capped, concurrency with at
-most two connections per host: HTTP/2 where an https host offers it (many feeds of one host
-as streams on one connection), HTTP/1.1 with keep-alive elsewhere. Feeds from feeds.yaml are fetched from wherever the user
-says, but a redirect to another host only to a public address (unless the feed's own host
-is private, an intranet feed, or the configuration allows private addresses); pages and
-images named by feed content only from public addresses, unless the configuration lifts
-that policy. Returns bytes; never parses."""
+most two connections per host: HTTP/2 where an https host offers it (the feeds of one host
+as streams on one connection), HTTP/1.1 with keep-alive elsewhere. Feeds from feeds.yaml
+are fetched from wherever the user says, but a redirect to another host only to a public
+address (unless the feed's own host is private, an intranet feed, or the configuration
+allows private addresses); pages and images named by feed content only from public
+addresses, unless the configuration lifts that policy. Returns bytes; never parses."""
 
 from __future__ import annotations
 
@@ -383,12 +383,16 @@ def _fetch_http(
 def _drain(response: httpx.Response, limit: int) -> None:
     """Read an answer that is not kept to its end (a 304 has none; an error page is
     usually short), so its connection can be reused: HTTP/1.1 closes a connection whose
-    answer was left unread. One longer than `limit` is left, and its connection closed."""
+    answer was left unread. One longer than `limit` is left, and its connection closed;
+    one that fails on the way too (what the caller reports is the status)."""
     size = 0
-    for chunk in response.iter_raw():
-        size += len(chunk)
-        if size > limit:
-            return
+    try:
+        for chunk in response.iter_raw():
+            size += len(chunk)
+            if size > limit:
+                return
+    except httpx.HTTPError:
+        return
 
 
 def _transport_error(exc: httpx.TransportError, request: FetchRequest, per_read: float) -> FetchError:

@@ -320,7 +320,8 @@ class GuardedStream(httpcore.NetworkStream):
         closes (httpcore would keep an HTTP/2 connection whose read failed open until its
         keep-alive expires), and every request still on it learns whose deadline it was."""
         self.ended_by = limit
-        self._inner.close()
+        with self._io:  # not while another thread sends on it
+            self._inner.close()
         raise DeadlineTimeout(limit)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
@@ -331,6 +332,8 @@ class GuardedStream(httpcore.NetworkStream):
             self._inner.write(buffer, _bounded(timeout))
             return
         with self._io:
+            if self.ended_by is not None:
+                raise DeadlineTimeout(self.ended_by)
             self._inner.write(buffer, _bounded(timeout))
 
     def close(self) -> None:
