@@ -660,10 +660,24 @@ class GuardedTransport(httpx.HTTPTransport):
         return response
 
 
+def http2_available() -> bool:
+    """Whether HTTP/2 can be offered: h2 is installed, and httpcore is a version whose
+    HTTP/2 internals _SerialHTTP2Connection and _Connection were written against (1.0).
+    Any other falls back to HTTP/1.1 rather than share a connection between threads unsafely."""
+    import importlib.util
+
+    return httpcore.__version__.startswith("1.0.") and importlib.util.find_spec("h2") is not None
+
+
 def make_transport(
     *, public_only: bool, max_connections: int = 32, http2: bool = False, verify: ssl.SSLContext | None = None
 ) -> httpx.HTTPTransport:
     """The guarded transport. http2 offers HTTP/2 to https hosts (TLS ALPN; plain http
-    stays HTTP/1.1). verify is a context of its own for tests and bench/ (a local CA);
-    relay itself always verifies against the default CA bundle."""
-    return GuardedTransport(public_only=public_only, max_connections=max_connections, http2=http2, verify=verify)
+    stays HTTP/1.1) when http2_available(). verify is a context of its own for tests and
+    bench/ (a local CA); relay itself always verifies against the default CA bundle."""
+    return GuardedTransport(
+        public_only=public_only,
+        max_connections=max_connections,
+        http2=http2 and http2_available(),
+        verify=verify,
+    )
