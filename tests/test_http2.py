@@ -7,8 +7,10 @@ holds over HTTP/2 as it does over HTTP/1.1."""
 from __future__ import annotations
 
 import functools
+import json
 import ssl
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from relay.fetch import FetchRequest, FetchResult, fetch_all, fetch_each, fetch_
 from tests.support.feeds import numbered
 from tests.support.feedserver import FeedServer, Request, Response
 from tests.support.h2server import TlsFeedServer
+from tests.support.relayrun import relay_process
 
 FEEDS = 50
 
@@ -103,6 +106,27 @@ def test_an_http11_host_gets_at_most_two_connections_kept_alive(
     assert [r.status for r in second] == ["not_modified"] * FEEDS
     assert sum(server.hits.values()) == 2 * FEEDS
     assert 1 <= len(clients) <= 2  # 100 requests over at most 2 connections: kept alive
+
+
+def test_relay_preview_reads_the_feeds_of_an_http2_host_over_one_connection(
+    h2_server: TlsFeedServer, tmp_path: Path
+) -> None:
+    """As a user would, in a process of its own; the server's CA is trusted the standard way,
+    through SSL_CERT_FILE (as with a private CA), not by anything in relay."""
+    ca = tmp_path / "ca.pem"
+    h2_server.ca.cert_pem.write_to_path(str(ca))
+    feeds = "".join(f"  - name: feed{n}\n    url: {h2_server.feed(f'/feed{n}.xml', body_of(n))}\n" for n in range(20))
+    config = tmp_path / "feeds.yaml"
+    config.write_text(
+        "accounts:\n  masto:\n    platform: mastodon\n    instance: https://m.example\n    token: ${T}\n"
+        f"feeds:\n{feeds}"
+    )
+    environment = {"SSL_CERT_FILE": str(ca), "T": "x", "RELAY_STATE_DIR": str(tmp_path / "state")}
+    process = relay_process("preview", "-c", str(config), "--format", "json", env=environment)
+    out, err = process.communicate(timeout=60)
+    report = json.loads(out)
+    assert [feed["status"] for feed in report["feeds"]] == ["ok"] * 20, err
+    assert h2_server.versions == {"2"} and len(h2_server.clients) == 1
 
 
 def test_the_servers_certificate_is_still_checked_without_the_test_ca(h2_server: TlsFeedServer) -> None:
