@@ -83,6 +83,12 @@ _TEXT_TAGS = {
     for name in ("title", "summary")
 }
 _TYPE_ATTRIBUTE = re.compile(rb"\stype\s*=")
+_IMAGE_BLOCK = re.compile(rb"<image[\s>].*?</image>", re.DOTALL)
+# the elements of an entry that relay reads: written twice, the parsers keep different ones
+_READ_ELEMENT = re.compile(
+    rb"<((?:atom:)?(?:title|link|description|summary|content|guid|id|pubDate|published|updated|created|issued|modified)"
+    rb"|content:encoded|dc:date|dcterms:created|dcterms:modified)[\s/>]"
+)
 _LINK_WITH_TEXT = re.compile(rb"<link(?:\s[^<>]*)?>\s*(?:<!\[CDATA\[\s*)?[^\s<\]]")
 _NOT_A_PERMALINK = re.compile(rb"ispermalink\s*=\s*[\"']\s*false", re.IGNORECASE)
 # an absolute URL that urllib's split and join give back unchanged: lower-case http(s), a
@@ -302,6 +308,11 @@ def _read(body: bytes, headers: dict[str, str]) -> dict[str, Any] | None:
         # feedparser resolves an Atom id and an RSS guid that is a permalink, not an rdf:about
         permalinks=atom or (version != "rss10" and not _NOT_A_PERMALINK.search(data)),
     )
+    for start, end in parts:
+        own = _IMAGE_BLOCK.sub(b"", data[start:end])  # an image's title and link are its own
+        names = [name for name in _READ_ELEMENT.findall(own) if not (atom and name.endswith(b"link"))]
+        if len(names) != len(set(names)):
+            raise _Otherwise("an element written twice in an entry")
     converted = [_entry(entry, reading, data[start:end]) for entry, (start, end) in zip(entries, parts, strict=True)]
     return {"version": version, "feed": _feed(feed, data, reading, data[: starts[0]]), "entries": converted}
 
@@ -314,11 +325,17 @@ def _read_otherwise(data: bytes) -> bool:
         return True
     if b"base" not in lowered and b"lang" not in lowered:
         return False
-    # inside a start tag: the last '<' before it comes after the last '>'
-    return any(
-        data.rfind(b"<", 0, match.start()) > data.rfind(b">", 0, match.start())
-        for match in _BASE_OR_LANG.finditer(data)
-    )
+    # inside a start tag: the last '<' before it comes after the last '>' (each stretch of
+    # the body looked at once, so that many candidates cost no more than one scan)
+    inside, position = False, 0
+    for match in _BASE_OR_LANG.finditer(data):
+        opening, closing = data.rfind(b"<", position, match.start()), data.rfind(b">", position, match.start())
+        if opening != -1 or closing != -1:
+            inside = opening > closing
+        if inside:
+            return True
+        position = match.start()
+    return False
 
 
 def _authors(node: Any) -> int:
@@ -436,7 +453,7 @@ def _detail(
     if kind == "text/html" and reading.atom and not typed:
         if typed is None and ("<" in value or "&" in value):
             raise _Otherwise("an Atom text whose type is not known")
-        kind = "text/plain"
+        kind = "text/plain"  # (typed None: no tag, or a feed title beside an image's title)
     if rss_title:
         # feedparser reads an RSS title as plain text unless it looks like HTML
         # (without a '<' or an '&' it cannot)

@@ -115,6 +115,41 @@ def test_hostile_bodies_are_read_as_feedparser_reads_them(monkeypatch: pytest.Mo
     _assert_same(_with_feedparser(monkeypatch, body), _parse(body), name)
 
 
+def _rss(description: bytes) -> bytes:
+    return (
+        b"<rss version='2.0'><channel><title>t</title><item><title>t</title><link>https://a.example/</link>"
+        b"<description>" + description + b"</description></item></channel></rss>"
+    )
+
+
+# Bodies aimed at the adapter's own scans: each is read in time linear in its size (the
+# failure mode is the timeout: a quadratic scan of these takes minutes), and the same.
+ADAPTER_HOSTILE = {
+    "lang= in text, 1.8 MB": _rss(b" lang=" * 300_000),
+    "unclosed tags in HTML": _rss(b"&lt;a " * 20_000),
+    "attributes in one tag, 1.6 MB": _rss(b"&lt;a" + b" x=&quot;1&quot;" * 100_000 + b"&gt;"),
+    "images": _rss(b"&lt;img src=&quot;/i.png&quot;&gt;" * 20_000),
+    "atom links": b"<feed xmlns='http://www.w3.org/2005/Atom'><entry><id>a</id>"
+    + b"<link href='/x'/>" * 20_000
+    + b"</entry></feed>",
+    "empty links": b"<rss version='2.0'><channel>"
+    + b"<item><title>t</title><link></link></item>" * 5_000
+    + b"</channel></rss>",
+    "titles": b"<feed xmlns='http://www.w3.org/2005/Atom'>"
+    + b"<entry><title>a &amp; b</title><title>c</title></entry>" * 5_000
+    + b"</feed>",
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", ADAPTER_HOSTILE)
+def test_bodies_aimed_at_the_adapter_are_read_in_linear_time_and_the_same(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    body = ADAPTER_HOSTILE[name]
+    _assert_same(_with_feedparser(monkeypatch, body), _parse(body), name)
+
+
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-32"])
 def test_a_declared_entity_goes_to_feedparser_and_is_never_expanded(
     monkeypatch: pytest.MonkeyPatch, encoding: str
@@ -241,6 +276,18 @@ def test_a_declared_entity_goes_to_feedparser_and_is_never_expanded(
         (
             "markup for the sanitizer",
             b"<rss version='2.0'><channel><item><title>t</title><link>/a</link><description>&lt;iframe src='x'&gt;i&lt;/iframe&gt;a &lt;3 b &lt;img src='/i.png' alt='&amp;lt;b&amp;gt;'&gt;</description></item></channel></rss>",
+        ),
+        (
+            "elements written twice",
+            b"<feed xmlns='http://www.w3.org/2005/Atom'><entry><id>a</id><title>a &amp; b</title><title>c</title></entry></feed>",
+        ),
+        (
+            "rss elements written twice",
+            b"<rss version='2.0'><channel><item><title>a</title><title>b</title><description>d</description><description>e</description><link>/x</link><link>/y</link></item></channel></rss>",
+        ),
+        (
+            "an item's image",
+            b"<rss version='2.0'><channel><item><title>a</title><link>/x</link><image><url>/i.png</url><title>i</title><link>/i</link></image></item></channel></rss>",
         ),
         (
             "json feed",
