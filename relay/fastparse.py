@@ -83,6 +83,19 @@ _TEXT_TAGS = {
     for name in ("title", "summary")
 }
 _TYPE_ATTRIBUTE = re.compile(rb"\stype\s*=")
+# the date elements of an entry, and those feedparser-rs reads as feedparser does
+_DATE_ELEMENT = re.compile(
+    rb"<((?:[A-Za-z_][\w.-]*:)?[\w.-]*(?:date|updated|published|modified|created|issued)[\w.-]*)[\s/>]", re.IGNORECASE
+)
+_RSS_DATES = frozenset({b"pubdate", b"expirationdate"})
+_ATOM_DATES = frozenset({b"published", b"updated"})
+# with their prefixes bound as usual: dc:date read alike, the others left alone by both
+_DUBLIN_CORE = re.compile(rb"xmlns:dc\s*=\s*[\"']http://purl\.org/dc/elements/1\.1/[\"']")
+_DUBLIN_CORE_DATES = frozenset({b"dc:date", b"dc:created", b"dc:modified"})
+_PRISM = re.compile(
+    rb"xmlns:prism\s*=\s*[\"'](?:http://prismstandard\.org/namespaces/|http://purl\.org/rss/1\.0/modules/prism/)"
+)
+_PRISM_DATES = frozenset({b"prism:publicationdate"})
 _IMAGE_BLOCK = re.compile(rb"<image[\s>].*?</image>", re.DOTALL)
 # the elements of an entry that relay reads: written twice, the parsers keep different ones
 _READ_ELEMENT = re.compile(
@@ -308,11 +321,19 @@ def _read(body: bytes, headers: dict[str, str]) -> dict[str, Any] | None:
         # feedparser resolves an Atom id and an RSS guid that is a permalink, not an rdf:about
         permalinks=atom or (version != "rss10" and not _NOT_A_PERMALINK.search(data)),
     )
+    known_dates = _ATOM_DATES if atom else _RSS_DATES
+    if not atom and _DUBLIN_CORE.search(data):
+        known_dates |= _DUBLIN_CORE_DATES
+    if not atom and _PRISM.search(data):
+        known_dates |= _PRISM_DATES
     for start, end in parts:
         own = _IMAGE_BLOCK.sub(b"", data[start:end])  # an image's title and link are its own
         names = [name for name in _READ_ELEMENT.findall(own) if not (atom and name.endswith(b"link"))]
         if len(names) != len(set(names)):
             raise _Otherwise("an element written twice in an entry")
+        dates = {name.lower() for name in _DATE_ELEMENT.findall(own)}
+        if not dates <= known_dates:
+            raise _Otherwise("a date element feedparser-rs does not read")
     converted = [_entry(entry, reading, data[start:end]) for entry, (start, end) in zip(entries, parts, strict=True)]
     return {"version": version, "feed": _feed(feed, data, reading, data[: starts[0]]), "entries": converted}
 

@@ -105,7 +105,7 @@ def test_a_feed_read_from_disk_resolves_its_links_as_with_feedparser(
 def test_the_fast_path_reads_most_of_the_corpus() -> None:
     # the equality above is not vacuous: most feeds do take the fast path
     fast = [path.name for path in BODIES if _fast(path.read_bytes()) is not None]
-    assert len(fast) >= 40, fast
+    assert len(fast) >= 35, fast
     assert _fast(numbered(20)) is not None
 
 
@@ -288,6 +288,14 @@ def test_a_declared_entity_goes_to_feedparser_and_is_never_expanded(
         (
             "an item's image",
             b"<rss version='2.0'><channel><item><title>a</title><link>/x</link><image><url>/i.png</url><title>i</title><link>/i</link></image></item></channel></rss>",
+        ),
+        (
+            "dates feedparser-rs does not read",
+            b"<rss version='2.0' xmlns:dcterms='http://purl.org/dc/terms/' xmlns:atom='http://www.w3.org/2005/Atom'><channel><item><title>t</title><link>/1</link><dcterms:created>2024-01-02T00:00:00Z</dcterms:created></item><item><title>u</title><link>/2</link><atom:updated>2024-01-03T00:00:00Z</atom:updated></item><item><title>v</title><link>/3</link><lastBuildDate>Mon, 30 Nov 2026 10:00:00 +0000</lastBuildDate></item></channel></rss>",
+        ),
+        (
+            "dates both leave alone",
+            b"<rss version='2.0' xmlns:dc='http://purl.org/dc/elements/1.1/'><channel><item><title>t</title><link>/1</link><dc:created>2024-01-02T00:00:00Z</dc:created><dc:modified>2024-01-02T00:00:00Z</dc:modified></item></channel></rss>",
         ),
         (
             "json feed",
