@@ -517,10 +517,32 @@ def _author(entry: Any, atom: bool) -> str:
     return f"{name} ({email})" if name and email else name or email
 
 
-def _tag(tag: Any, atom: bool) -> dict[str, Any]:
-    """A tag as feedparser gives it: an Atom category's term and label are attributes."""
-    read = _attribute if atom else _text
-    return {"term": read(tag.term).strip(), "label": read(tag.label) or None, "scheme": tag.scheme}
+def _tags(categories: list[Any], atom: bool) -> list[dict[str, Any]]:
+    """The tags as feedparser builds them, category by category: the start tag's term,
+    scheme (or RSS domain) and label are added unless all empty or already there; then the
+    element's text (RSS) names the last tag if it has no term, else is added unless there."""
+    tags: list[dict[str, Any]] = []
+
+    def add(term: str | None, scheme: str | None, label: str | None) -> None:
+        value = {"term": term, "scheme": scheme, "label": label}
+        if (term or scheme or label) and value not in tags:
+            tags.append(value)
+
+    for category in categories:
+        if atom:
+            add(
+                _attribute(category.term) or None,
+                _attribute(category.scheme) or None,
+                _attribute(category.label) or None,
+            )
+            continue
+        add(None, _text(category.scheme) or None, None)
+        text = _text(category.term).strip()
+        if text and tags and not tags[-1]["term"]:
+            tags[-1]["term"] = text
+        elif text:
+            add(text, None, None)
+    return tags
 
 
 def _link(link: Any, reading: _Reading) -> dict[str, Any]:
@@ -592,7 +614,7 @@ def _entry(entry: Any, reading: _Reading, part: bytes) -> dict[str, Any]:
         "summary_detail": summary_detail,
         "content": content,
         **_dates(entry),
-        "tags": [_tag(tag, atom) for tag in entry.get("tags") or []],
+        "tags": _tags(entry.get("tags") or [], atom),
         "author": _author(entry, atom),
         # as in feedparser: media and enclosure addresses are attributes it leaves unresolved
         "media_content": [

@@ -298,6 +298,14 @@ def test_a_declared_entity_goes_to_feedparser_and_is_never_expanded(
             b"<rss version='2.0' xmlns:dc='http://purl.org/dc/elements/1.1/'><channel><item><title>t</title><link>/1</link><dc:created>2024-01-02T00:00:00Z</dc:created><dc:modified>2024-01-02T00:00:00Z</dc:modified></item></channel></rss>",
         ),
         (
+            "categories",
+            b"<rss version='2.0'><channel><item><title>t</title><link>/1</link><category domain='d'>A</category><category domain='d'></category><category>A</category><category>B</category><category domain='e'>B</category><category>A</category></item></channel></rss>",
+        ),
+        (
+            "atom categories",
+            b"<feed xmlns='http://www.w3.org/2005/Atom'><entry><id>a</id><category term='A'/><category term='A'/><category term='B' scheme='s'/><category label='L'/><category term=''/></entry></feed>",
+        ),
+        (
             "json feed",
             b'{"version": "https://jsonfeed.org/version/1.1", "items": [{"id": "1", "url": "https://a.example/"}]}',
         ),
