@@ -579,12 +579,10 @@ def _entry(entry: Any, reading: _Reading, part: bytes) -> dict[str, Any]:
     links = [_link(item, reading) for item in entry.get("links") or []]
     if atom:
         # feedparser's entry link: the last alternate link to an HTML page
-        link = ""
-        for item in links:
-            if "href" in item and item["rel"] == "alternate" and item["type"] in _HTML_TYPES:
-                link = item["href"]
-        # feedparser reads an Atom id as a permalink guid: without such a link, it is the link
-        link = link or identity
+        alternates = [item["href"] for item in links if item["rel"] == "alternate" and item["type"] in _HTML_TYPES]
+        # feedparser reads an Atom id as a permalink guid: without such a link (even one
+        # whose address resolves to nothing), the id is the link
+        link = alternates[-1] if alternates else identity
     else:
         # feedparser's repair of query strings in an RSS <link>
         link = _text(entry.get("link")).strip()

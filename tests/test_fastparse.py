@@ -306,6 +306,10 @@ def test_a_declared_entity_goes_to_feedparser_and_is_never_expanded(
             b"<feed xmlns='http://www.w3.org/2005/Atom'><entry><id>a</id><category term='A'/><category term='A'/><category term='B' scheme='s'/><category label='L'/><category term=''/></entry></feed>",
         ),
         (
+            "a link that resolves to nothing",
+            b"<feed xmlns='http://www.w3.org/2005/Atom'><entry><title>t</title><link rel='alternate' href='https://[::1/x'/><id>c</id></entry><entry><title>u</title><id>d</id><link href='http://[::1/y'/></entry></feed>",
+        ),
+        (
             "json feed",
             b'{"version": "https://jsonfeed.org/version/1.1", "items": [{"id": "1", "url": "https://a.example/"}]}',
         ),
