@@ -8,6 +8,7 @@ import calendar
 import hashlib
 import io
 import re
+from collections.abc import Container
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit
 import feedparser
 
 from relay import fastparse
-from relay.dedupe import canonical_url, key_link
+from relay.dedupe import canonical_url, fingerprint, key_link
 from relay.errors import ParseError
 from relay.links import normalise_link
 from relay.models import Item, ParsedFeed
@@ -113,10 +114,14 @@ def parse_feed(
     url: str,
     content_type: str = "",
     fast: bool | None = None,
+    known: Container[bytes] = frozenset(),
 ) -> ParsedFeed:
     """Parse one feed body. Raises ParseError when the body is not a usable feed.
 
-    fast: whether feedparser-rs may read it (relay.fastparse); None asks fastparse.wanted()."""
+    fast: whether feedparser-rs may read it (relay.fastparse); None asks fastparse.wanted().
+    known: the fingerprints of the feed's item keys the state already holds. Such an entry
+    is left out of the items (it would only be skipped as seen): only its identity is worked
+    out, its text is never cleaned."""
     if fast is None:
         fast = fastparse.wanted()
     body = defuse_entities(body)
@@ -159,6 +164,12 @@ def parse_feed(
     seen_keys: dict[str, int] = {}
     written = _links_as_written(body, len(entries)) if _BROKEN_LINK.search(body) else {}
     for index, entry in enumerate(entries[:MAX_ENTRIES]):
+        if known:
+            key = entry_key(entry, written.get(index))
+            if key and key not in seen_keys and fingerprint(key) in known:
+                seen_keys[key] = 1
+                _entry_language(entry, inherited, invalid_languages)  # its warnings all the same
+                continue
         item = entry_to_item(entry, feed_name, written.get(index))
         item = replace(
             item,
@@ -299,6 +310,19 @@ def _clean_field(entry: Any, name: str, limit: int = MAX_FIELD_CHARS) -> str:
     return clean_text(value)
 
 
+def entry_key(entry: Any, link_as_written: str | None = None) -> str:
+    """The identity entry_to_item gives an entry (its id, else its link as keys know it),
+    without cleaning its text; "" when only its content can name it."""
+    item_id = str(entry.get("id") or "").strip()
+    if item_id:
+        return f"id:{item_id[:2000]}"
+    raw_link = link_as_written or _entry_link(entry)
+    try:
+        return f"link:{normalise_link(key_link(normalise_link(raw_link)))}" if raw_link else ""
+    except ValueError:
+        return ""
+
+
 def entry_to_item(entry: Any, feed_name: str, link_as_written: str | None = None) -> Item:
     title = _clean_field(entry, "title", MAX_SHORT_FIELD_CHARS)
     summary_source = _text(entry.get("summary", ""))
@@ -326,13 +350,7 @@ def entry_to_item(entry: Any, feed_name: str, link_as_written: str | None = None
             shown = raw_link[:SHOWN_LINK_CHARS] + ("…" if len(raw_link) > SHOWN_LINK_CHARS else "")
             skip_reason = f"{exc}: {shown!r}"  # repr: one line, control characters escaped
 
-    item_id = str(entry.get("id") or "").strip()
-    if item_id:
-        key = f"id:{item_id[:2000]}"
-    elif link:
-        key = f"link:{link_key}"
-    else:
-        key = ""
+    key = entry_key(entry, link_as_written)  # the same identity, worked out the same way
 
     published = None
     for name in ("published_parsed", "updated_parsed", "created_parsed"):

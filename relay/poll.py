@@ -161,7 +161,9 @@ def poll_each(
                 else:
                     waiting[index] = feed_poll
                     base = _base_url(result.final_url or result.url, config)
-                    parsers.submit(index, ParseJob(result, base, feed.timeout.total_seconds()))
+                    # entries the state knows are only skipped: their text is never cleaned
+                    known = store.feed_key_hashes(feed.name) if store and not all_items else frozenset()
+                    parsers.submit(index, ParseJob(result, base, feed.timeout.total_seconds(), known))
             del result
             # no more bodies wait than there are parsers: downloads pause while they catch up
             for parsed_index, parsed in parsers.finished(block=parsers.backlog > parsers.size):
@@ -213,6 +215,7 @@ class ParseJob:
     fetched: FetchResult
     base_url: str
     timeout: float
+    known: frozenset[bytes] = frozenset()  # the feed's item keys the state holds: not cleaned again
 
 
 def _parse_one(job: ParseJob) -> ParsedFeed | str:
@@ -224,6 +227,7 @@ def _parse_one(job: ParseJob) -> ParsedFeed | str:
             feed_name=job.fetched.name,
             url=job.base_url,
             content_type=job.fetched.content_type,
+            known=job.known,
         )
     except ParseError as exc:
         return str(exc)

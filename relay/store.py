@@ -389,6 +389,10 @@ class Store:
             (name, url, etag, last_modified, body_hash, now, now, next_due, entries),
         )
 
+    def feed_key_hashes(self, feed: str) -> frozenset[bytes]:
+        """The fingerprints of every item key the state holds for a feed."""
+        return frozenset(row[0] for row in self.db.execute("SELECT key_hash FROM items WHERE feed = ?", (feed,)))
+
     def known_keys(self, feed: str, key_hashes: Iterable[bytes]) -> set[bytes]:
         found: set[bytes] = set()
         for chunk in _chunks(key_hashes):

@@ -190,3 +190,40 @@ def test_removing_a_declaration_cannot_glue_a_new_keyword() -> None:
 def test_a_comment_prefixed_html_page_is_recognised() -> None:
     with pytest.raises(ParseError, match="an HTML page"):
         parse(b"<!-- a --> <!-- b -->\n<!DOCTYPE html><html><body>Accueil</body></html>", content_type="text/html")
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_entries_the_state_knows_are_left_out_without_cleaning_their_text(
+    monkeypatch: pytest.MonkeyPatch, fast: bool
+) -> None:
+    """Issue 13: an entry already seen is only skipped, so only its identity is worked out;
+    the others come out exactly as without `known`, a repeated guid included."""
+    import relay.parse
+    from relay.dedupe import fingerprint
+
+    body = rss(
+        [
+            {"title": "new <b>one</b>", "link": "https://example.org/new", "guid": "new"},
+            {"title": "old by guid", "link": "https://example.org/old", "guid": "old"},
+            {"title": "old by link", "link": "https://example.org/by-link?utm_source=x"},
+            {"title": "repeated guid", "link": "https://example.org/again", "guid": "old"},
+            {"title": "no identity but its text"},
+        ]
+    )
+    whole = parse_feed(body, feed_name="f", url="https://example.org/feed", fast=fast)
+    keys = [item.key for item in whole.items]
+    assert keys[2] == "link:https://example.org/by-link" and len(set(keys)) == 5
+    known = frozenset(fingerprint(key) for key in keys[1:3])
+    cleaned: list[str] = []
+    clean = relay.parse.clean_text
+
+    def counted(text: str) -> str:
+        cleaned.append(text)
+        return clean(text)
+
+    monkeypatch.setattr(relay.parse, "clean_text", counted)
+    some = parse_feed(body, feed_name="f", url="https://example.org/feed", fast=fast, known=known)
+    assert some.items == tuple(item for item in whole.items if item.key not in keys[1:3])
+    assert some.entries == whole.entries == 5 and some.warnings == whole.warnings
+    assert not any("old by" in text for text in cleaned)
+    assert any("repeated guid" in text for text in cleaned)

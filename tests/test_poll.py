@@ -192,3 +192,20 @@ def _alive(pid: int) -> bool:
         return (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_changed_feed_hands_on_only_its_new_entries(tmp_path: Path, feed_server: fs.FeedServer) -> None:
+    """The parser is told which entries the state knows: they are not cleaned or decided again."""
+    bodies = {"now": numbered(3, now=NOW)}
+    url = feed_server.add(
+        "/a", lambda request: fs.Response(200, bodies["now"], {"Content-Type": "application/rss+xml"})
+    )
+    config = configure(tmp_path, {"a": url})
+    store = Store.open(tmp_path / "state")
+    for feed_poll in polled(config, store):
+        record_poll(store, config, feed_poll, NOW)
+    bodies["now"] = numbered(4, now=NOW)  # one entry more
+    [again] = polled(config, store, conditional=True)
+    assert again.report.entries == 4 and again.parsed is not None
+    assert [item.title for item in again.parsed.items] == ["item 3"]
+    assert [d.item.title for d in again.decisions] == ["item 3"]
