@@ -414,11 +414,12 @@ def _resolve(base: str, uri: str) -> str:
     return str(feedparser.urls._urljoin(base, uri))
 
 
-def _html(value: str, kind: str, base: str, limit: int) -> str:
-    """HTML as feedparser gives it to relay. Plain markup that relay reads whole is read as
-    written (_markup); other markup goes through feedparser's own steps for it, link
-    resolution then its sanitizer, which is what it costs in feedparser too."""
-    if "<" not in value or len(value) <= limit:
+def _html(value: str, kind: str, base: str, limit: int, *, exact: bool = False) -> str:
+    """HTML as feedparser gives it to relay. Plain markup that relay reads whole, as HTML,
+    is read as written (_markup); other markup, or markup relay reads as plain text (exact),
+    goes through feedparser's own steps for it, link resolution then its sanitizer, which is
+    what it costs in feedparser too."""
+    if not exact and ("<" not in value or len(value) <= limit):
         with contextlib.suppress(_NotPlain):
             return _markup(value, base)
     resolved = feedparser.urls.resolve_relative_uris(value, base, "utf-8", kind)
@@ -461,7 +462,7 @@ def _typed(part: bytes, name: str) -> bool | None:
 
 
 def _detail(
-    detail: Any, reading: _Reading, *, title: bool = False, typed: bool | None = True
+    detail: Any, reading: _Reading, *, title: bool = False, typed: bool | None = True, exact: bool = False
 ) -> tuple[str, dict[str, Any]]:
     """A text construct's value and detail as feedparser gives them. typed: whether its Atom
     element declares its type (feedparser-rs says HTML for one that does not, feedparser
@@ -482,7 +483,7 @@ def _detail(
         kind = "text/html" if looks_like_html else "text/plain"
     if kind in _HTML_TYPES:
         # beyond the length relay reads, it cuts the HTML as feedparser's sanitizer wrote it
-        value = _html(value, kind, reading.base, _MAX_TITLE_CHARS if title else _MAX_TEXT_CHARS)
+        value = _html(value, kind, reading.base, _MAX_TITLE_CHARS if title else _MAX_TEXT_CHARS, exact=exact)
     elif kind != "text/plain":
         raise _Otherwise
     value = _text(value)
@@ -500,10 +501,19 @@ def _feed(feed: Any, data: bytes, reading: _Reading, head: bytes) -> dict[str, A
         # feedparser writes en_US as en-US when it comes from xml:lang, not from <language>
         raise _Otherwise("a language tag with an underscore")
     title, detail = _detail(feed.get("title_detail"), reading, title=True, typed=_typed(head, "title"))
+    if reading.atom:
+        # as for an entry: the last alternate link to a page, else the id
+        links = [_link(item, reading) for item in feed.get("links") or []]
+        alternates = [item["href"] for item in links if item["rel"] == "alternate" and item["type"] in _HTML_TYPES]
+        identity = _text(feed.get("id")).strip()
+        link = alternates[-1] if alternates else _resolve(reading.base, identity) if identity else ""
+    else:
+        link = _text(feed.get("link")).strip()
+        link = _LINK_ENTITY.sub(r"&\g<1>", _resolve(reading.base, link)) if link else ""
     return {
         "title": title,
         "title_detail": detail,
-        "link": _text(feed.get("link")),
+        "link": link,
         "language": language or None,
     }
 
@@ -597,10 +607,12 @@ def _entry(entry: Any, reading: _Reading, part: bytes) -> dict[str, Any]:
     else:
         summary, summary_detail = _detail(entry.get("summary_detail"), reading, typed=_typed(part, "summary"))
     # relay reads the first content's language, and its text only when there is no summary:
-    # the others, and the text of a content it does not read, are not worth converting
+    # the others, and the text of a content it does not read, are not worth converting. It
+    # reads that text as plain when the (empty) summary is plain: then it must be exact.
+    exact = (summary_detail or {}).get("type") == "text/plain"
     content = [
-        _detail(item, reading)[1] if not summary and index == 0 else {"language": _language(item.language), "value": ""}
-        for index, item in enumerate(contents[:1])
+        _detail(item, reading, exact=exact)[1] if not summary else {"language": _language(item.language), "value": ""}
+        for item in contents[:1]
     ]
     document: dict[str, Any] = {
         "id": identity,

@@ -102,6 +102,20 @@ def test_a_feed_read_from_disk_resolves_its_links_as_with_feedparser(
     _assert_same(_with_feedparser(monkeypatch, body, url), _parse(body, url), path.name)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<feed xmlns='http://www.w3.org/2005/Atom'><id>urn:f</id><link href='https://host.example/&#10;@x@spam.example https://spam.example'/><entry><id>a1</id><link rel='self' href='/s'/></entry></feed>",
+        b"<feed xmlns='http://www.w3.org/2005/Atom'><link href='https:///none'/><entry><id>/e/2</id><link rel='related' type='text/html' href='/r'/></entry></feed>",
+        b"<feed xmlns='http://www.w3.org/2005/Atom'><id>https://site.example/</id><entry><id>/e/3</id></entry></feed>",
+        b"<rss version='2.0'><channel><link>https://site.example/a?x=1&amp;y=2</link><item><guid>/g/1</guid></item></channel></rss>",
+    ],
+)
+def test_a_feed_read_from_disk_finds_its_site_as_feedparser_does(monkeypatch: pytest.MonkeyPatch, body: bytes) -> None:
+    url = "file:///tmp/feed.xml"  # its links resolve against the site link it declares
+    _assert_same(_with_feedparser(monkeypatch, body, url), _parse(body, url), "from disk")
+
+
 def test_the_fast_path_reads_most_of_the_corpus() -> None:
     # the equality above is not vacuous: most feeds do take the fast path
     fast = [path.name for path in BODIES if _fast(path.read_bytes()) is not None]
@@ -308,6 +322,10 @@ def test_a_declared_entity_goes_to_feedparser_and_is_never_expanded(
         (
             "a link that resolves to nothing",
             b"<feed xmlns='http://www.w3.org/2005/Atom'><entry><title>t</title><link rel='alternate' href='https://[::1/x'/><id>c</id></entry><entry><title>u</title><id>d</id><link href='http://[::1/y'/></entry></feed>",
+        ),
+        (
+            "an empty plain summary beside HTML content",
+            b"<feed xmlns='http://www.w3.org/2005/Atom'><entry><id>a</id><link href='/a'/><summary></summary><content type='html'>&lt;p&gt;para&lt;/p&gt;&lt;img src='' alt='x'&gt;&lt;br/&gt;&lt;b class=g&gt;gras&lt;/b&gt;</content></entry></feed>",
         ),
         (
             "json feed",
