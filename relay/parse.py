@@ -350,7 +350,14 @@ def entry_to_item(entry: Any, feed_name: str, link_as_written: str | None = None
             shown = raw_link[:SHOWN_LINK_CHARS] + ("…" if len(raw_link) > SHOWN_LINK_CHARS else "")
             skip_reason = f"{exc}: {shown!r}"  # repr: one line, control characters escaped
 
-    key = entry_key(entry, link_as_written)  # the same identity, worked out the same way
+    # the identity entry_key gives (tests check they agree), from the link worked out above
+    item_id = str(entry.get("id") or "").strip()
+    if item_id:
+        key = f"id:{item_id[:2000]}"
+    elif link:
+        key = f"link:{link_key}"
+    else:
+        key = ""
 
     published = None
     for name in ("published_parsed", "updated_parsed", "created_parsed"):

@@ -21,7 +21,7 @@ from relay.config import Config, Feed, resolve_feed_url
 from relay.dedupe import fingerprint
 from relay.errors import ParseError
 from relay.models import DeliveryState, Item, ParsedFeed, item_payload
-from relay.store import FeedState, Store, epoch
+from relay.store import FeedState, ItemRow, Store, epoch
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -474,22 +474,32 @@ def record_poll(store: Store, config: Config, feed_poll: FeedPoll, now: datetime
         error = config.redact(feed_poll.report.error or "error")
         store.record_feed_error(feed.name, feed.url, error, now_s, due)
         return
+    feed_title = feed_poll.parsed.title if feed_poll.parsed else ""
+
+    def row(decision: ItemDecision) -> ItemRow:
+        item = decision.item
+        return ItemRow(
+            feed.name,
+            decision.key_hash,
+            fingerprint(item.canonical_url) if item.canonical_url else None,
+            item.title,
+            item.link,
+            epoch(item.published) if item.published else None,
+            now_s,
+            # the feed's title travels with the item, so run renders what preview showed
+            {**item_payload(item), "feed_title": feed_title},
+        )
+
+    delivered = (
+        [] if seed else [d for d in feed_poll.decisions if any(a in ("post", "hold") for a, _ in d.accounts.values())]
+    )
     with store.transaction():
-        for decision in feed_poll.decisions:
+        # items only marked seen (a seed, a first poll's backlog) in one statement
+        chosen = {id(decision) for decision in delivered}
+        store.insert_items(row(d) for d in feed_poll.decisions if id(d) not in chosen)
+        for decision in delivered:
             item = decision.item
-            item_id = store.insert_item(
-                feed.name,
-                decision.key_hash,
-                fingerprint(item.canonical_url) if item.canonical_url else None,
-                item.title,
-                item.link,
-                epoch(item.published) if item.published else None,
-                now_s,
-                # the feed's title travels with the item, so run renders what preview showed
-                {**item_payload(item), "feed_title": feed_poll.parsed.title if feed_poll.parsed else ""},
-            )
-            if seed:
-                continue
+            item_id = store.insert_item(*row(decision))
             for account, (action, _) in decision.accounts.items():
                 if action not in ("post", "hold"):
                     continue

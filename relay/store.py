@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from relay.errors import LockedError, StateError
 from relay.models import DeliveryState, Move, Post
@@ -167,6 +167,19 @@ class Delivery:
     payload: str
     first_seen_at: float = 0.0
     doubt_since: float | None = None  # an attempt may have posted without relay knowing
+
+
+class ItemRow(NamedTuple):
+    """An item as insert_item and insert_items take it."""
+
+    feed: str
+    key_hash: bytes
+    canonical: bytes | None
+    title: str
+    link: str | None
+    published: float | None
+    first_seen: float
+    payload: dict[str, Any]
 
 
 _UNBOUNDED = 2**63 - 1  # an item id larger than any
@@ -483,6 +496,14 @@ class Store:
 
     def mark_dropped(self, delivery_id: int, reason: str) -> None:
         self._transition(delivery_id, DeliveryState.DROPPED, (DeliveryState.QUEUED,), "last_error = ?", (reason,))
+
+    def insert_items(self, rows: Iterable[ItemRow]) -> None:
+        """Items only marked seen, in one statement (a first poll of many feeds)."""
+        self.db.executemany(
+            "INSERT INTO items (feed, key_hash, canonical, title, link, published_at, first_seen_at, payload)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (feed, key_hash) DO NOTHING",
+            ((*row[:7], json.dumps(row.payload, ensure_ascii=False)) for row in rows),
+        )
 
     def insert_item(
         self,

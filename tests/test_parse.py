@@ -227,3 +227,22 @@ def test_entries_the_state_knows_are_left_out_without_cleaning_their_text(
     assert some.entries == whole.entries == 5 and some.warnings == whole.warnings
     assert not any("old by" in text for text in cleaned)
     assert any("repeated guid" in text for text in cleaned)
+
+
+def test_entry_key_is_the_identity_entry_to_item_gives_over_the_corpus() -> None:
+    """A known entry is recognised by entry_key alone: over every real feed of the corpus (and
+    both readings of it), it must be the key the whole item gets."""
+    import feedparser
+
+    from relay.parse import entry_key, entry_to_item
+
+    corpus = Path(__file__).parent / "feeds" / "corpus"
+    compared = 0
+    for path in sorted(corpus.iterdir()):
+        if path.suffix not in (".xml", ".rss", ".atom", ".rdf"):
+            continue
+        document = feedparser.parse(path.read_bytes(), response_headers={"content-location": "https://example.org/"})
+        for entry in document.get("entries", [])[:50]:
+            assert entry_key(entry) == entry_to_item(entry, "corpus").key or not entry_key(entry), path.name
+            compared += 1
+    assert compared > 500
