@@ -69,12 +69,16 @@ def per_entry(bodies: list[tuple[str, bytes]], parser: str) -> tuple[float, int]
 
 
 def document_only(bodies: list[tuple[str, bytes]]) -> None:
-    """The document stage alone: feedparser.parse against fastparse.read (None: fell back)."""
+    """The document stage alone, over the bodies the fast path takes: feedparser.parse
+    against fastparse.read (its checks included)."""
     import io
 
     import feedparser
 
     headers = {"content-location": URL}
+    bodies = [(name, body) for name, body in bodies if fastparse.read(body, headers) is not None]
+    if not bodies:
+        return
     readers: dict[str, Callable[[bytes], object]] = {
         "feedparser": lambda body: feedparser.parse(io.BytesIO(body), response_headers=headers),
         "fast": lambda body: fastparse.read(body, headers),
@@ -87,8 +91,9 @@ def document_only(bodies: list[tuple[str, bytes]]) -> None:
                 reader(body)
         seconds[name] = time.perf_counter() - start
     print(
-        f"  document only: feedparser {seconds['feedparser'] * 1000 / ROUNDS:.0f} ms, "
-        f"fastparse.read {seconds['fast'] * 1000 / ROUNDS:.0f} ms (checks included, fallbacks not)"
+        f"  document only, the {len(bodies)} bodies the fast path takes: feedparser "
+        f"{seconds['feedparser'] * 1000 / ROUNDS:.0f} ms, fastparse.read {seconds['fast'] * 1000 / ROUNDS:.0f} ms "
+        f"({seconds['feedparser'] / seconds['fast']:.1f}x)"
     )
 
 
