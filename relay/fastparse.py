@@ -84,9 +84,10 @@ _TEXT_TAGS = {
 }
 _TYPE_ATTRIBUTE = re.compile(rb"\stype\s*=")
 # the date elements of an entry, and those feedparser-rs reads as feedparser does
-_DATE_ELEMENT = re.compile(
-    rb"<((?:[A-Za-z_][\w.-]*:)?[\w.-]*(?:date|updated|published|modified|created|issued)[\w.-]*)[\s/>]", re.IGNORECASE
-)
+# (every element's name, the words looked for in Python: a pattern with the words inside
+# would go back over a long name once for each, quadratic in a CDATA section)
+_ELEMENT_NAME = re.compile(rb"<((?:[A-Za-z_][\w.-]*:)?[A-Za-z_][\w.-]*)[\s/>]")
+_DATE_WORDS = (b"date", b"updated", b"published", b"modified", b"created", b"issued")
 _RSS_DATES = frozenset({b"pubdate", b"expirationdate"})
 _ATOM_DATES = frozenset({b"published", b"updated"})
 # with their prefixes bound as usual: dc:date read alike, the others left alone by both
@@ -96,7 +97,7 @@ _PRISM = re.compile(
     rb"xmlns:prism\s*=\s*[\"'](?:http://prismstandard\.org/namespaces/|http://purl\.org/rss/1\.0/modules/prism/)"
 )
 _PRISM_DATES = frozenset({b"prism:publicationdate"})
-_IMAGE_BLOCK = re.compile(rb"<image[\s>].*?</image>", re.DOTALL)
+_IMAGE_START = re.compile(rb"<image[\s>]")
 # the elements of an entry that relay reads: written twice, the parsers keep different ones
 _READ_ELEMENT = re.compile(
     rb"<((?:atom:)?(?:title|link|description|summary|content|guid|id|pubDate|published|updated|created|issued|modified)"
@@ -327,11 +328,12 @@ def _read(body: bytes, headers: dict[str, str]) -> dict[str, Any] | None:
     if not atom and _PRISM.search(data):
         known_dates |= _PRISM_DATES
     for start, end in parts:
-        own = _IMAGE_BLOCK.sub(b"", data[start:end])  # an image's title and link are its own
+        own = _without_images(data[start:end])  # an image's title and link are its own
         names = [name for name in _READ_ELEMENT.findall(own) if not (atom and name.endswith(b"link"))]
         if len(names) != len(set(names)):
             raise _Otherwise("an element written twice in an entry")
-        dates = {name.lower() for name in _DATE_ELEMENT.findall(own)}
+        names_read = (name.lower() for name in _ELEMENT_NAME.findall(own))
+        dates = {name for name in names_read if any(word in name for word in _DATE_WORDS)}
         if not dates <= known_dates:
             raise _Otherwise("a date element feedparser-rs does not read")
     converted = [_entry(entry, reading, data[start:end]) for entry, (start, end) in zip(entries, parts, strict=True)]
@@ -357,6 +359,19 @@ def _read_otherwise(data: bytes) -> bool:
             return True
         position = match.start()
     return False
+
+
+def _without_images(part: bytes) -> bytes:
+    """part without its <image>…</image> blocks (one pass: an unclosed one stays)."""
+    pieces, cursor = [], 0
+    while (image := _IMAGE_START.search(part, cursor)) is not None:
+        close = part.find(b"</image>", image.end())
+        if close == -1:
+            break
+        pieces.append(part[cursor : image.start()])
+        cursor = close + len(b"</image>")
+    pieces.append(part[cursor:])
+    return b"".join(pieces)
 
 
 def _authors(node: Any) -> int:

@@ -149,6 +149,8 @@ ADAPTER_HOSTILE = {
     "empty links": b"<rss version='2.0'><channel>"
     + b"<item><title>t</title><link></link></item>" * 5_000
     + b"</channel></rss>",
+    "unclosed images in CDATA": _rss(b"<![CDATA[" + b"<image " * 50_000 + b"]]>"),
+    "a long element name in CDATA": _rss(b"<![CDATA[<" + b"date" * 50_000 + b"]]>"),
     "titles": b"<feed xmlns='http://www.w3.org/2005/Atom'>"
     + b"<entry><title>a &amp; b</title><title>c</title></entry>" * 5_000
     + b"</feed>",
