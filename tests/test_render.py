@@ -6,7 +6,6 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-import regex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +26,7 @@ from relay.targets.base import Limits
 from relay.targets.bluesky import BLUESKY_MAX_BYTES, BLUESKY_MAX_GRAPHEMES, BlueskyText
 from relay.targets.mastodon import MastodonText
 from relay.text import clean_text, find_urls, grapheme_length, mastodon_length
+from tests.support.reference_text import CLUSTER, reference_truncate
 
 ENV = make_environment([])
 DEFAULT_LIMITS = Limits()
@@ -425,21 +425,6 @@ def test_a_title_without_letters_is_followed_by_the_summary_on_bluesky() -> None
 
 # Fit without re-rendering (issue 13): the search before, kept here as the reference.
 
-_CLUSTER = regex.compile(r"\X")
-
-
-def reference_truncate(text: str, max_graphemes: int) -> str:
-    clusters = _CLUSTER.findall(text)
-    if len(clusters) <= max_graphemes:
-        return text
-    if max_graphemes <= 0:
-        return ""
-    kept = "".join(clusters[: max_graphemes - 1]).rstrip()
-    space = kept.rfind(" ")
-    if space > len(kept) * 2 // 3:
-        kept = kept[:space].rstrip(" ,;:-–—")
-    return kept + "…"
-
 
 def reference_fit(
     produce: Callable[[str, str], str], fits: Callable[[str], bool], title: str, summary: str
@@ -468,10 +453,10 @@ def reference_fit(
     text = produce(title, summary)
     if fits(text):
         return text, title, summary
-    best = largest_fitting(lambda n: (title, reference_truncate(summary, n)), len(_CLUSTER.findall(summary)))
+    best = largest_fitting(lambda n: (title, reference_truncate(summary, n)), len(CLUSTER.findall(summary)))
     if best is not None:
         return best
-    best = largest_fitting(lambda n: (reference_truncate(title, n), ""), len(_CLUSTER.findall(title)))
+    best = largest_fitting(lambda n: (reference_truncate(title, n), ""), len(CLUSTER.findall(title)))
     if best is not None:
         return best
     raise RenderError("too long even without title and summary: the link and hashtags do not fit")

@@ -27,6 +27,7 @@ from relay.text import (
 )
 from tests.support.feeds import rss
 from tests.support.feedserver import FeedServer
+from tests.support.reference_text import CLUSTER, reference_truncate
 
 
 def test_html_is_stripped_and_entities_decoded() -> None:
@@ -199,7 +200,6 @@ def test_truncate_prefers_a_word_boundary() -> None:
 # Counting only around the characters that join their neighbours, and only the start of a
 # text, gives what \\X over the whole text gives (issue 13).
 
-_CLUSTER = regex.compile(r"\X")
 _VIRAMA = regex.compile(r"[\u094D\u09CD\u0ACD\u0B4D\u0C4D\u0D4D]")
 _JOINED_CONSONANT = regex.compile(
     r"[\u094D\u09CD\u0ACD\u0B4D\u0C4D\u0D4D][\p{Mn}\p{Mc}\u200D]*(?=[\u0900-\u0D7F&&\p{Lo}])", regex.V1
@@ -208,24 +208,10 @@ _JOINED_CONSONANT = regex.compile(
 
 def reference_length(text: str) -> int:
     """grapheme_length before issue 13: every cluster of the text, found with \\X."""
-    clusters = _CLUSTER.findall(text)
+    clusters = CLUSTER.findall(text)
     if not _VIRAMA.search(text):
         return len(clusters)
     return len(clusters) + sum(len(_JOINED_CONSONANT.findall(cluster)) for cluster in clusters)
-
-
-def reference_truncate(text: str, max_graphemes: int) -> str:
-    """truncate before issue 13."""
-    clusters = _CLUSTER.findall(text)
-    if len(clusters) <= max_graphemes:
-        return text
-    if max_graphemes <= 0:
-        return ""
-    kept = "".join(clusters[: max_graphemes - 1]).rstrip()
-    space = kept.rfind(" ")
-    if space > len(kept) * 2 // 3:
-        kept = kept[:space].rstrip(" ,;:-–—")
-    return kept + "…"
 
 
 # Pieces that join or break clusters in every way UAX #29 knows: CR LF, combining marks,
@@ -274,7 +260,7 @@ JOINING_TEXT = st.lists(st.one_of(JOINING_PIECES, st.text(max_size=3)), max_size
 @settings(max_examples=1500, deadline=None)
 @given(text=JOINING_TEXT, count=st.integers(-2, 45))
 def test_property_counting_and_cutting_agree_with_every_cluster(text: str, count: int) -> None:
-    clusters = _CLUSTER.findall(text)
+    clusters = CLUSTER.findall(text)
     assert grapheme_length(text) == reference_length(text)
     assert cluster_end(text, count) == len("".join(clusters[: max(count, 0)]))
     assert truncate(text, count) == reference_truncate(text, count)
@@ -299,7 +285,7 @@ def test_the_blocks_counted_one_cluster_a_character_hold_no_joining_character() 
         r"\p{Hangul_Syllable_Type=LV}\p{Hangul_Syllable_Type=LVT}]"
     )
     assert joining.search(alone) is None
-    assert len(_CLUSTER.findall(alone)) == len(alone)
+    assert len(CLUSTER.findall(alone)) == len(alone)
 
 
 def test_a_long_text_is_cut_from_its_start_only() -> None:
