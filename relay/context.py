@@ -25,6 +25,7 @@ class Context:
     request_timeout: float = 30.0  # seconds per platform API request, in total
     allow_private: bool = False  # pages and images named by feed content may be private
     dry_run: bool = False  # take the real path, send nothing
+    fast_parser: bool = True  # feedparser-rs may read feeds, when installed (RELAY_PARSER=feedparser: never)
     state_dir: Path | None = None  # where the state lives (the store is opened from it)
     # how feeds are fetched: None is relay's guarded client (relay.fetch.make_client)
     http_client: Callable[[], httpx.Client] | None = None

@@ -70,6 +70,7 @@ def context(config: Config, *, dry_run: bool = False, state_dir: Path | None = N
         request_timeout=float(os.environ.get("RELAY_REQUEST_TIMEOUT", "30")),
         allow_private=bool(config.network.allow_private),
         dry_run=dry_run,
+        fast_parser=os.environ.get("RELAY_PARSER", "").strip().lower() != "feedparser",
         state_dir=state_dir,
     )
 

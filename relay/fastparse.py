@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import html
 import importlib.util
-import os
 import re
 import xml.parsers.expat
 from dataclasses import dataclass
@@ -34,8 +33,6 @@ import feedparser.mixin
 import feedparser.sanitizer
 import feedparser.urls
 
-# RELAY_PARSER=feedparser: every feed goes to feedparser, for anyone who suspects the fast path
-PARSER_VARIABLE = "RELAY_PARSER"
 # What feedparser-rs does not read, or reads otherwise than feedparser: declared entities,
 # a base URL, languages of entries (dc:language), FeedBurner's original links, Media RSS
 # beyond content, thumbnails and credits (feedparser reads a media:description as the
@@ -217,11 +214,6 @@ class _NotPlain(Exception):
 def available() -> bool:
     """Whether feedparser-rs is installed (`pip install 'relay[fast]'`)."""
     return importlib.util.find_spec("feedparser_rs") is not None
-
-
-def wanted() -> bool:
-    """Whether the fast path may be tried: installed, and not refused by RELAY_PARSER."""
-    return os.environ.get(PARSER_VARIABLE, "").strip().lower() != "feedparser" and available()
 
 
 def read(body: bytes, headers: dict[str, str]) -> dict[str, Any] | None:

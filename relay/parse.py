@@ -113,17 +113,15 @@ def parse_feed(
     feed_name: str,
     url: str,
     content_type: str = "",
-    fast: bool | None = None,
+    fast: bool = True,
     known: Container[bytes] = frozenset(),
 ) -> ParsedFeed:
     """Parse one feed body. Raises ParseError when the body is not a usable feed.
 
-    fast: whether feedparser-rs may read it (relay.fastparse); None asks fastparse.wanted().
+    fast: whether feedparser-rs may read it, when installed (relay.fastparse).
     known: the fingerprints of the feed's item keys the state already holds. Such an entry
     is left out of the items (it would only be skipped as seen): only its identity is worked
     out, its text is never cleaned."""
-    if fast is None:
-        fast = fastparse.wanted()
     body = defuse_entities(body)
     feedparser.api.replace_doctype = _doctype_without_entities  # see above; idempotent
     headers = {"content-location": url}

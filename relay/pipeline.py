@@ -60,7 +60,9 @@ def run_once(config: Config, store: Store, context: Context, feeds: Sequence[Fee
 
         # each feed is recorded as it comes in, and let go
         with _http_client(context) as client:
-            for feed_poll in poll_each(config, store, client, now, feeds=due, conditional=True):
+            for feed_poll in poll_each(
+                config, store, client, now, feeds=due, conditional=True, fast_parser=context.fast_parser
+            ):
                 record_poll(store, config, feed_poll, now)
                 report.polled.append(feed_poll.report)
     if not store.has_due_deliveries(epoch(now)):
@@ -92,7 +94,9 @@ def seed(config: Config, store: Store, context: Context, feeds: Sequence[Feed]) 
     now = context.clock()
     reports = []
     with _http_client(context) as client:
-        for feed_poll in poll_each(config, store, client, now, feeds=feeds, conditional=False, all_items=True):
+        for feed_poll in poll_each(
+            config, store, client, now, feeds=feeds, conditional=False, all_items=True, fast_parser=context.fast_parser
+        ):
             record_poll(store, config, feed_poll, now, seed=True)
             reports.append(feed_poll.report)
     return reports
@@ -138,7 +142,16 @@ def plan(
 
     now = context.clock()
     with _http_client(context) as client:
-        polls = poll(config, store, client, now, feeds=feeds, conditional=False, all_items=all_items)
+        polls = poll(
+            config,
+            store,
+            client,
+            now,
+            feeds=feeds,
+            conditional=False,
+            all_items=all_items,
+            fast_parser=context.fast_parser,
+        )
     renderer = Renderer(config)
     # each account's rules once: its limits are the state's, read without contacting it
     rules = {name: post_rules(account, known_limits(account, store)) for name, account in config.accounts.items()}

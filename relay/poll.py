@@ -69,9 +69,21 @@ def poll(
     feeds: Sequence[Feed],
     conditional: bool,
     all_items: bool = False,
+    fast_parser: bool = True,
 ) -> list[FeedPoll]:
     """Fetch, parse and decide for feeds, all of them at once (preview). Writes nothing."""
-    return list(poll_each(config, store, client, now, feeds=feeds, conditional=conditional, all_items=all_items))
+    return list(
+        poll_each(
+            config,
+            store,
+            client,
+            now,
+            feeds=feeds,
+            conditional=conditional,
+            all_items=all_items,
+            fast_parser=fast_parser,
+        )
+    )
 
 
 def poll_each(
@@ -83,6 +95,7 @@ def poll_each(
     feeds: Sequence[Feed],
     conditional: bool,
     all_items: bool = False,
+    fast_parser: bool = True,
 ) -> Iterator[FeedPoll]:
     """Fetch, parse and decide for feeds, yielding each feed's FeedPoll as its result comes
     in, so that the caller records it and lets it go: what is held at once is bounded by the
@@ -91,7 +104,8 @@ def poll_each(
     Feeds are decided and yielded in the order of `feeds` (an article two feeds share is
     credited as feeds.yaml orders them), unless more than REORDER_LIMIT feeds came in behind a
     slow one: those then go on in the order they came. Writes nothing; each decision reads the
-    state as it was when the poll began, and this poll's earlier decisions."""
+    state as it was when the poll began, and this poll's earlier decisions. fast_parser lets
+    feedparser-rs read the feeds, when installed (Context.fast_parser)."""
     from relay.fetch import FetchRequest, fetch_each
 
     states = store.feed_states() if store else {}
@@ -163,7 +177,7 @@ def poll_each(
                     base = _base_url(result.final_url or result.url, config)
                     # entries the state knows are only skipped: their text is never cleaned
                     known = store.feed_key_hashes(feed.name) if store and not all_items else frozenset()
-                    parsers.submit(index, ParseJob(result, base, feed.timeout.total_seconds(), known))
+                    parsers.submit(index, ParseJob(result, base, feed.timeout.total_seconds(), known, fast_parser))
             del result
             # no more bodies wait than there are parsers: downloads pause while they catch up
             for parsed_index, parsed in parsers.finished(block=parsers.backlog > parsers.size):
@@ -216,6 +230,7 @@ class ParseJob:
     base_url: str
     timeout: float
     known: frozenset[bytes] = frozenset()  # the feed's item keys the state holds: not cleaned again
+    fast: bool = True  # feedparser-rs may read it (Context.fast_parser)
 
 
 def _parse_one(job: ParseJob) -> ParsedFeed | str:
@@ -228,6 +243,7 @@ def _parse_one(job: ParseJob) -> ParsedFeed | str:
             url=job.base_url,
             content_type=job.fetched.content_type,
             known=job.known,
+            fast=job.fast,
         )
     except ParseError as exc:
         return str(exc)

@@ -40,12 +40,7 @@ BODIES = sorted(
 URL = "https://example.org/feed/"
 
 
-@pytest.fixture(autouse=True)
-def _fast_path_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(fastparse.PARSER_VARIABLE, raising=False)
-
-
-def _parse(body: bytes, url: str = URL, content_type: str = "", fast: bool | None = None) -> ParsedFeed | str:
+def _parse(body: bytes, url: str = URL, content_type: str = "", fast: bool = True) -> ParsedFeed | str:
     try:
         return parse_feed(body, feed_name="f", url=url, content_type=content_type, fast=fast)
     except ParseError as exc:
@@ -53,9 +48,7 @@ def _parse(body: bytes, url: str = URL, content_type: str = "", fast: bool | Non
 
 
 def _with_feedparser(monkeypatch: pytest.MonkeyPatch, body: bytes, url: str = URL, content_type: str = "") -> Any:
-    with monkeypatch.context() as patch:
-        patch.setenv(fastparse.PARSER_VARIABLE, "feedparser")
-        return _parse(body, url, content_type)
+    return _parse(body, url, content_type, fast=False)
 
 
 def _fast(body: bytes, url: str = URL, content_type: str = "") -> dict[str, Any] | None:
@@ -538,13 +531,22 @@ def test_the_fast_parser_gets_bytes_never_a_url_to_fetch(calls: list[object]) ->
 
 
 def test_relay_parser_feedparser_never_calls_the_fast_parser(
-    monkeypatch: pytest.MonkeyPatch, calls: list[object]
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, calls: list[object]
 ) -> None:
+    """RELAY_PARSER is read once, at the edge, into the context the run passes down."""
+    from relay.config import load_config
+    from relay.edge import context
+
+    (tmp_path / "feeds.yaml").write_text("feeds:\n  - name: a\n    url: https://example.org/feed\n")
+    config = load_config(tmp_path / "feeds.yaml", environ={})
+    monkeypatch.delenv("RELAY_PARSER", raising=False)
+    assert context(config).fast_parser
+    monkeypatch.setenv("RELAY_PARSER", "feedparser")
+    assert not context(config).fast_parser
     body = numbered(5)
     fast = _parse(body)
     assert len(calls) == 1
-    monkeypatch.setenv(fastparse.PARSER_VARIABLE, "feedparser")
-    assert _parse(body) == fast
+    assert _parse(body, fast=context(config).fast_parser) == fast
     assert len(calls) == 1
 
 
@@ -563,7 +565,6 @@ def test_without_feedparser_rs_every_feed_is_read_by_feedparser_as_before(
     expected = [_with_feedparser(monkeypatch, body) for body in samples]
     monkeypatch.setitem(sys.modules, "feedparser_rs", None)  # as if it were not installed
     assert not fastparse.available()
-    assert not fastparse.wanted()
     assert _fast(numbered(3)) is None
     for body, before in zip(samples, expected, strict=True):
         _assert_same(before, _parse(body), "without feedparser-rs")
@@ -626,9 +627,9 @@ def _preview_json(tmp_path: Path, feeds: dict[str, str], parser: str | None) -> 
     ]
     lines += [f"  - name: {name}\n    url: {url}" for name, url in feeds.items()]
     (tmp_path / "feeds.yaml").write_text("\n".join(lines) + "\n")
-    environment = {key: value for key, value in os.environ.items() if key != fastparse.PARSER_VARIABLE}
+    environment = {key: value for key, value in os.environ.items() if key != "RELAY_PARSER"}
     if parser:
-        environment[fastparse.PARSER_VARIABLE] = parser
+        environment["RELAY_PARSER"] = parser
     config, state = str(tmp_path / "feeds.yaml"), str(tmp_path / f"state-{parser}")
     result = subprocess.run(
         [sys.executable, "-m", "relay", "preview", "--all", "--format", "json", "-c", config, "--state-dir", state],
