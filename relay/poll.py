@@ -252,7 +252,11 @@ def _parse_one(job: ParseJob) -> ParsedFeed | str:
 
 
 def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity), not the machine's count."""
+    """The CPUs this process may run on (its affinity), not the machine's count: Python
+    3.13's os.process_cpu_count where there is one, else the affinity mask."""
+    counted = getattr(os, "process_cpu_count", None)
+    if counted is not None:
+        return max(1, int(counted() or 1))
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):

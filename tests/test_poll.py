@@ -209,3 +209,21 @@ def test_a_changed_feed_hands_on_only_its_new_entries(tmp_path: Path, feed_serve
     assert again.report.entries == 4 and again.parsed is not None
     assert [item.title for item in again.parsed.items] == ["item 3"]
     assert [d.item.title for d in again.decisions] == ["item 3"]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
+def test_parsers_follow_the_cpus_this_process_may_use() -> None:
+    """A process pinned to one CPU (taskset, a container's cpuset) gets one parser, whatever
+    the machine has: os.cpu_count() would say otherwise."""
+    script = (
+        "import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+        "from relay.poll import usable_cpus; print(usable_cpus(), os.cpu_count())"
+    )
+    import subprocess
+    import sys
+
+    pinned, machine = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert pinned == "1"
+    assert int(machine) >= 1
