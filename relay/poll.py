@@ -175,7 +175,8 @@ def poll_each(
                 else:
                     waiting[index] = feed_poll
                     base = _base_url(result.final_url or result.url, config)
-                    # entries the state knows are only skipped: their text is never cleaned
+                    # entries the state knows are only skipped: their text is never cleaned (an
+                    # older one missing here is parsed whole, then skipped as seen by decide)
                     known = store.feed_key_hashes(feed.name) if store and not all_items else frozenset()
                     parsers.submit(index, ParseJob(result, base, feed.timeout.total_seconds(), known, fast_parser))
             del result
@@ -310,6 +311,8 @@ class _Parsers:
         self.idle: list[_Parser] = []
         self.busy: dict[int, tuple[_Parser, int, float, float]] = {}  # fd → parser, index, deadline, timeout
         self.queue: deque[tuple[int, ParseJob]] = deque()
+        self.refused = 0  # parsers in a row that died before taking a job
+        self.lost: list[tuple[int, str]] = []  # jobs no parser could take, with the error
 
     def __enter__(self) -> _Parsers:
         return self
@@ -328,7 +331,7 @@ class _Parsers:
 
     @property
     def pending(self) -> int:
-        return len(self.queue) + len(self.busy)
+        return len(self.queue) + len(self.busy) + len(self.lost)
 
     def submit(self, index: int, job: ParseJob) -> None:
         self.queue.append((index, job))
@@ -337,14 +340,15 @@ class _Parsers:
     def finished(self, *, block: bool) -> list[tuple[int, ParsedFeed | str]]:
         """The parses that ended (each an index and a ParsedFeed or the error); with block,
         waits until at least one ends or overruns."""
+        results: list[tuple[int, ParsedFeed | str]] = [*self.lost]
+        self.lost.clear()
         if not self.busy:
-            return []
+            return results
         from multiprocessing.connection import Connection, wait
 
         timeout = 0.0
-        if block:
+        if block and not results:
             timeout = max(0.0, min(deadline for _, _, deadline, _ in self.busy.values()) - time.monotonic())
-        results: list[tuple[int, ParsedFeed | str]] = []
         for connection in wait([busy[0].connection for busy in self.busy.values()], timeout):
             assert isinstance(connection, Connection)
             parser, index, _, _ = self.busy.pop(connection.fileno())
@@ -371,12 +375,27 @@ class _Parsers:
                 parser = self._start()
             else:
                 return
-            index, job = self.queue.popleft()
-            parser.connection.send(job)
+            index, job = self.queue[0]
+            try:
+                parser.connection.send(job)
+            except OSError:  # the parser died (the OOM killer): another one takes the job
+                self._stop(parser)
+                self.refused += 1
+                if self.refused >= 3:  # no parser stays alive: the feed is an error, not a loop
+                    self.queue.popleft()
+                    self.lost.append((index, "cannot parse: no parser process could take the feed"))
+                    self.refused = 0
+                continue
+            self.refused = 0
+            self.queue.popleft()
             self.busy[parser.connection.fileno()] = (parser, index, time.monotonic() + job.timeout, job.timeout)
 
     def _start(self) -> _Parser:
         import multiprocessing
+
+        # what a parser runs is imported here, before the fork: a fetch thread importing a
+        # module at the moment of the fork would leave that module's lock taken in the child
+        import relay.parse  # noqa: F401
 
         context = multiprocessing.get_context("fork")
         ours, theirs = context.Pipe()

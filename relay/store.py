@@ -402,9 +402,12 @@ class Store:
             (name, url, etag, last_modified, body_hash, now, now, next_due, entries),
         )
 
-    def feed_key_hashes(self, feed: str) -> frozenset[bytes]:
-        """The fingerprints of every item key the state holds for a feed."""
-        return frozenset(row[0] for row in self.db.execute("SELECT key_hash FROM items WHERE feed = ?", (feed,)))
+    def feed_key_hashes(self, feed: str, limit: int = 1000) -> frozenset[bytes]:
+        """The fingerprints of the item keys the state holds for a feed, its newest `limit`:
+        enough to spare the parser the entries a feed still shows (it shows at most 500), and
+        bounded, as a feed's history is not."""
+        rows = self.db.execute("SELECT key_hash FROM items WHERE feed = ? ORDER BY id DESC LIMIT ?", (feed, limit))
+        return frozenset(row[0] for row in rows)
 
     def known_keys(self, feed: str, key_hashes: Iterable[bytes]) -> set[bytes]:
         found: set[bytes] = set()

@@ -227,3 +227,38 @@ def test_parsers_follow_the_cpus_this_process_may_use() -> None:
     ).stdout.split()
     assert pinned == "1"
     assert int(machine) >= 1
+
+
+def test_a_parser_that_died_while_idle_is_replaced() -> None:
+    """The OOM killer can take an idle parser: the next feed goes to a new one, not to an
+    error that ends the poll."""
+    from relay.fetch import FetchResult
+
+    body = numbered(2, now=NOW)
+    job = poll.ParseJob(
+        FetchResult(name="a", url="https://example.org/feed", status="ok", body=body), "https://example.org/feed", 30
+    )
+    results: list[tuple[int, object]] = []
+    with poll._Parsers(1) as parsers:
+        parsers.submit(0, job)
+        while parsers.pending:
+            results += parsers.finished(block=True)
+        [idle] = parsers.idle
+        idle.process.kill()
+        idle.process.join()
+        parsers.submit(1, job)
+        while parsers.pending:
+            results += parsers.finished(block=True)
+    assert [index for index, _ in results] == [0, 1]
+    assert not any(isinstance(result, str) for _, result in results), results
+
+
+def test_the_keys_handed_to_the_parser_are_the_feeds_newest_thousand(tmp_path: Path) -> None:
+    """A feed's history is not bounded; what goes to the parser is (an older entry the feed
+    still shows is parsed whole, then skipped as seen when deciding)."""
+    store = Store.open(tmp_path / "state")
+    with store.transaction():
+        for n in range(1500):
+            store.insert_item("f", n.to_bytes(16, "big"), None, f"t{n}", None, None, 0.0, {})
+    known = store.feed_key_hashes("f")
+    assert len(known) == 1000 and (1499).to_bytes(16, "big") in known and (0).to_bytes(16, "big") not in known
