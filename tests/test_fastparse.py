@@ -112,7 +112,7 @@ def test_a_feed_read_from_disk_finds_its_site_as_feedparser_does(monkeypatch: py
 def test_the_fast_path_reads_most_of_the_corpus() -> None:
     # the equality above is not vacuous: most feeds do take the fast path
     fast = [path.name for path in BODIES if _fast(path.read_bytes()) is not None]
-    assert len(fast) >= 35, fast
+    assert len(fast) >= 25, fast
     assert _fast(numbered(20)) is not None
 
 
@@ -666,7 +666,7 @@ def test_a_declaration_that_feedparser_reads_slowly_is_not_read_twice(calls: lis
 
 
 def test_a_feed_on_one_line_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    items = b"<item><title>x</title><link>https://a.example/</link></item>" * 2_000
+    items = b"<item><title>x</title><link>https://a.example/</link></item>" * 900
     body = (
         b"<?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel><title>t</title>"
         + items
