@@ -508,10 +508,15 @@ class _PatientLock:
 
     def __enter__(self) -> None:
         ready = getattr(self._waiting, "ready", None)
+        own = _own_deadline()
         with self._released:
             while not self._lock.acquire(blocking=False):
                 if ready is not None and ready():
                     raise _EventsArrived
+                # the holder may never let go (a reader stuck where no deadline reaches):
+                # this thread's own deadline still ends its wait
+                if own is not None and own.ends <= time.monotonic():
+                    raise DeadlineTimeout(own)
                 self._released.wait(SLICE)
 
     def __exit__(self, *exc_info: object) -> None:
@@ -535,6 +540,26 @@ class _SerialHTTP2Connection(httpcore.HTTP2Connection):
             self._write_outgoing_data(request)
         finally:
             lock.wait_for(None)
+
+    def _receive_remote_settings_change(self, event: Any) -> None:
+        """The server changed its settings. httpcore takes back the stream permits of a
+        lowered SETTINGS_MAX_CONCURRENT_STREAMS waiting, with no deadline and holding the
+        read lock, for streams still open to end, which only a read can end: a server that
+        lowers it and answers nothing would hang relay. Here only free permits are taken;
+        the rest are not (h2 itself refuses a stream over the server's limit)."""
+        import h2.settings
+
+        changed = event.changed_settings.get(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS)
+        if not changed:
+            return
+        new_max = min(changed.new_value, self._h2_state.local_settings.max_concurrent_streams)
+        if not new_max:
+            return
+        while new_max > self._max_streams:
+            self._max_streams_semaphore.release()
+            self._max_streams += 1
+        while new_max < self._max_streams and self._max_streams_semaphore._semaphore.acquire(blocking=False):
+            self._max_streams -= 1
 
     def handle_request(self, request: httpcore.Request) -> httpcore.Response:
         try:
@@ -591,7 +616,25 @@ class _Connection(httpcore.HTTPConnection):
         except BaseException:
             self._connect_failed = True
             raise
+        self._refuse_unless_allowed(request)
         return self._connection.handle_request(request)
+
+    def _refuse_unless_allowed(self, request: httpcore.Request) -> None:
+        """Every request is checked against the connection it is about to be sent on, before
+        anything is sent: the pool may hand a request that must reach a public address (a
+        feed's redirect to another host) a connection a trusted request opened unchecked,
+        or, over HTTP/2, one still being opened when the request was queued on it."""
+        backend = self._network_backend
+        if not isinstance(backend, GuardedBackend) or self._connection is None:
+            return
+        origin = request.url.origin
+        host = origin.host.decode("ascii").lower()
+        if not (backend.public_only or backend._must_be_public((host, origin.port))):
+            return
+        stream = getattr(self._connection, "_network_stream", None)
+        address = stream.address if isinstance(stream, GuardedStream) else None
+        if address is None or not is_public(address):
+            _refuse_private(host, [(None, (address or host,))], redirected=not backend.public_only)
 
 
 class _Pool(httpcore.ConnectionPool):
@@ -644,8 +687,9 @@ class GuardedTransport(httpx.HTTPTransport):
         """A request that must reach a public address (a feed's redirect to another host)
         may be given a pooled connection that a trusted request opened, unchecked (on
         HTTP/2, even one still being opened): a host last reached at a private address is
-        refused before sending, and an answer that came over a connection to a private
-        address is dropped unread."""
+        refused here, every request is checked against its connection before it is sent
+        (_Connection), and, a second guard, an answer that came over a connection to a
+        private address is dropped unread."""
         host = request.url.raw_host.decode("ascii").lower()
         key = (host, request.url.port or (443 if request.url.scheme == "https" else 80))
         backend = self._backend

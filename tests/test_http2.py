@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import functools
 import json
+import socket
 import ssl
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from relay.fetch import FetchRequest, FetchResult, fetch_all, fetch_each, fetch_
 from tests.support.feeds import numbered
 from tests.support.feedserver import FeedServer, Request, Response
 from tests.support.h2server import TlsFeedServer
+from tests.support.hostile_h2 import SilentSettingsServer
 from tests.support.relayrun import relay_process
 
 FEEDS = 50
@@ -219,14 +223,53 @@ def test_a_public_http2_feed_redirecting_to_the_intranet_is_refused(
 
 
 @pytest.mark.usefixtures("loopback_counts_as_public")
+@pytest.mark.timeout(30)
+def test_a_redirect_queued_on_an_intranet_connection_still_opening_is_not_sent(
+    monkeypatch: pytest.MonkeyPatch, intranet: TlsFeedServer
+) -> None:
+    """The intranet feed's host (reached as localhost, at 127.0.0.2) is slow to resolve;
+    meanwhile a public feed redirects there. Over HTTP/2 the pool queues the redirect on the
+    intranet connection still being opened, unchecked: it is refused before it is sent."""
+    real_resolve = netguard.resolve
+
+    def slow_intranet_dns(host: str, port: int, timeout: float | None) -> list[tuple[Any, ...]]:
+        if host == "localhost":
+            time.sleep(0.5)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port))]
+        return real_resolve(host, port, timeout)
+
+    monkeypatch.setattr(netguard, "resolve", slow_intranet_dns)
+    intranet.add("/admin/delete-everything", lambda r: Response(200, b"done"))
+    target = f"https://localhost:{intranet.port}/admin/delete-everything"
+    public = FeedServer().start()
+    try:
+
+        def redirect(request: Request) -> Response:
+            time.sleep(0.2)  # the intranet feed's connection is being opened now
+            return Response(302, b"", {"Location": target})
+
+        requests = [
+            FetchRequest("intranet", f"https://localhost:{intranet.port}/internal.xml"),
+            FetchRequest("news", public.add("/feed.xml", redirect)),
+        ]
+        with make_client(verify=intranet.client_context()) as client:
+            own, result = fetch_all(requests, client)
+    finally:
+        public.stop()
+    assert own.status == "ok" and b"CONFIDENTIAL" in own.body
+    assert result.refused and "private or local address" in (result.error or ""), result.error
+    assert "/admin/delete-everything" not in intranet.hits
+
+
+@pytest.mark.usefixtures("loopback_counts_as_public")
 @pytest.mark.parametrize("forgotten", [False, True])
 def test_a_pooled_intranet_connection_does_not_serve_a_public_feeds_redirect(
     h2_server: TlsFeedServer, intranet: TlsFeedServer, forgotten: bool
 ) -> None:
     """The intranet feed is the user's own, so its connection is opened unchecked and kept;
     a public feed's redirect to that host must not ride on it. `forgotten`: the guard does
-    not yet know where the connection went (on HTTP/2 a request may join a connection still
-    being opened), so the answer is dropped unread."""
+    not yet know where the host was last reached; the connection the request is given is
+    checked before the request is sent on it, so it is not sent."""
     public = h2_server.add("/feed.xml", lambda r: Response(302, b"", {"Location": intranet.url("/internal.xml")}))
     with make_client(verify=trusting_both(h2_server, intranet)) as client:
         [own] = fetch_all([FetchRequest("intranet", intranet.url("/internal.xml"))], client)
@@ -236,7 +279,7 @@ def test_a_pooled_intranet_connection_does_not_serve_a_public_feeds_redirect(
     assert own.status == "ok" and b"CONFIDENTIAL" in own.body
     assert result.status == "error" and result.refused and not result.body
     assert "127.0.0.2" in (result.error or "") and "private or local address" in (result.error or "")
-    assert intranet.hits["/internal.xml"] == (2 if forgotten else 1)
+    assert intranet.hits["/internal.xml"] == 1
 
 
 def test_a_slow_feed_ends_at_its_deadline_and_the_others_on_its_connection_are_fetched(
@@ -262,3 +305,26 @@ def test_a_slow_feed_ends_at_its_deadline_and_the_others_on_its_connection_are_f
     for n in range(5):
         assert results[f"other{n}"].status == "ok", results[f"other{n}"].error
     assert len(h2_server.clients) <= 2
+
+
+@pytest.mark.timeout(30)
+def test_a_host_that_lowers_its_stream_limit_and_goes_silent_ends_at_the_deadlines() -> None:
+    """Once both feeds' requests are open, the server lowers SETTINGS_MAX_CONCURRENT_STREAMS
+    to 1 and answers nothing. Taking back the permit the other stream holds must not wait
+    for it (that wait has no deadline, and holds the read lock the other waits for): both
+    feeds end at their 2 s deadline."""
+    server = SilentSettingsServer(lower_after=2).start()
+    requests = [FetchRequest(f"feed{n}", server.url(f"/feed{n}.xml"), timeout=2) for n in range(2)]
+    results: list[FetchResult] = []
+
+    def run() -> None:
+        with make_client(verify=server.client_context()) as client:
+            results.extend(fetch_all(requests, client))
+
+    worker = threading.Thread(target=run, daemon=True)  # a hang is left behind, not waited for
+    worker.start()
+    worker.join(15)
+    server.stop()
+    assert not worker.is_alive(), "fetch_all still running long after the feeds' deadlines"
+    assert server.lowered.is_set()
+    assert [r.error for r in results] == ["timed out: no complete answer within 2s"] * 2
