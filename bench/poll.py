@@ -17,7 +17,7 @@ from feedserve import BenchServer, rss_feed
 
 from relay.config import load_config
 from relay.fetch import make_client
-from relay.poll import poll, record_poll
+from relay.poll import poll_each, record_poll
 from relay.store import Store
 
 
@@ -41,9 +41,8 @@ def main() -> None:
 
     def one_poll() -> None:
         with make_client() as client:
-            polls = poll(config, store, client, now, feeds=config.feeds, conditional=True)
-        for feed_poll in polls:
-            record_poll(store, config, feed_poll, now)
+            for feed_poll in poll_each(config, store, client, now, feeds=config.feeds, conditional=True):
+                record_poll(store, config, feed_poll, now)
 
     first = timed(one_poll)
     hits_first = sum(server.requests for server in servers)

@@ -136,21 +136,24 @@ def plan(
     """What the next run would post, per account, rendered as it would be sent; writes
     nothing and contacts no account. all_items renders every entry as if new."""
     from relay.deliver import account_budget
-    from relay.poll import poll
+    from relay.poll import poll_each
     from relay.render import Renderer, post_language
     from relay.targets import known_limits, post_rules
 
     now = context.clock()
     with _http_client(context) as client:
-        polls = poll(
-            config,
-            store,
-            client,
-            now,
-            feeds=feeds,
-            conditional=False,
-            all_items=all_items,
-            fast_parser=context.fast_parser,
+        # preview keeps every feed: it renders them all
+        polls = list(
+            poll_each(
+                config,
+                store,
+                client,
+                now,
+                feeds=feeds,
+                conditional=False,
+                all_items=all_items,
+                fast_parser=context.fast_parser,
+            )
         )
     renderer = Renderer(config)
     # each account's rules once: its limits are the state's, read without contacting it

@@ -1,6 +1,6 @@
 """Polling: fetch the due feeds, parse them (in worker processes, each within its time
 limit), decide what is new for each account, and record it: items, their deliveries and the
-feed's state, one transaction per feed."""
+feed's state, one transaction per feed, feed by feed as each comes in (poll_each)."""
 
 from __future__ import annotations
 
@@ -58,32 +58,6 @@ class FeedPoll:
 
 
 REORDER_LIMIT = 64  # feeds kept back behind a slow one before order gives way to memory
-
-
-def poll(
-    config: Config,
-    store: Store | None,
-    client: httpx.Client,
-    now: datetime,
-    *,
-    feeds: Sequence[Feed],
-    conditional: bool,
-    all_items: bool = False,
-    fast_parser: bool = True,
-) -> list[FeedPoll]:
-    """Fetch, parse and decide for feeds, all of them at once (preview). Writes nothing."""
-    return list(
-        poll_each(
-            config,
-            store,
-            client,
-            now,
-            feeds=feeds,
-            conditional=conditional,
-            all_items=all_items,
-            fast_parser=fast_parser,
-        )
-    )
 
 
 def poll_each(
