@@ -637,7 +637,98 @@ class _Connection(httpcore.HTTPConnection):
             _refuse_private(host, [(None, (address or host,))], redirected=not backend.public_only)
 
 
+def _key(origin: httpcore.Origin) -> tuple[bytes, bytes, int]:
+    return origin.scheme, origin.host, origin.port
+
+
+def _multiplexes(connection: httpcore.ConnectionInterface) -> bool:
+    """Whether the connection carries several requests at once: HTTP/2, or not yet
+    connected and possibly HTTP/2."""
+    inner = getattr(connection, "_connection", None)
+    return not isinstance(inner, httpcore.HTTP11Connection)
+
+
 class _Pool(httpcore.ConnectionPool):
+    """httpcore's pool, with its connections being _Connection and its assignment of
+    requests to connections rewritten (_assign_requests_to_connections)."""
+
+    def _assign_requests_to_connections(self) -> list[httpcore.ConnectionInterface]:
+        """httpcore 1.0's assignment of waiting requests to connections (called under the
+        pool's lock each time a request comes or goes), in one pass over the pool, probing
+        only the connections it may reuse, and never closing one already handed to a
+        waiting request.
+
+        httpcore 1.0.9 counts the whole pool once per idle connection (a bug: it means to
+        count the idle ones; encode/httpcore#1035), scans the pool twice per waiting
+        request, and polls the socket of every idle connection on every pass to see whether
+        its server hung up. With 32 kept-alive connections to 32 different hosts, that was
+        30 polls and a thousand method calls for each request. It also takes a connection
+        assigned to a waiting request, not yet used, for idle, and may close it to make room
+        (encode/httpcore#1110).
+
+        The rules: closed connections leave the pool; idle ones beyond
+        max_keepalive_connections are closed, oldest first; then each waiting request, in
+        order, gets an available connection to its origin (an idle HTTP/1.1 one goes to one
+        request only, and is first checked for expiry or a hang-up, and closed if so), else
+        a new connection while the pool has room, else a new one in place of the oldest idle
+        connection, else it keeps waiting. An idle connection no request wants is not probed:
+        it waits, open, until it is reused (and checked then), pushed out for room, or the
+        pool closes. Returns the connections to close; the caller closes them outside the
+        lock."""
+        if not httpcore.__version__.startswith("1.0."):
+            return super()._assign_requests_to_connections()
+        reserved = {id(request.connection) for request in self._requests if request.connection is not None}
+        closing: list[httpcore.ConnectionInterface] = []
+        pool = [connection for connection in self._connections if not connection.is_closed()]
+        idle = [connection for connection in pool if id(connection) not in reserved and connection.is_idle()]
+        surplus = len(idle) - (self._max_keepalive_connections or 0)
+        if surplus > 0:
+            closing += idle[:surplus]
+            idle = idle[surplus:]
+            pool = [connection for connection in pool if connection not in closing]
+        self._connections = pool
+        queued = [request for request in self._requests if request.is_queued()]
+        if not queued:
+            return closing
+        available: dict[tuple[bytes, bytes, int], list[httpcore.ConnectionInterface]] = {}
+        for connection in pool:
+            # a connection already handed to a request takes no other, unless it carries
+            # several at once (HTTP/2, or one being opened that may turn out HTTP/2)
+            if connection.is_available() and (id(connection) not in reserved or _multiplexes(connection)):
+                available.setdefault(_key(connection._origin), []).append(connection)  # type: ignore[attr-defined]
+
+        def drop(connection: httpcore.ConnectionInterface) -> None:
+            pool.remove(connection)
+            closing.append(connection)
+            if connection in idle:
+                idle.remove(connection)
+            for others in available.values():
+                if connection in others:
+                    others.remove(connection)
+
+        for pool_request in queued:
+            origin = pool_request.request.url.origin
+            candidates = available.get(_key(origin), [])
+            while candidates and candidates[0].has_expired():
+                drop(candidates[0])
+            if candidates:
+                connection = candidates[0]
+                if connection.is_idle() and not _multiplexes(connection):
+                    candidates.pop(0)  # one request per HTTP/1.1 connection
+                    idle.remove(connection)
+                pool_request.assign_to_connection(connection)
+                continue
+            if len(pool) >= self._max_connections:
+                if not idle:
+                    continue
+                drop(idle[0])
+            connection = self.create_connection(origin)
+            pool.append(connection)
+            pool_request.assign_to_connection(connection)
+            if connection.is_available():  # one that may become HTTP/2 takes the others too
+                available.setdefault(_key(origin), []).append(connection)
+        return closing
+
     def create_connection(self, origin: httpcore.Origin) -> httpcore.ConnectionInterface:
         return _Connection(
             origin=origin,
