@@ -472,7 +472,8 @@ def delivery_key(account: str, feed: str, key: str) -> str:
 
 def record_poll(store: Store, config: Config, feed_poll: FeedPoll, now: datetime, *, seed: bool = False) -> None:
     """One transaction per feed: new items and their deliveries, then the feed's ETag, so a
-    later 304 can never lose an item."""
+    later 304 can never lose an item. A feed with nothing new only has its state saved, in
+    one statement."""
     from relay.targets import record_key
 
     feed = feed_poll.feed
@@ -503,13 +504,30 @@ def record_poll(store: Store, config: Config, feed_poll: FeedPoll, now: datetime
             {**item_payload(item), "feed_title": feed_title},
         )
 
+    def save_state() -> None:
+        store.save_feed_ok(
+            feed.name,
+            feed.url,
+            now=now_s,
+            next_due=schedule.next_due_after_success(feed, now_s),
+            etag=result.etag if result else None,
+            last_modified=result.last_modified if result else None,
+            body_hash=feed_poll.body_hash,
+            entries=feed_poll.parsed.entries if feed_poll.parsed else None,
+        )
+
+    holding = None if seed else feed_poll.hold_waiting
+    if not feed_poll.decisions and not holding:
+        save_state()  # nothing new (a 304, an unchanged body): one statement, atomic on its own
+        return
     delivered = (
         [] if seed else [d for d in feed_poll.decisions if any(a in ("post", "hold") for a, _ in d.accounts.values())]
     )
     with store.transaction():
         # items only marked seen (a seed, a first poll's backlog) in one statement
         chosen = {id(decision) for decision in delivered}
-        store.insert_items(row(d) for d in feed_poll.decisions if id(d) not in chosen)
+        if len(chosen) < len(feed_poll.decisions):
+            store.insert_items(row(d) for d in feed_poll.decisions if id(d) not in chosen)
         for decision in delivered:
             item = decision.item
             item_id = store.insert_item(*row(decision))
@@ -524,15 +542,6 @@ def record_poll(store: Store, config: Config, feed_poll: FeedPoll, now: datetime
                     record_key(config.accounts[account], now),
                     now_s,
                 )
-        if feed_poll.hold_waiting and not seed:
-            store.hold_waiting(feed.name, feed_poll.hold_waiting)
-        store.save_feed_ok(
-            feed.name,
-            feed.url,
-            now=now_s,
-            next_due=schedule.next_due_after_success(feed, now_s),
-            etag=result.etag if result else None,
-            last_modified=result.last_modified if result else None,
-            body_hash=feed_poll.body_hash,
-            entries=feed_poll.parsed.entries if feed_poll.parsed else None,
-        )
+        if holding:
+            store.hold_waiting(feed.name, holding)
+        save_state()

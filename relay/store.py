@@ -390,7 +390,8 @@ class Store:
         body_hash: bytes | None,
         entries: int | None,
     ) -> None:
-        """Called inside the poll transaction, after items and deliveries are written."""
+        """Called inside the poll transaction, after items and deliveries are written, or
+        alone (one statement, atomic by itself) when a poll brought nothing new."""
         self.db.execute(
             "INSERT INTO feeds (name, url, etag, last_modified, body_hash, last_polled_at, last_ok_at,"
             " next_due_at, consecutive_failures, last_error, entries)"
