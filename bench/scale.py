@@ -88,8 +88,9 @@ def serve_main() -> None:
     asyncio.run(_serve(count, latency, datetime.fromtimestamp(stamp, UTC)))
 
 
-def measured(args: list[str], env: dict[str, str]) -> tuple[float, float, int, str]:
-    """Wall time (s), peak RSS of relay's own process (MB), exit code, stderr's last line."""
+def measured(args: list[str], env: dict[str, str]) -> tuple[float, float, int, str, float]:
+    """Wall time (s), peak RSS of relay's own process (MB), exit code, stderr's last line,
+    and the CPU time (user + system, s) of relay's own process."""
     start = time.perf_counter()
     process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert process.stderr is not None
@@ -98,7 +99,8 @@ def measured(args: list[str], env: dict[str, str]) -> tuple[float, float, int, s
     errors = process.stderr.read().decode(errors="replace").strip().splitlines()
     process.stderr.close()
     process.returncode = os.waitstatus_to_exitcode(status)
-    return elapsed, usage.ru_maxrss / 1024, process.returncode, errors[-1] if errors else ""
+    cpu = usage.ru_utime + usage.ru_stime
+    return elapsed, usage.ru_maxrss / 1024, process.returncode, errors[-1] if errors else "", cpu
 
 
 def one_scale(count: int, latency: float) -> None:
@@ -131,12 +133,12 @@ def one_scale(count: int, latency: float) -> None:
         second = measured([relay, "run", *config], at(now + timedelta(hours=1)))
         idle = [measured([relay, "run", *config], at(now + timedelta(hours=1, minutes=1 + n))) for n in range(5)]
         print(f"{count} feeds x {ITEMS} items, each on its own host, {latency * 1000:.0f} ms latency per request:")
-        for label, (seconds, rss, code, last) in (
+        for label, (seconds, rss, code, last, cpu) in (
             ("run 1, first poll (relay seed)", first),
             ("run 2, all 304 (relay run)", second),
         ):
             problem = f"  exit {code}: {last}" if code else ""
-            print(f"  {label:34s} {seconds:6.2f} s   peak RSS {rss:5.0f} MB{problem}")
+            print(f"  {label:34s} {seconds:6.2f} s   peak RSS {rss:5.0f} MB   CPU {cpu:5.2f} s{problem}")
         median = statistics.median(seconds for seconds, *_ in idle)
         rss = max(rss for _, rss, *_ in idle)
         print(f"  {'no-op run (nothing due), median':34s} {median * 1000:6.0f} ms  peak RSS {rss:5.0f} MB")
