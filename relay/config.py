@@ -85,6 +85,9 @@ class Feed:
     sensitive: bool = False
     images: bool = False
     visibility: str = ""  # Mastodon: overrides the account's visibility when set
+    category_hashtags: bool = False  # the item's categories become hashtags too
+    tag_map: tuple[tuple[str, str], ...] = ()  # (hashtags.map_key of a category, its hashtag or "" to drop)
+    max_hashtags: int | None = None  # at most this many hashtags in all
     language_set: bool = False  # language: written for this feed (it outranks the channel's)
     line: int = 0
     fetch_url: str = field(default="", repr=False)  # url with ${VAR} substituted; never shown
@@ -473,7 +476,7 @@ class _Secrets:
 _FEED_KEYS = {
     "name", "url", "every", "max_age", "backfill", "template", "language", "hashtags", "to",
     "include", "exclude", "max_bytes", "timeout", "flood_threshold", "flood_threshold_day",
-    "content_warning", "sensitive", "images", "visibility",
+    "content_warning", "sensitive", "images", "visibility", "category_hashtags", "tag_map", "max_hashtags",
 }  # fmt: skip
 _DEFAULT_KEYS = _FEED_KEYS - {"name", "url"}
 _ACCOUNT_KEYS = {
@@ -511,6 +514,9 @@ _BUILTIN_DEFAULTS: dict[str, Any] = {
     "sensitive": False,
     "images": False,
     "visibility": "",
+    "category_hashtags": False,
+    "tag_map": {},
+    "max_hashtags": None,
 }
 
 
@@ -841,6 +847,9 @@ def _feed(section: _Section, index: int, names: set[str], accounts: Mapping[str,
     template, language, content_warning, visibility = _feed_strings(section)
     hashtags, include, exclude = (_strings(section, key) for key in ("hashtags", "include", "exclude"))
     hashtags = _hashtags(section, hashtags)
+    category_hashtags = _flag(section, "category_hashtags")
+    tag_map = _tag_map(section, category_hashtags)
+    max_hashtags = _max_hashtags(section, hashtags)
     _check_patterns(section, "include", include)
     _check_patterns(section, "exclude", exclude)
     to = _feed_accounts(section, accounts)
@@ -862,6 +871,9 @@ def _feed(section: _Section, index: int, names: set[str], accounts: Mapping[str,
         content_warning=content_warning,
         visibility=visibility,
         hashtags=hashtags,
+        category_hashtags=category_hashtags,
+        tag_map=tag_map,
+        max_hashtags=max_hashtags,
         include=include,
         exclude=exclude,
         to=to,
@@ -925,6 +937,48 @@ def _hashtags(section: _Section, tags: tuple[str, ...]) -> tuple[str, ...]:
         if not re.fullmatch(r"\w+", tag):
             section.error("hashtags", f"{_show(tag)} is not a hashtag (letters, digits and _ only)")
     return hashtags
+
+
+def _tag_map(section: _Section, enabled: bool) -> tuple[tuple[str, str], ...]:
+    """category: hashtag (renamed) or category: "" / null (dropped); keys as hashtags.map_key."""
+    raw = section.values["tag_map"]
+    if not isinstance(raw, dict):
+        section.error("tag_map", 'must be a mapping of category: hashtag (or "" to drop the category)')
+        return ()
+    if not raw:
+        return ()
+    from relay.hashtags import is_hashtag, map_key  # only here: `regex` is not for every run
+
+    pairs: dict[str, str] = {}
+    for category, tag in raw.items():
+        if not isinstance(category, str) or not category.strip():
+            section.error("tag_map", f"{_show(category)} is not a category")
+            continue
+        if tag is None:
+            tag = ""
+        if not isinstance(tag, str) or (tag.strip() and not is_hashtag(tag.strip().lstrip("#"))):
+            section.error(
+                "tag_map",
+                f"{_show(category)}: {_show(tag)} is not a hashtag (a letter, then letters, digits and _;"
+                ' "" drops the category)',
+            )
+            continue
+        pairs[map_key(category)] = tag.strip().lstrip("#")
+    if not enabled and "tag_map" in section.written[0]:
+        section.warn("tag_map", "has no effect without category_hashtags: true")
+    return tuple(pairs.items())
+
+
+def _max_hashtags(section: _Section, hashtags: tuple[str, ...]) -> int | None:
+    value = section.values["max_hashtags"]
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        section.error("max_hashtags", f"{_show(value)} is not a whole number >= 0")
+        return None
+    if len(hashtags) > value:
+        section.warn("max_hashtags", f"{len(hashtags)} hashtags written, only the first {value} are posted")
+    return value
 
 
 def _check_patterns(section: _Section, key: str, patterns: tuple[str, ...]) -> None:

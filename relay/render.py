@@ -34,6 +34,7 @@ from relay import catalog
 from relay.catalog import BUILTIN_TEMPLATES
 from relay.config import Account, Config, Feed
 from relay.errors import RenderError
+from relay.hashtags import item_hashtags
 from relay.models import Item, Post
 from relay.text import (
     ELLIPSIS,
@@ -157,6 +158,10 @@ class PostRules(Protocol):
     def finish(self, text: str, draft: Draft) -> Post: ...
 
 
+class _TooLong(RenderError):
+    """Even without title and summary, the post is over the limit."""
+
+
 def render_post(
     template: jinja2.Template,
     item: Item,
@@ -170,8 +175,37 @@ def render_post(
     sensitive: bool = False,
     images: bool = False,
     visibility: str = "",
+    optional_hashtags: int = 0,
 ) -> Post:
-    """Render and fit one item for one account. Raises RenderError."""
+    """Render and fit one item for one account. Raises RenderError. The last
+    `optional_hashtags` hashtags (those made from the item's categories) are left out, the
+    last first, when the post cannot fit with them even without title and summary: a feed's
+    categories never keep its items from being posted."""
+    hashtags = tuple(hashtags)
+    while True:
+        try:
+            return _render_post(
+                template, item, feed, rules, account, hashtags, language, spoiler_text, sensitive, images, visibility
+            )
+        except _TooLong:
+            if optional_hashtags <= 0:
+                raise
+            hashtags, optional_hashtags = hashtags[:-1], optional_hashtags - 1
+
+
+def _render_post(
+    template: jinja2.Template,
+    item: Item,
+    feed: FeedInfo,
+    rules: PostRules,
+    account: str,
+    hashtags: tuple[str, ...],
+    language: str,
+    spoiler_text: str,
+    sensitive: bool,
+    images: bool,
+    visibility: str,
+) -> Post:
     if item.link is None:
         raise RenderError(item.skip_reason or "no link")
     link = item.link
@@ -313,7 +347,7 @@ def fit(
     best = _largest_fitting(lambda n: produce(truncate(title, n), ""), fits, grapheme_length(title))
     if best is not None:
         return best
-    raise RenderError("too long even without title and summary: the link and hashtags do not fit")
+    raise _TooLong("too long even without title and summary: the link and hashtags do not fit")
 
 
 def _largest_fitting(make: Callable[[int], str], fits: Callable[[str], bool], upper: int) -> str | None:
@@ -630,6 +664,14 @@ def post_language(item: Item, feed: Feed) -> tuple[str, str]:
     return feed.language, "default"
 
 
+def post_hashtags(item: Item, feed: Feed) -> tuple[tuple[str, ...], int]:
+    """A post's hashtags: the feed's, then, with category_hashtags, the item's categories
+    made hashtags (URLs in a category are no part of it), at most max_hashtags in all; and
+    how many came from categories (the last ones). One rule for preview and run."""
+    categories = [remove_urls(tag) for tag in item.tags] if feed.category_hashtags else []
+    return item_hashtags(feed.hashtags, categories, tag_map=dict(feed.tag_map), limit=feed.max_hashtags)
+
+
 class Renderer:
     """Templates compiled once per run; one render per item and account."""
 
@@ -639,13 +681,15 @@ class Renderer:
 
     def render(self, item: Item, feed: Feed, account: Account, rules: PostRules, feed_title: str = "") -> Post:
         template = find_template(self.env, feed.template, rules.platform)
+        hashtags, from_categories = post_hashtags(item, feed)
         return render_post(
             template,
             item,
             FeedInfo(feed.name, feed_title or feed.name, feed.url),
             rules=rules,
             account=account.name,
-            hashtags=feed.hashtags,
+            hashtags=hashtags,
+            optional_hashtags=from_categories,
             language=post_language(item, feed)[0],
             spoiler_text=feed.content_warning,
             sensitive=feed.sensitive,

@@ -85,7 +85,9 @@ def mastodon_mock() -> Iterator[Any]:
 def pds() -> Iterator[Any]:
     from tests.support.servers import start_pds
 
-    accounts = ",".join(f"{name}.test:{name}-pass" for name in ("alice", "bob", "carol", "dave", "erin", "frank"))
+    accounts = ",".join(
+        f"{name}.test:{name}-pass" for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace")
+    )
     server = start_pds(accounts)
     yield server
     server.stop()

@@ -21,6 +21,7 @@ from relay.config import Account
 from relay.context import Context
 from relay.errors import FetchError
 from relay.fetch import fetch_image, make_client
+from relay.hashtags import find_hashtags
 from relay.images import THUMB_MAX_BYTES, ImageError, make_thumbnail
 from relay.links import normalise_link
 from relay.models import Post
@@ -66,8 +67,8 @@ _SESSION_ERRORS = ("ExpiredToken", "InvalidToken", "AuthenticationRequired", "Au
 @dataclass(frozen=True)
 class BlueskyText:
     """Bluesky's rules for a post's text: 300 graphemes and 3000 bytes as shown, URLs shown
-    shortened with their whole host and linked by facets at UTF-8 byte offsets, the feed's
-    hashtags as tag facets, and a link card (app.bsky.embed.external) whose title is never
+    shortened with their whole host and linked by facets at UTF-8 byte offsets, every
+    hashtag as a tag facet, and a link card (app.bsky.embed.external) whose title is never
     empty. The card is the item's whatever the text says, so feed text keeps its URLs."""
 
     platform: str = "bluesky"
@@ -87,7 +88,7 @@ class BlueskyText:
     def finish(self, text: str, draft: Draft) -> Post:
         item, link = draft.item, draft.link
         display, facets = _bluesky_display(text, link)
-        facets += _hashtag_facets(display, draft.hashtags)
+        facets += _hashtag_facets(display, facets)
         facets.sort(key=lambda f: f["index"]["byteStart"])
         title = card_title(item.title, item.summary, draft.feed)
         return Post(
@@ -159,18 +160,22 @@ def display_url(written: str, normalised: str, max_graphemes: int = URL_DISPLAY_
     return host + "".join(graphemes(rest)[: max(room - 1, 0)]) + ELLIPSIS
 
 
-def _hashtag_facets(text: str, hashtags: Sequence[str]) -> list[dict[str, Any]]:
-    wanted = {tag.casefold() for tag in hashtags}
+def _hashtag_facets(text: str, links: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A #tag facet for every hashtag in the text as shown, wherever it came from
+    (feeds.yaml, the template, a category, the item's own text), found as the Bluesky app
+    finds them; none that would overlap a link."""
+    taken = [(facet["index"]["byteStart"], facet["index"]["byteEnd"]) for facet in links]
     facets = []
-    for match in re.finditer(r"(?<![\w#&])#(\w+)", text):
-        if match.group(1).casefold() in wanted:
-            span = byte_span(text, match.start(), match.end())
-            facets.append(
-                {
-                    "index": {"byteStart": span.start, "byteEnd": span.end},
-                    "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": match.group(1)}],
-                }
-            )
+    for start, end, tag in find_hashtags(text):
+        span = byte_span(text, start, end)
+        if any(span.start < link_end and link_start < span.end for link_start, link_end in taken):
+            continue
+        facets.append(
+            {
+                "index": {"byteStart": span.start, "byteEnd": span.end},
+                "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": tag}],
+            }
+        )
     return facets
 
 
