@@ -56,14 +56,14 @@ def run_once(config: Config, store: Store, context: Context, feeds: Sequence[Fee
     report = RunReport(first_run=not states and bool(feeds))
     due = [f for f in feeds if schedule.is_due(states.get(f.name), epoch(now))]
     if due:
-        from relay.poll import poll_each, record_poll
+        from relay.poll import Recorder, poll_each
 
         # each feed is recorded as it comes in, and let go
-        with _http_client(context) as client:
+        with _http_client(context) as client, Recorder(store, config, now) as recorder:
             for feed_poll in poll_each(
                 config, store, client, now, feeds=due, conditional=True, fast_parser=context.fast_parser
             ):
-                record_poll(store, config, feed_poll, now)
+                recorder.record(feed_poll)
                 report.polled.append(feed_poll.report)
     if not store.has_due_deliveries(epoch(now)):
         return report
@@ -89,15 +89,15 @@ def run_once(config: Config, store: Store, context: Context, feeds: Sequence[Fee
 
 def seed(config: Config, store: Store, context: Context, feeds: Sequence[Feed]) -> list[FeedReport]:
     """Mark everything the feeds hold now as seen, without queueing anything."""
-    from relay.poll import poll_each, record_poll
+    from relay.poll import Recorder, poll_each
 
     now = context.clock()
     reports = []
-    with _http_client(context) as client:
+    with _http_client(context) as client, Recorder(store, config, now, seed=True) as recorder:
         for feed_poll in poll_each(
             config, store, client, now, feeds=feeds, conditional=False, all_items=True, fast_parser=context.fast_parser
         ):
-            record_poll(store, config, feed_poll, now, seed=True)
+            recorder.record(feed_poll)
             reports.append(feed_poll.report)
     return reports
 

@@ -11,7 +11,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -182,7 +182,21 @@ class ItemRow(NamedTuple):
     payload: dict[str, Any]
 
 
+class FeedOk(NamedTuple):
+    """A feed's state after a poll that succeeded, as save_feeds_ok takes it."""
+
+    name: str
+    url: str
+    etag: str | None
+    last_modified: str | None
+    body_hash: bytes | None
+    polled_at: float
+    next_due: float
+    entries: int | None
+
+
 _UNBOUNDED = 2**63 - 1  # an item id larger than any
+_FEEDS_PER_STATEMENT = 100  # 9 values each: within the 999 values a statement may hold before SQLite 3.32
 
 
 def _chunks(values: Iterable[bytes], size: int = 500) -> Iterator[list[bytes]]:
@@ -378,30 +392,37 @@ class Store:
                 (name, url, now, next_due, error),
             )
 
-    def save_feed_ok(
-        self,
-        name: str,
-        url: str,
-        *,
-        now: float,
-        next_due: float,
-        etag: str | None,
-        last_modified: str | None,
-        body_hash: bytes | None,
-        entries: int | None,
-    ) -> None:
-        """Called inside the poll transaction, after items and deliveries are written, or
-        alone (one statement, atomic by itself) when a poll brought nothing new."""
-        self.db.execute(
-            "INSERT INTO feeds (name, url, etag, last_modified, body_hash, last_polled_at, last_ok_at,"
-            " next_due_at, consecutive_failures, last_error, entries)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, ?) ON CONFLICT (name) DO UPDATE SET"
-            " url = excluded.url, etag = excluded.etag, last_modified = excluded.last_modified,"
-            " body_hash = COALESCE(excluded.body_hash, body_hash), last_polled_at = excluded.last_polled_at,"
-            " last_ok_at = excluded.last_ok_at, next_due_at = excluded.next_due_at,"
-            " consecutive_failures = 0, last_error = NULL, entries = COALESCE(excluded.entries, entries)",
-            (name, url, etag, last_modified, body_hash, now, now, next_due, entries),
-        )
+    def save_feeds_ok(self, feeds: Sequence[FeedOk]) -> None:
+        """The state of many feeds that brought nothing new, in one statement (atomic on its
+        own): a poll where most feeds answer 304 writes them in a few statements, not one
+        transaction each."""
+        for start in range(0, len(feeds), _FEEDS_PER_STATEMENT):
+            chunk = feeds[start : start + _FEEDS_PER_STATEMENT]
+            self.db.execute(
+                "INSERT INTO feeds (name, url, etag, last_modified, body_hash, last_polled_at, last_ok_at,"
+                " next_due_at, consecutive_failures, last_error, entries) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, ?)"] * len(chunk))
+                + " ON CONFLICT (name) DO UPDATE SET"
+                " url = excluded.url, etag = excluded.etag, last_modified = excluded.last_modified,"
+                " body_hash = COALESCE(excluded.body_hash, body_hash), last_polled_at = excluded.last_polled_at,"
+                " last_ok_at = excluded.last_ok_at, next_due_at = excluded.next_due_at,"
+                " consecutive_failures = 0, last_error = NULL, entries = COALESCE(excluded.entries, entries)",
+                [
+                    value
+                    for feed in chunk
+                    for value in (
+                        feed.name,
+                        feed.url,
+                        feed.etag,
+                        feed.last_modified,
+                        feed.body_hash,
+                        feed.polled_at,
+                        feed.polled_at,
+                        feed.next_due,
+                        feed.entries,
+                    )
+                ],
+            )
 
     def feed_key_hashes(self, feed: str, limit: int = 1000) -> frozenset[bytes]:
         """The fingerprints of the item keys the state holds for a feed, its newest `limit`:
