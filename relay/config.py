@@ -65,6 +65,21 @@ class Account:
 
 
 @dataclass(frozen=True)
+class Credit:
+    """Who a feed's posts credit, per platform, as written in feeds.yaml: the only handles
+    that ever become live mentions."""
+
+    mastodon: str = ""  # "@user@instance" (or "@user" on the posting account's instance)
+    bluesky: str = ""  # a handle, without "@"
+
+    def shown(self, platform: str) -> str:
+        """The credit as a post shows it on platform, "" when there is none."""
+        if platform == "mastodon":
+            return self.mastodon
+        return f"@{self.bluesky}" if platform == "bluesky" and self.bluesky else ""
+
+
+@dataclass(frozen=True)
 class Feed:
     name: str
     url: str  # as written, ${VAR} included: what is shown and what state remembers
@@ -88,6 +103,7 @@ class Feed:
     category_hashtags: bool = False  # the item's categories become hashtags too
     tag_map: tuple[tuple[str, str], ...] = ()  # (hashtags.map_key of a category, its hashtag or "" to drop)
     max_hashtags: int | None = None  # at most this many hashtags in all
+    credit: Credit = Credit()
     language_set: bool = False  # language: written for this feed (it outranks the channel's)
     line: int = 0
     fetch_url: str = field(default="", repr=False)  # url with ${VAR} substituted; never shown
@@ -477,6 +493,7 @@ _FEED_KEYS = {
     "name", "url", "every", "max_age", "backfill", "template", "language", "hashtags", "to",
     "include", "exclude", "max_bytes", "timeout", "flood_threshold", "flood_threshold_day",
     "content_warning", "sensitive", "images", "visibility", "category_hashtags", "tag_map", "max_hashtags",
+    "credit",
 }  # fmt: skip
 _DEFAULT_KEYS = _FEED_KEYS - {"name", "url"}
 _ACCOUNT_KEYS = {
@@ -517,6 +534,7 @@ _BUILTIN_DEFAULTS: dict[str, Any] = {
     "category_hashtags": False,
     "tag_map": {},
     "max_hashtags": None,
+    "credit": {},
 }
 
 
@@ -850,6 +868,7 @@ def _feed(section: _Section, index: int, names: set[str], accounts: Mapping[str,
     category_hashtags = _flag(section, "category_hashtags")
     tag_map = _tag_map(section, category_hashtags)
     max_hashtags = _max_hashtags(section, hashtags)
+    credit = _credit(section)
     _check_patterns(section, "include", include)
     _check_patterns(section, "exclude", exclude)
     to = _feed_accounts(section, accounts)
@@ -874,6 +893,7 @@ def _feed(section: _Section, index: int, names: set[str], accounts: Mapping[str,
         category_hashtags=category_hashtags,
         tag_map=tag_map,
         max_hashtags=max_hashtags,
+        credit=credit,
         include=include,
         exclude=exclude,
         to=to,
@@ -967,6 +987,33 @@ def _tag_map(section: _Section, enabled: bool) -> tuple[tuple[str, str], ...]:
     if not enabled and "tag_map" in section.written[0]:
         section.warn("tag_map", "has no effect without category_hashtags: true")
     return tuple(pairs.items())
+
+
+_MASTODON_ACCOUNT = re.compile(
+    r"^@?([A-Za-z0-9_]+(?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?)(?:@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+))?$"
+)
+
+
+def _credit(section: _Section) -> Credit:
+    """credit: {mastodon: "@user@instance", bluesky: handle}."""
+    raw = section.values["credit"]
+    if not isinstance(raw, dict):
+        section.error(
+            "credit", 'must be a mapping like {mastodon: "@collectif@instance", bluesky: collectif.bsky.social}'
+        )
+        return Credit()
+    for key in raw:
+        if key not in PLATFORMS:
+            section.error("credit", f"{_show(key)} is not a platform ({', '.join(PLATFORMS)})")
+    mastodon, bluesky = raw.get("mastodon") or "", raw.get("bluesky") or ""
+    if not isinstance(mastodon, str) or (mastodon and not _MASTODON_ACCOUNT.match(mastodon.strip())):
+        section.error("credit", f"mastodon: {_show(mastodon)} is not a Mastodon account (like @collectif@instance.org)")
+        mastodon = ""
+    if not isinstance(bluesky, str) or (bluesky and not _HANDLE.match(bluesky.strip().lstrip("@"))):
+        section.error("credit", f"bluesky: {_show(bluesky)} is not a Bluesky handle (like collectif.bsky.social)")
+        bluesky = ""
+    mastodon, bluesky = mastodon.strip(), bluesky.strip().lstrip("@")
+    return Credit(mastodon="@" + mastodon.lstrip("@") if mastodon else "", bluesky=bluesky)
 
 
 def _max_hashtags(section: _Section, hashtags: tuple[str, ...]) -> int | None:

@@ -18,6 +18,7 @@ name."""
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -129,6 +130,7 @@ class Draft:
     sensitive: bool = False
     images: bool = False
     visibility: str = ""
+    credit: str = ""  # as the template showed it: the one handle that may be a live mention
 
 
 Measure = tuple[int, int]
@@ -176,6 +178,7 @@ def render_post(
     images: bool = False,
     visibility: str = "",
     optional_hashtags: int = 0,
+    credit: str = "",
 ) -> Post:
     """Render and fit one item for one account. Raises RenderError. The last
     `optional_hashtags` hashtags (those made from the item's categories) are left out, the
@@ -184,28 +187,18 @@ def render_post(
     hashtags = tuple(hashtags)
     while True:
         try:
-            return _render_post(
-                template, item, feed, rules, account, hashtags, language, spoiler_text, sensitive, images, visibility
+            draft = Draft(
+                item, feed, "", account, language, hashtags, spoiler_text, sensitive, images, visibility, credit
             )
+            return _render_post(template, rules, draft)
         except _TooLong:
             if optional_hashtags <= 0:
                 raise
             hashtags, optional_hashtags = hashtags[:-1], optional_hashtags - 1
 
 
-def _render_post(
-    template: jinja2.Template,
-    item: Item,
-    feed: FeedInfo,
-    rules: PostRules,
-    account: str,
-    hashtags: tuple[str, ...],
-    language: str,
-    spoiler_text: str,
-    sensitive: bool,
-    images: bool,
-    visibility: str,
-) -> Post:
+def _render_post(template: jinja2.Template, rules: PostRules, draft: Draft) -> Post:
+    item, feed = draft.item, draft.feed
     if item.link is None:
         raise RenderError(item.skip_reason or "no link")
     link = item.link
@@ -217,7 +210,7 @@ def _render_post(
     feed_title = clean(feed.title)
     if not title.strip() and not summary.strip():
         title = feed_title or feed.name  # an item that says nothing is named by its site, not a bare link
-    draft = Draft(item, feed, link, account, language, tuple(hashtags), spoiler_text, sensitive, images, visibility)
+    draft = dataclasses.replace(draft, link=link)
 
     def produce_raw(title: str, summary: str, headline_text: str) -> str:
         context = {
@@ -233,9 +226,10 @@ def _render_post(
                 "feed": feed.name,
             },
             "feed": {"name": feed.name, "title": feed_title, "url": feed.url},
-            "hashtags": list(hashtags),
+            "hashtags": list(draft.hashtags),
+            "credit": draft.credit,
             "platform": rules.platform,
-            "account": account,
+            "account": draft.account,
         }
         try:
             return template.render(context)
@@ -690,6 +684,7 @@ class Renderer:
             account=account.name,
             hashtags=hashtags,
             optional_hashtags=from_categories,
+            credit=feed.credit.shown(rules.platform),
             language=post_language(item, feed)[0],
             spoiler_text=feed.content_warning,
             sensitive=feed.sensitive,

@@ -109,7 +109,12 @@ def _v3(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE deliveries ADD COLUMN doubt_since REAL")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite3.Connection) -> None:
+    # the DIDs of the Bluesky handles feeds.yaml credits, as resolveHandle gave them
+    db.execute("CREATE TABLE handles (handle TEXT PRIMARY KEY, did TEXT NOT NULL, resolved_at REAL NOT NULL)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -833,6 +838,20 @@ class Store:
     def session(self, account: str) -> str | None:
         row = self.db.execute("SELECT data FROM sessions WHERE account = ?", (account,)).fetchone()
         return row[0] if row else None
+
+    def handle_did(self, handle: str, *, resolved_after: float) -> str | None:
+        """The DID a handle resolved to, if it was resolved after that time."""
+        row = self.db.execute(
+            "SELECT did FROM handles WHERE handle = ? AND resolved_at > ?", (handle.lower(), resolved_after)
+        ).fetchone()
+        return row[0] if row else None
+
+    def save_handle_did(self, handle: str, did: str, now: float) -> None:
+        self.db.execute(
+            "INSERT INTO handles (handle, did, resolved_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (handle) DO UPDATE SET did = excluded.did, resolved_at = excluded.resolved_at",
+            (handle.lower(), did, now),
+        )
 
     def save_session(self, account: str, data: str | None, now: float) -> None:
         with self.transaction():

@@ -86,7 +86,7 @@ def pds() -> Iterator[Any]:
     from tests.support.servers import start_pds
 
     accounts = ",".join(
-        f"{name}.test:{name}-pass" for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace")
+        f"{name}.test:{name}-pass" for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")
     )
     server = start_pds(accounts)
     yield server

@@ -89,6 +89,7 @@ class BlueskyText:
         item, link = draft.item, draft.link
         display, facets = _bluesky_display(text, link)
         facets += _hashtag_facets(display, facets)
+        facets += _mention_facets(display, draft.credit, facets)
         facets.sort(key=lambda f: f["index"]["byteStart"])
         title = card_title(item.title, item.summary, draft.feed)
         return Post(
@@ -176,6 +177,36 @@ def _hashtag_facets(text: str, links: Sequence[dict[str, Any]]) -> list[dict[str
                 "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": tag}],
             }
         )
+    return facets
+
+
+MENTION = "app.bsky.richtext.facet#mention"
+HANDLE_TTL = 7 * 24 * 3600  # seconds a credit's DID is kept before it is resolved again
+
+
+def _mention_facets(text: str, credit: str, taken: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A mention facet for each place the template showed the feed's credit ("@handle",
+    from feeds.yaml): its DID is left empty here and resolved when the post is sent
+    (BlueskyTarget._mentions). Feed text had its own mentions defused when it was read."""
+    if not credit:
+        return []
+    spans = [(facet["index"]["byteStart"], facet["index"]["byteEnd"]) for facet in taken]
+    facets = []
+    start = text.find(credit)
+    while start != -1:
+        end = start + len(credit)
+        after = text[end : end + 2]
+        longer = after[:1].isalnum() or after[:1] == "_" or (after[:1] in (".", "-") and after[1:].isalnum())
+        if not longer:  # the whole handle, not the start of a longer one
+            span = byte_span(text, start, end)
+            if not any(span.start < other_end and other_start < span.end for other_start, other_end in spans):
+                facets.append(
+                    {
+                        "index": {"byteStart": span.start, "byteEnd": span.end},
+                        "features": [{"$type": MENTION, "did": ""}],
+                    }
+                )
+        start = text.find(credit, end)
     return facets
 
 
@@ -270,7 +301,7 @@ class BlueskyTarget:
             text=post.text,
             created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
             langs=[post.language],
-            facets=[_facet(f) for f in post.facets] or None,
+            facets=[_facet(f) for f in self._mentions(post)] or None,
             embed=embed,
         )
         try:
@@ -288,6 +319,45 @@ class BlueskyTarget:
                 return found
             raise
         return self._receipt(rkey)
+
+    def _mentions(self, post: Post) -> list[dict[str, Any]]:
+        """The post's facets, each credit's mention given the DID of its handle; a handle
+        that cannot be resolved stays plain text, with a warning."""
+        facets = []
+        raw = post.text.encode()
+        for facet in post.facets:
+            feature = facet["features"][0]
+            if feature["$type"] == MENTION and not feature.get("did"):
+                handle = raw[facet["index"]["byteStart"] + 1 : facet["index"]["byteEnd"]].decode()
+                did = self._did_of(handle)
+                if did is None:
+                    continue
+                facet = {**facet, "features": [{"$type": MENTION, "did": did}]}
+            facets.append(facet)
+        return facets
+
+    def _did_of(self, handle: str) -> str | None:
+        """A handle's DID: from the state when resolved within HANDLE_TTL, else asked of the
+        service (com.atproto.identity.resolveHandle) and kept. None when the service says
+        it cannot be resolved; a network error, a rate limit or a refused login is raised,
+        and the delivery is tried again later."""
+        now = time.time()
+        if self.store is not None:
+            cached = self.store.handle_did(handle, resolved_after=now - HANDLE_TTL)
+            if cached:
+                return cached
+        try:
+            did = str(self._call("resolve the credit", lambda client: client.resolve_handle(handle)).did)
+        except PublishError as exc:
+            if exc.transient or exc.auth:
+                raise
+            self.warnings.append(
+                f"account {self.account.name}: credit @{handle} could not be resolved ({exc}); posted as plain text"
+            )
+            return None
+        if self.store is not None:
+            self.store.save_handle_did(handle, did, now)
+        return did
 
     def find(self, *, idempotency_key: str, rkey: str | None) -> Receipt | None:
         from atproto_client.exceptions import AtProtocolError
@@ -453,6 +523,8 @@ def _facet(data: dict[str, Any]) -> Any:
             features.append(models.AppBskyRichtextFacet.Link(uri=feature["uri"]))
         elif feature["$type"].endswith("#tag"):
             features.append(models.AppBskyRichtextFacet.Tag(tag=feature["tag"]))
+        elif feature["$type"] == MENTION:
+            features.append(models.AppBskyRichtextFacet.Mention(did=feature["did"]))
     index = data["index"]
     return models.AppBskyRichtextFacet.Main(
         index=models.AppBskyRichtextFacet.ByteSlice(byte_start=index["byteStart"], byte_end=index["byteEnd"]),

@@ -60,8 +60,13 @@ class MastodonText:
         return self.count(text, draft.spoiler_text) <= self.limits.max_characters
 
     def finish(self, text: str, draft: Draft) -> Post:
-        # the '@'s a normalised link keeps follow '/', '=' or a word character and stay
-        text = defuse_mentions(text)
+        # the '@'s a normalised link keeps follow '/', '=' or a word character and stay; the
+        # feed's credit, written in feeds.yaml, is the one mention left live (feed text had
+        # its own defused when it was read, so it cannot spell the credit)
+        if draft.credit:
+            text = draft.credit.join(defuse_mentions(piece) for piece in text.split(draft.credit))
+        else:
+            text = defuse_mentions(text)
         item = draft.item
         return Post(
             platform=self.platform,
