@@ -21,6 +21,7 @@ from urllib.parse import quote
 import yaml
 
 from relay.errors import ConfigError
+from relay.social import feed_url_of
 
 PLATFORMS = ("mastodon", "bluesky")
 VISIBILITIES = ("public", "unlisted", "private")
@@ -933,7 +934,8 @@ def _feed_url(section: _Section, secrets: _Secrets) -> tuple[str, str]:
         section.warn("url", f"${{{variable}}} is not set in the environment")
     if _ANY_SCHEME.match(fetch_url) and not _FETCHED_SCHEMES.match(fetch_url):
         section.error("url", f"{_show(mask_credentials(url))}: only http, https and file URLs are fetched")
-    return url, fetch_url
+    # a Mastodon or Bluesky profile is fetched as its feed, and shown as written
+    return url, feed_url_of(fetch_url) or fetch_url
 
 
 def _feed_strings(section: _Section) -> tuple[str, str, str, str]:

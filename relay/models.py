@@ -31,6 +31,9 @@ class Item:
     # the link as keys and dedupe know it (dedupe.key_link), never posted: kept as earlier
     # versions wrote it, so a better tracker list cannot post an old item again
     key_link: str | None = None
+    # the post this item is, when its feed is a Mastodon or Bluesky account's (relay.social):
+    # the status URL, or the post's at-uri
+    original: str = ""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from relay.dedupe import canonical_url, fingerprint, key_link
 from relay.errors import ParseError
 from relay.links import normalise_link
 from relay.models import Item, ParsedFeed
+from relay.social import original_of, says_nothing
 from relay.text import clean_text
 from relay.trackers import clean_link
 
@@ -376,6 +377,9 @@ def entry_to_item(entry: Any, feed_name: str, link_as_written: str | None = None
         if tag
     )
     image, image_alt = _image(entry, summary_source)
+    original = original_of(item_id, link)
+    if says_nothing(title, original):
+        title = ""  # Bluesky titles every post "@HANDLE post": the post is its text
     item = Item(
         feed=feed_name,
         key=key,
@@ -390,6 +394,7 @@ def entry_to_item(entry: Any, feed_name: str, link_as_written: str | None = None
         image_alt=image_alt,
         skip_reason=skip_reason,
         key_link=link_key or None,
+        original=original,
     )
     if not key:
         item = _rekey(item, _content_hash(item))

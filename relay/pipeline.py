@@ -122,6 +122,7 @@ class PlannedPost:
     action: str  # post | hold | skip
     reason: str | None
     spoiler_text: str | None = None
+    original: str | None = None  # the post the item is (a Mastodon status URL, a Bluesky at-uri)
 
 
 @dataclass
@@ -210,6 +211,7 @@ def _planned(
             language_source=language_source,
             action=action,
             reason=reason,
+            original=item.original or None,
         )
         if action != "skip" or all_items:
             try:

@@ -87,7 +87,11 @@ def _preview_post(post: dict[str, Any], *, verbose: bool) -> list[str]:
     # where the language came from, when not from defaults: a reader checks it there
     source = post.get("language_source", "default")
     language = f" [{post['language']} from {source}]" if source != "default" else ""
-    lines = [f"-- [{post['action']}] {post['feed']}: {truncate(post['title'], 70)}{length}{language}{reason}"]
+    # an untitled item (a Mastodon status, a Bluesky post) is shown by its text's first line
+    title = post["title"] or (post["text"] or "").split("\n")[0] or "(untitled)"
+    lines = [f"-- [{post['action']}] {post['feed']}: {truncate(title, 70)}{length}{language}{reason}"]
+    if post.get("original"):
+        lines.append(f"   [original] {post['original']}")
     if post["text"] and (post["action"] != "skip" or verbose):
         if post.get("spoiler_text"):
             lines.append(f"   CW: {post['spoiler_text']}")
