@@ -17,6 +17,7 @@ import re
 _MASTODON_PROFILE = re.compile(r"^(https://[A-Za-z0-9.-]+(?::\d+)?/@[A-Za-z0-9_]+)/?$")
 _MASTODON_STATUS = re.compile(r"^https://[A-Za-z0-9.-]+(?::\d+)?/@[A-Za-z0-9_]+/\d{1,20}$")
 _BLUESKY_PROFILE = re.compile(r"^(https://bsky\.app/profile/[A-Za-z0-9.:_-]+)/?$", re.IGNORECASE)
+_BLUESKY_POST = re.compile(r"^https://bsky\.app/profile/([A-Za-z0-9.:_-]+)/post/([A-Za-z0-9._~:-]{1,512})$")
 _AT_URI = re.compile(r"^at://did:[a-z]+:[A-Za-z0-9._:%-]{1,2000}/app\.bsky\.feed\.post/[A-Za-z0-9._~:-]{1,512}$")
 _BLUESKY_PLACEHOLDER_TITLE = re.compile(r"^[@＠][A-Za-z0-9.:_-]+ post$")
 # sites whose /@user pages are not Mastodon's (their feeds live elsewhere)
@@ -35,11 +36,19 @@ def feed_url_of(url: str) -> str | None:
 
 
 def original_of(item_id: str, link: str | None) -> str:
-    """The post an item is, when it is one: a Bluesky post's at-uri (its guid), or a
-    Mastodon status's URL (its link); "" otherwise."""
+    """The post an item is, when it is one: a Bluesky post's at-uri (its guid, or its link
+    when that names the account by its DID), a Bluesky post's URL (its link, naming the
+    account by handle: the handle is resolved when the post is needed), or a Mastodon
+    status's URL (its link); "" otherwise."""
     if _AT_URI.match(item_id):
         return item_id
-    if link and _MASTODON_STATUS.match(link):
+    if not link:
+        return ""
+    match = _BLUESKY_POST.match(link)
+    if match:
+        account, rkey = match.groups()
+        return f"at://{account}/app.bsky.feed.post/{rkey}" if account.startswith("did:") else link
+    if _MASTODON_STATUS.match(link):
         return link
     return ""
 

@@ -57,6 +57,11 @@ def test_original_of() -> None:
     assert original_of(status, status) == status
     assert original_of("", "https://example.org/2026/article") == ""
     assert original_of("at://did:plc:x/app.bsky.feed.like/3l", None) == ""  # not a post
+    # a post's link: by DID, its at-uri; by handle, the link (the handle is resolved later)
+    by_did = "https://bsky.app/profile/did:plc:ewvi7nxzyoun6zhxrhs64oiz/post/3lbv3urcj3s2t"
+    assert original_of("", by_did) == AT
+    by_handle = "https://bsky.app/profile/santenathon.bsky.social/post/3lbv3urcj3s2t"
+    assert original_of("", by_handle) == by_handle
 
 
 def test_says_nothing() -> None:
