@@ -105,6 +105,14 @@ class Feed:
     tag_map: tuple[tuple[str, str], ...] = ()  # (hashtags.map_key of a category, its hashtag or "" to drop)
     max_hashtags: int | None = None  # at most this many hashtags in all
     credit: Credit = Credit()
+    mode: tuple[tuple[str, str], ...] = ()  # (account, post|boost|quote); "" for every account
+    fallback: str = "post"  # when the original is gone: post, or none
+
+    def mode_for(self, account: str) -> str:
+        """How this feed relays an account's ally's post to account: post, boost or quote."""
+        modes = dict(self.mode)
+        return modes.get(account, modes.get("", "post"))
+
     language_set: bool = False  # language: written for this feed (it outranks the channel's)
     line: int = 0
     fetch_url: str = field(default="", repr=False)  # url with ${VAR} substituted; never shown
@@ -494,7 +502,7 @@ _FEED_KEYS = {
     "name", "url", "every", "max_age", "backfill", "template", "language", "hashtags", "to",
     "include", "exclude", "max_bytes", "timeout", "flood_threshold", "flood_threshold_day",
     "content_warning", "sensitive", "images", "visibility", "category_hashtags", "tag_map", "max_hashtags",
-    "credit",
+    "credit", "mode", "fallback",
 }  # fmt: skip
 _DEFAULT_KEYS = _FEED_KEYS - {"name", "url"}
 _ACCOUNT_KEYS = {
@@ -536,6 +544,8 @@ _BUILTIN_DEFAULTS: dict[str, Any] = {
     "tag_map": {},
     "max_hashtags": None,
     "credit": {},
+    "mode": "post",
+    "fallback": "post",
 }
 
 
@@ -870,6 +880,7 @@ def _feed(section: _Section, index: int, names: set[str], accounts: Mapping[str,
     tag_map = _tag_map(section, category_hashtags)
     max_hashtags = _max_hashtags(section, hashtags)
     credit = _credit(section)
+    mode, fallback = _mode(section, accounts)
     _check_patterns(section, "include", include)
     _check_patterns(section, "exclude", exclude)
     to = _feed_accounts(section, accounts)
@@ -895,6 +906,8 @@ def _feed(section: _Section, index: int, names: set[str], accounts: Mapping[str,
         tag_map=tag_map,
         max_hashtags=max_hashtags,
         credit=credit,
+        mode=mode,
+        fallback=fallback,
         include=include,
         exclude=exclude,
         to=to,
@@ -1016,6 +1029,35 @@ def _credit(section: _Section) -> Credit:
         bluesky = ""
     mastodon, bluesky = mastodon.strip(), bluesky.strip().lstrip("@")
     return Credit(mastodon="@" + mastodon.lstrip("@") if mastodon else "", bluesky=bluesky)
+
+
+MODES = ("post", "boost", "quote")
+
+
+def _mode(section: _Section, accounts: Mapping[str, Account]) -> tuple[tuple[tuple[str, str], ...], str]:
+    """mode: post | boost | quote, or a mapping of account: mode; fallback: post | none."""
+    raw = section.values["mode"]
+    modes: list[tuple[str, str]] = []
+    if isinstance(raw, str):
+        modes.append(("", raw))
+    elif isinstance(raw, dict):
+        for account, mode in raw.items():
+            if account not in accounts:
+                section.error("mode", f"{_show(account)} is not an account in accounts:")
+            modes.append((str(account), mode))
+    else:
+        section.error("mode", f"must be one of {', '.join(MODES)}, or a mapping of account: mode")
+    checked = []
+    for account, mode in modes:
+        if mode not in MODES:
+            section.error("mode", f"{_show(mode)} is not one of {', '.join(MODES)}")
+        else:
+            checked.append((account, mode))
+    fallback = section.values["fallback"]
+    if fallback not in ("post", "none"):
+        section.error("fallback", f"{_show(fallback)} is not post or none")
+        fallback = "post"
+    return tuple(checked), fallback
 
 
 def _max_hashtags(section: _Section, hashtags: tuple[str, ...]) -> int | None:

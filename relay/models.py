@@ -118,6 +118,11 @@ class Post:
     image_alt: str = ""
     attach_image: bool = False  # Mastodon: upload the item's image with the post
     visibility: str = ""  # Mastodon: the feed's visibility; empty means the account's
+    # what the delivery does: post (this text), boost (the original, reposted), quote (this
+    # text quoting the original); when the original is gone: fallback post, or none (fail)
+    action: str = "post"
+    original: str = ""  # a Mastodon status URL, a Bluesky at-uri or post URL (relay.social)
+    fallback: str = "post"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -136,6 +141,9 @@ class Post:
             "image_alt": self.image_alt,
             "attach_image": self.attach_image,
             "visibility": self.visibility,
+            "action": self.action,
+            "original": self.original,
+            "fallback": self.fallback,
         }
 
     @classmethod
@@ -156,4 +164,7 @@ class Post:
             image_alt=data.get("image_alt", ""),
             attach_image=data.get("attach_image", False),
             visibility=data.get("visibility", ""),
+            action=data.get("action", "post"),
+            original=data.get("original", ""),
+            fallback=data.get("fallback", "post"),
         )

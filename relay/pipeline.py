@@ -119,7 +119,7 @@ class PlannedPost:
     embed: dict[str, Any] | None
     language: str
     language_source: str
-    action: str  # post | hold | skip
+    action: str  # post | boost | quote | hold | skip
     reason: str | None
     spoiler_text: str | None = None
     original: str | None = None  # the post the item is (a Mastodon status URL, a Bluesky at-uri)
@@ -221,6 +221,7 @@ def _planned(
             else:
                 post = dataclasses.replace(
                     post,
+                    action=rendered.action if action == "post" else action,
                     text=rendered.text,
                     length=rendered.length,
                     limit=rendered.limit,
@@ -339,12 +340,22 @@ def check_accounts(config: Config, store: Store, context: Context) -> list[tuple
     the platform says of the account, None) or (name, "", the error)."""
     from relay.targets import make_target
     from relay.targets.base import PublishError
+    from relay.targets.mastodon import MastodonTarget
 
     results: list[tuple[str, str, str | None]] = []
     for name, account in config.accounts.items():
         target = make_target(account, store, context)
         try:
-            results.append((name, target.check(), None))
+            line = target.check()
+            boosts = any(feed.mode_for(name) != "post" for feed in config.feeds if name in feed.to)
+            if boosts and isinstance(target, MastodonTarget):
+                missing = target.missing_scopes(("read:search", "read:statuses"))
+                if missing:
+                    line += (
+                        f"; warning: the token lacks {' and '.join(missing)}: boosts and quotes cannot find"
+                        " their originals (make a token with it, or use mode: post)"
+                    )
+            results.append((name, line, None))
         except PublishError as exc:
             results.append((name, "", str(exc)))
         finally:

@@ -37,6 +37,7 @@ from relay.config import Account, Config, Feed
 from relay.errors import RenderError
 from relay.hashtags import item_hashtags
 from relay.models import Item, Post
+from relay.social import platform_of
 from relay.text import (
     ELLIPSIS,
     Cuts,
@@ -666,6 +667,15 @@ def post_hashtags(item: Item, feed: Feed) -> tuple[tuple[str, ...], int]:
     return item_hashtags(feed.hashtags, categories, tag_map=dict(feed.tag_map), limit=feed.max_hashtags)
 
 
+def post_action(item: Item, feed: Feed, account: str, platform: str) -> str:
+    """post, boost or quote: the feed's mode for the account, when the item is a post on the
+    account's own platform (relay.social); a post from the other platform is posted."""
+    mode = feed.mode_for(account)
+    if mode == "post" or platform_of(item.original) != platform:
+        return "post"
+    return mode
+
+
 class Renderer:
     """Templates compiled once per run; one render per item and account."""
 
@@ -676,7 +686,7 @@ class Renderer:
     def render(self, item: Item, feed: Feed, account: Account, rules: PostRules, feed_title: str = "") -> Post:
         template = find_template(self.env, feed.template, rules.platform)
         hashtags, from_categories = post_hashtags(item, feed)
-        return render_post(
+        post = render_post(
             template,
             item,
             FeedInfo(feed.name, feed_title or feed.name, feed.url),
@@ -691,3 +701,8 @@ class Renderer:
             images=feed.images,
             visibility=feed.visibility,
         )
+        action = post_action(item, feed, account.name, rules.platform)
+        if action == "post":
+            return post
+        # the text is rendered all the same: a quote's, and the post sent if the original is gone
+        return dataclasses.replace(post, action=action, original=item.original, fallback=feed.fallback)

@@ -15,7 +15,9 @@ import re
 
 # a profile, not a page under it: https://host/@user, a trailing slash allowed
 _MASTODON_PROFILE = re.compile(r"^(https://[A-Za-z0-9.-]+(?::\d+)?/@[A-Za-z0-9_]+)/?$")
-_MASTODON_STATUS = re.compile(r"^https://[A-Za-z0-9.-]+(?::\d+)?/@[A-Za-z0-9_]+/\d{1,20}$")
+# (http too: an instance on a local network, or a test's; the status is looked up through
+# the relaying account's own instance, never fetched from this address)
+_MASTODON_STATUS = re.compile(r"^https?://([A-Za-z0-9.-]+(?::\d+)?)/@[A-Za-z0-9_]+/(\d{1,20})$")
 _BLUESKY_PROFILE = re.compile(r"^(https://bsky\.app/profile/[A-Za-z0-9.:_-]+)/?$", re.IGNORECASE)
 _BLUESKY_POST = re.compile(r"^https://bsky\.app/profile/([A-Za-z0-9.:_-]+)/post/([A-Za-z0-9._~:-]{1,512})$")
 _AT_URI = re.compile(r"^at://did:[a-z]+:[A-Za-z0-9._:%-]{1,2000}/app\.bsky\.feed\.post/[A-Za-z0-9._~:-]{1,512}$")
@@ -51,6 +53,22 @@ def original_of(item_id: str, link: str | None) -> str:
     if _MASTODON_STATUS.match(link):
         return link
     return ""
+
+
+def platform_of(original: str) -> str:
+    """The platform an original lives on: bluesky, mastodon, or "" for no original."""
+    if original.startswith(("at://", "https://bsky.app/")):
+        return "bluesky"
+    return "mastodon" if original else ""
+
+
+def status_id_on(original: str, instance: str) -> str | None:
+    """The status's id when the status URL is on that instance (its own id there), else None."""
+    match = _MASTODON_STATUS.match(original)
+    if match is None:
+        return None
+    host = instance.split("//", 1)[-1].split("/", 1)[0].lower()
+    return match.group(2) if match.group(1).lower() == host else None
 
 
 def says_nothing(title: str, original: str) -> bool:

@@ -86,7 +86,8 @@ def pds() -> Iterator[Any]:
     from tests.support.servers import start_pds
 
     accounts = ",".join(
-        f"{name}.test:{name}-pass" for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")
+        f"{name}.test:{name}-pass"
+        for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan")
     )
     server = start_pds(accounts)
     yield server

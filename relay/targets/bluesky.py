@@ -181,6 +181,12 @@ def _hashtag_facets(text: str, links: Sequence[dict[str, Any]]) -> list[dict[str
 
 
 MENTION = "app.bsky.richtext.facet#mention"
+POST, REPOST = "app.bsky.feed.post", "app.bsky.feed.repost"
+# an original: at://REPO/app.bsky.feed.post/RKEY, or https://bsky.app/profile/REPO/post/RKEY
+_POST_REF = re.compile(
+    r"^(?:at://(?P<repo>[^/]+)/app\.bsky\.feed\.post/|https://bsky\.app/profile/(?P<handle>[^/]+)/post/)"
+    r"(?P<rkey>[A-Za-z0-9._~:-]+)$"
+)
 HANDLE_TTL = 7 * 24 * 3600  # seconds a credit's DID is kept before it is resolved again
 
 
@@ -296,7 +302,13 @@ class BlueskyTarget:
         if rkey is None:
             raise PublishError("delivery has no record key", transient=False)
         client = self._session()
-        embed = self._embed(client, post)
+        quoted = None
+        if post.action in ("boost", "quote"):
+            subject = self._original(post)
+            if subject is not None and post.action == "boost":
+                return self._repost(subject, rkey)
+            quoted = subject
+        embed = models.AppBskyEmbedRecord.Main(record=quoted) if quoted is not None else self._embed(client, post)
         record = models.AppBskyFeedPost.Record(
             text=post.text,
             created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
@@ -319,6 +331,61 @@ class BlueskyTarget:
                 return found
             raise
         return self._receipt(rkey)
+
+    def _original(self, post: Post) -> Any:
+        """The original of a boost or a quote, as a strong ref (its uri and cid, read with
+        com.atproto.repo.getRecord); None when it is deleted or cannot be found and the feed
+        falls back to posting, with a warning; PublishError when it falls back to nothing."""
+        found = self._strong_ref(post.original)
+        if found is not None:
+            return found
+        why = f"the original {post.original} is deleted or cannot be found"
+        if post.fallback == "none":
+            raise PublishError(f"{why} (fallback: none)", transient=False)
+        self.warnings.append(f"account {self.account.name}: {why}; posted instead of a {post.action}")
+        return None
+
+    def _strong_ref(self, original: str) -> Any:
+        from atproto import models
+
+        match = _POST_REF.match(original)
+        if match is None:
+            return None
+        repo, rkey = match.group("repo") or match.group("handle"), match.group("rkey")
+        if not repo.startswith("did:"):
+            found = self._did_of(repo)
+            if found is None:
+                return None
+            repo = found
+        params = models.ComAtprotoRepoGetRecord.Params(repo=repo, collection="app.bsky.feed.post", rkey=rkey)
+        try:
+            record = self._call("read the original", lambda client: client.com.atproto.repo.get_record(params))
+        except PublishError as exc:
+            if exc.transient or exc.auth:
+                raise
+            return None
+        if not record.cid:
+            return None
+        return models.ComAtprotoRepoStrongRef.Main(uri=record.uri, cid=record.cid)
+
+    def _repost(self, subject: Any, rkey: str) -> Receipt:
+        """A repost of subject, at the delivery's record key: a retry after it landed is
+        refused by the PDS, and find() sees the record."""
+        from atproto import models
+
+        record = models.AppBskyFeedRepost.Record(
+            subject=subject, created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        )
+        try:
+            self._call("repost", lambda c: c.app.bsky.feed.repost.create(self._did, record, rkey=rkey))
+        except PublishError as exc:
+            if exc.auth:
+                raise
+            found = self.find(idempotency_key="", rkey=rkey)
+            if found is not None:
+                return found
+            raise
+        return self._receipt(rkey, collection=REPOST)
 
     def _mentions(self, post: Post) -> list[dict[str, Any]]:
         """The post's facets, each credit's mention given the DID of its handle; a handle
@@ -365,15 +432,18 @@ class BlueskyTarget:
         if rkey is None:
             return None
         client = self._session()
-        try:
-            client.app.bsky.feed.post.get(self._did, rkey)
-        except AtProtocolError as exc:
-            response = getattr(exc, "response", None)
-            content = getattr(response, "content", None)
-            if getattr(content, "error", None) == "RecordNotFound" or getattr(response, "status_code", None) == 404:
-                return None
-            raise self._error(exc, "read back") from None
-        return self._receipt(rkey)
+        # the delivery's record is a post, or a repost (mode: boost)
+        for collection, read in ((POST, client.app.bsky.feed.post.get), (REPOST, client.app.bsky.feed.repost.get)):
+            try:
+                read(self._did, rkey)
+            except AtProtocolError as exc:
+                response = getattr(exc, "response", None)
+                content = getattr(response, "content", None)
+                if getattr(content, "error", None) == "RecordNotFound" or getattr(response, "status_code", None) == 404:
+                    continue
+                raise self._error(exc, "read back") from None
+            return self._receipt(rkey, collection=collection)
+        return None
 
     def check(self) -> str:
         self._session()
@@ -383,9 +453,11 @@ class BlueskyTarget:
     def close(self) -> None:
         pass
 
-    def _receipt(self, rkey: str) -> Receipt:
-        uri = f"at://{self._did}/app.bsky.feed.post/{rkey}"
+    def _receipt(self, rkey: str, collection: str = POST) -> Receipt:
+        uri = f"at://{self._did}/{collection}/{rkey}"
         handle = self._client._session.handle if self._client else self.account.handle
+        if collection == REPOST:  # a repost has no page of its own: it shows on the profile
+            return Receipt(remote_id=uri, url=f"https://bsky.app/profile/{handle}")
         return Receipt(remote_id=uri, url=f"https://bsky.app/profile/{handle}/post/{rkey}")
 
     def _embed(self, client: Any, post: Post) -> Any:

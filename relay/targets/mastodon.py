@@ -7,6 +7,7 @@ checked before upload; any image problem means the post goes without it."""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from relay.images import ImageError, inspect
 from relay.models import Post
 from relay.netguard import Abandoned, call_abandonable
 from relay.render import Draft, Measure
+from relay.social import status_id_on
 from relay.store import AccountState, Store
 from relay.targets.base import Limits, PublishError, Receipt
 from relay.text import MASTODON_URL_LENGTH, defuse_mentions, find_urls, grapheme_length, mastodon_length, utf8_length
@@ -127,6 +129,7 @@ class MastodonTarget:
         limits = {
             "max_characters": int(_get(statuses, "max_characters") or Limits().max_characters),
             "url_length": int(_get(statuses, "characters_reserved_per_url") or Limits().url_length),
+            "version": str(_get(instance, "version") or ""),
             "image_size_limit": int(_get(media, "image_size_limit") or DEFAULT_IMAGE_LIMIT),
             "image_types": [
                 t for t in (_get(media, "supported_mime_types") or DEFAULT_IMAGE_TYPES) if str(t).startswith("image/")
@@ -144,6 +147,15 @@ class MastodonTarget:
         )
 
     def publish(self, post: Post, *, idempotency_key: str, rkey: str | None) -> Receipt:
+        quoted = None
+        if post.action in ("boost", "quote"):
+            status_id = self._original(post)
+            if status_id is not None and post.action == "boost":
+                # a reblog is idempotent: reblogging again returns the same reblog
+                reblog = self._call(self.api.status_reblog, status_id)
+                return Receipt(remote_id=str(_get(reblog, "id")), url=post.original)
+            if status_id is not None and self._quotes():
+                quoted = status_id
         media_ids = []
         if post.attach_image and post.image:
             media_id = self._upload_image(post)
@@ -158,8 +170,41 @@ class MastodonTarget:
             sensitive=post.sensitive or bool(post.spoiler_text),
             media_ids=media_ids or None,
             idempotency_key=idempotency_key,
+            **({"quoted_status_id": quoted} if quoted is not None else {}),
         )
         return Receipt(remote_id=str(_get(status, "id")), url=str(_get(status, "url") or _get(status, "uri") or ""))
+
+    def _original(self, post: Post) -> str | None:
+        """The original's id on this account's instance: its own id when the status is
+        there, else found with GET /api/v2/search?resolve=true (the read:search scope). None
+        when it is deleted or cannot be found and the feed falls back to posting, with a
+        warning; PublishError when it falls back to nothing."""
+        local = status_id_on(post.original, self.account.instance)
+        found: str | None = None
+        try:
+            if local is not None:
+                found = str(_get(self._call(self.api.status, local), "id"))
+            else:
+                results = self._call(self.api.search_v2, post.original, resolve=True, result_type="statuses")
+                statuses = _get(results, "statuses") or []
+                found = str(_get(statuses[0], "id")) if statuses else None
+        except PublishError as exc:
+            if exc.transient or exc.auth:
+                raise
+            found = None
+        if found is not None:
+            return found
+        why = f"the original {post.original} is deleted or cannot be found from {self.account.instance}"
+        if post.fallback == "none":
+            raise PublishError(f"{why} (fallback: none)", transient=False)
+        self.warnings.append(f"account {self.account.name}: {why}; posted instead of a {post.action}")
+        return None
+
+    def _quotes(self) -> bool:
+        """Whether the instance takes quotes (quoted_status_id): Mastodon 4.5 and later."""
+        version = str(self.instance_limits().get("version") or "")
+        numbers = [int(part) for part in re.findall(r"\d+", version.split("+")[0])[:2]]
+        return len(numbers) == 2 and tuple(numbers) >= (4, 5)
 
     def _upload_image(self, post: Post) -> Any:
         assert post.image is not None
@@ -212,6 +257,20 @@ class MastodonTarget:
             f"@{_get(me, 'acct')} ({_get(me, 'display_name') or 'no display name'}) on {self.account.instance};"
             f" {limits['max_characters']} characters, {limits['url_length']} per URL"
         )
+
+    def missing_scopes(self, wanted: tuple[str, ...]) -> list[str]:
+        """Those of the wanted scopes the token lacks ("read" covers every read:…), as
+        GET /api/v1/apps/verify_credentials says (Mastodon 4.3 and later); [] when it does
+        not say."""
+        try:
+            app = self._call(self.api.app_verify_credentials)
+        except PublishError:
+            return []
+        scopes = _get(app, "scopes")
+        if not scopes:
+            return []
+        granted = set(scopes.split() if isinstance(scopes, str) else scopes)
+        return [scope for scope in wanted if scope not in granted and scope.split(":")[0] not in granted]
 
     def close(self) -> None:
         session = getattr(self.api, "session", None)
