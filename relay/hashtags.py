@@ -15,7 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import regex
 
-MAX_GRAPHEMES = 64  # a Bluesky #tag facet's tag (app.bsky.richtext.facet#tag)
+MAX_GRAPHEMES = 64  # a Bluesky #tag facet's tag (app.bsky.richtext.facet#tag): 64 graphemes
+MAX_BYTES = 640  # and 640 bytes (UTF-8), or the PDS refuses the post
 
 _APOSTROPHES = regex.compile(r"['’ʼ]")
 _WORD = regex.compile(r"[\p{L}\p{M}\p{Nd}]+")
@@ -24,14 +25,23 @@ _HASHTAG = regex.compile(r"\p{L}[\p{L}\p{M}\p{Nd}_]*")
 # after the start or white space, '#', a letter or emoji, then letters, emoji, digits, _ and -;
 # trailing punctuation is not part of the tag, and a tag over 64 characters is none
 _EMOJI = r"\p{Emoji_Presentation}\p{Emoji_Modifier_Base}\p{Extended_Pictographic}"
-_IN_TEXT = regex.compile(rf"(?:^|(?<=\s))#[\p{{L}}{_EMOJI}][\p{{L}}{_EMOJI}\d_-]*", regex.IGNORECASE)
+# One difference: a tag goes on through combining marks, ZWJ, variation selectors and emoji
+# modifiers (the app's pattern stops at them, mid-character: "#हिन्दी" would be "#ह").
+_IN_TEXT = regex.compile(
+    rf"(?:^|(?<=\s))#[\p{{L}}{_EMOJI}][\p{{L}}\p{{M}}{_EMOJI}\p{{Emoji_Modifier}}\u200d\ufe0f\d_-]*",
+    regex.IGNORECASE,
+)
 _TRAILING_PUNCTUATION = regex.compile(r"\p{P}+$")
 
 
 def is_hashtag(tag: str) -> bool:
     """Whether a tag (without '#') is one category_hashtags could make: what tag_map's
     values must be."""
-    return _HASHTAG.fullmatch(tag) is not None and _graphemes(tag) <= MAX_GRAPHEMES
+    return _HASHTAG.fullmatch(tag) is not None and _fits(tag)
+
+
+def _fits(tag: str) -> bool:
+    return len(tag.encode()) <= MAX_BYTES and _graphemes(tag) <= MAX_GRAPHEMES
 
 
 def _graphemes(text: str) -> int:
@@ -94,7 +104,7 @@ def find_hashtags(text: str) -> list[tuple[int, int, str]]:
     found = []
     for match in _IN_TEXT.finditer(text):
         tag = _TRAILING_PUNCTUATION.sub("", match.group())
-        if len(tag) < 2 or _graphemes(tag[1:]) > MAX_GRAPHEMES:
+        if len(tag) < 2 or not _fits(tag[1:]):
             continue
         found.append((match.start(), match.start() + len(tag), tag[1:]))
     return found

@@ -710,12 +710,17 @@ class _Pool(httpcore.ConnectionPool):
             origin = pool_request.request.url.origin
             candidates = available.get(_key(origin), [])
             while candidates and candidates[0].has_expired():
-                drop(candidates[0])
+                if id(candidates[0]) in reserved:
+                    candidates.pop(0)  # not for this request; closed by no one but its own
+                else:
+                    drop(candidates[0])
             if candidates:
                 connection = candidates[0]
                 if connection.is_idle() and not _multiplexes(connection):
                     candidates.pop(0)  # one request per HTTP/1.1 connection
-                    idle.remove(connection)
+                if connection in idle:
+                    idle.remove(connection)  # handed to a request: never closed to make room
+                reserved.add(id(connection))
                 pool_request.assign_to_connection(connection)
                 continue
             if len(pool) >= self._max_connections:

@@ -146,3 +146,16 @@ def test_credit_errors_name_the_line(tmp_path: Path) -> None:
         "feeds.yaml:6: feeds[0].credit: mastodon: 'collectif@@x' is not a Mastodon account (like @collectif@instance.org)",
         "feeds.yaml:6: feeds[0].credit: bluesky: 'not a handle' is not a Bluesky handle (like collectif.bsky.social)",
     ]
+
+
+def test_feed_text_that_spells_the_credit_after_a_letter_is_no_mention() -> None:
+    """Feed text keeps an '@' after a letter, '=' or '/' (an address, a URL), which no
+    platform reads as a mention: on Bluesky it is not made one either."""
+    from relay.targets.bluesky import _mention_facets
+
+    text = "écrire à contact@collectif.bsky.social\nvia @collectif.bsky.social\n(@collectif.bsky.social)"
+    facets = _mention_facets(text, "@collectif.bsky.social", [])
+    raw = text.encode()
+    starts = [raw[f["index"]["byteStart"] : f["index"]["byteEnd"]].decode() for f in facets]
+    assert starts == ["@collectif.bsky.social", "@collectif.bsky.social"]
+    assert [f["index"]["byteStart"] for f in facets] == [raw.index(b"via @") + 4, raw.index(b"(@") + 1]

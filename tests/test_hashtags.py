@@ -84,3 +84,20 @@ def test_max_hashtags_caps_the_total_categories_first_to_go() -> None:
 )
 def test_find_hashtags_as_the_bluesky_app_does(text: str, found: list[tuple[int, int, str]]) -> None:
     assert find_hashtags(text) == found
+
+
+def test_a_tag_goes_on_through_marks_and_emoji_modifiers() -> None:
+    """The Bluesky app's own pattern would stop mid-character ("#ह" of "#हिन्दी")."""
+    assert find_hashtags("#हिन्दी") == [(0, 7, "हिन्दी")]
+    assert find_hashtags("#👍🏻ok") == [(0, 5, "👍🏻ok")]
+    assert find_hashtags("#👩\u200d💻dev") == [(0, 7, "👩\u200d💻dev")]
+
+
+def test_no_tag_over_640_bytes() -> None:
+    """A grapheme may be any number of bytes: a tag of few graphemes can be over the 640
+    bytes a facet's tag may hold, and the PDS would refuse the post every time."""
+    heavy = "\u1100" + "\u1176" * 300  # one grapheme, 903 bytes
+    assert category_hashtag(heavy) is None
+    assert not is_hashtag(heavy)
+    assert find_hashtags("x #👍" + "🏻" * 200 + " y") == []
+    assert find_hashtags("#" + "é" * 64) == [(0, 65, "é" * 64)]  # 128 bytes: fine

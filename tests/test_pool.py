@@ -194,3 +194,17 @@ def test_an_idle_connection_goes_to_one_waiting_request_and_the_oldest_idle_one_
     assert to_b[1].connection is not None and to_b[1].connection is not b
     assert pool._connections == [b, to_b[1].connection]
     assert to_c.is_queued()  # the pool is full and nothing in it is idle
+
+
+def test_an_http2_connection_handed_to_a_request_is_not_closed_in_the_same_pass() -> None:
+    """An idle connection that carries several requests at once (HTTP/2) goes to a waiting
+    request; a request for another host comes next and the pool is full: it waits."""
+    pool = netguard._Pool(max_connections=1, max_keepalive_connections=1)
+    a = FakeConnection(b"a.example")
+    pool._connections = [a]  # type: ignore[list-item]
+    first, second = waiting("http://a.example/1"), waiting("http://b.example/1")
+    pool._requests = [first, second]
+    closing = pool._assign_requests_to_connections()  # FakeConnection multiplexes (no HTTP/1.1 inside)
+    assert first.connection is a
+    assert closing == [] and pool._connections == [a]
+    assert second.is_queued()

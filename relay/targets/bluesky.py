@@ -203,7 +203,11 @@ def _mention_facets(text: str, credit: str, taken: Sequence[dict[str, Any]]) -> 
         end = start + len(credit)
         after = text[end : end + 2]
         longer = after[:1].isalnum() or after[:1] == "_" or (after[:1] in (".", "-") and after[1:].isalnum())
-        if not longer:  # the whole handle, not the start of a longer one
+        # a mention starts the text or follows white space or "(" (as the Bluesky app reads
+        # them); feed text had every such "@" defused when it was read, and keeps only those
+        # after a letter, "=" or "/" (an address, a URL): "contact@handle" mentions no one
+        alone = start == 0 or text[start - 1].isspace() or text[start - 1] == "("
+        if alone and not longer:  # the whole handle, not the start of a longer one
             span = byte_span(text, start, end)
             if not any(span.start < other_end and other_start < span.end for other_start, other_end in spans):
                 facets.append(
