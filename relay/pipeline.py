@@ -123,6 +123,7 @@ class PlannedPost:
     reason: str | None
     spoiler_text: str | None = None
     original: str | None = None  # the post the item is (a Mastodon status URL, a Bluesky at-uri)
+    credit: str | None = None  # the feed's credit on this platform, a live mention
 
 
 @dataclass
@@ -212,6 +213,7 @@ def _planned(
             action=action,
             reason=reason,
             original=item.original or None,
+            credit=feed.credit.shown(account.platform) or None,
         )
         if action != "skip" or all_items:
             try:
@@ -226,7 +228,12 @@ def _planned(
                     length=rendered.length,
                     limit=rendered.limit,
                     facets=list(rendered.facets),
-                    embed=rendered.embed,
+                    # a Bluesky quote embeds the original (its cid is read when it is sent)
+                    embed=(
+                        {"$type": "app.bsky.embed.record", "record": {"uri": rendered.original, "cid": None}}
+                        if rendered.action == "quote" and rendered.platform == "bluesky"
+                        else rendered.embed
+                    ),
                     language=rendered.language,
                     spoiler_text=rendered.spoiler_text or None,
                 )

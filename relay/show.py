@@ -92,11 +92,15 @@ def _preview_post(post: dict[str, Any], *, verbose: bool) -> list[str]:
     lines = [f"-- [{post['action']}] {post['feed']}: {truncate(title, 70)}{length}{language}{reason}"]
     if post.get("original"):
         lines.append(f"   [original] {post['original']}")
+    if post.get("credit"):
+        lines.append(f"   [credit] {post['credit']} (a live mention)")
     if post["text"] and (post["action"] != "skip" or verbose):
         if post.get("spoiler_text"):
             lines.append(f"   CW: {post['spoiler_text']}")
         lines += [f"   | {line}" for line in post["text"].split("\n")]
-        if post["embed"]:
+        if post["embed"] and "record" in post["embed"]:
+            lines.append(f"   [quoting] {post['embed']['record']['uri']}")
+        elif post["embed"]:
             card = post["embed"]["external"]
             lines.append(f"   [card] {card['title']} — {truncate(card['description'], 80)} <{card['uri']}>")
     return lines

@@ -32,7 +32,7 @@ def test_help_lists_every_command() -> None:
 def test_check_valid_example() -> None:
     result = invoke("check", "-c", str(EXAMPLE))
     assert result.exit_code == 0
-    assert "ok: 3 feeds, 2 accounts" in result.output
+    assert "ok: 4 feeds, 2 accounts" in result.output
 
 
 def test_check_invalid_is_exit_2_with_file_line_field(tmp_path: Path) -> None:
@@ -87,11 +87,13 @@ def test_preview_json_contract() -> None:
         "language_source",
         "action",
         "reason",
+        "original",
+        "credit",
     }
     for post in data["posts"]:
         assert keys <= set(post)
-        assert post["action"] in ("post", "skip", "hold")
-        if post["action"] == "post":
+        assert post["action"] in ("post", "boost", "quote", "skip", "hold")
+        if post["action"] in ("post", "quote"):
             assert post["length"] <= post["limit"]
             # defaults.language, or the feed's own <language> (framablog declares fr-FR)
             assert (post["language"], post["language_source"]) in {
@@ -103,6 +105,14 @@ def test_preview_json_contract() -> None:
     assert skipped and all(p["action"] == "skip" and "not http(s)" in p["reason"] for p in skipped)
     bluesky = [p for p in data["posts"] if p["platform"] == "bluesky" and p["action"] == "post"]
     assert bluesky and all(p["embed"]["$type"] == "app.bsky.embed.external" and p["facets"] for p in bluesky)
+    # the ally's Bluesky account: quoted on Bluesky, with the credit; posted on Mastodon
+    ally = {p["platform"]: p for p in data["posts"] if p["feed"] == "allie-bsky" and p["action"] != "skip"}
+    assert ally["bluesky"]["action"] == "quote"
+    assert ally["bluesky"]["embed"]["$type"] == "app.bsky.embed.record"
+    assert ally["bluesky"]["embed"]["record"]["uri"] == ally["bluesky"]["original"]
+    assert ally["bluesky"]["credit"] == "@collectif-allie.bsky.social"
+    assert "via @collectif-allie.bsky.social" in ally["bluesky"]["text"]
+    assert ally["mastodon"]["action"] == "post" and ally["mastodon"]["original"].startswith("at://")
 
 
 def test_preview_reports_a_failing_feed_and_goes_on(tmp_path: Path, feed_server: fs.FeedServer) -> None:
