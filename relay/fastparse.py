@@ -187,6 +187,7 @@ _TAG = re.compile(
     r"(?:\s+[^\s\"'<>/=&]+(?:\s*=\s*(?:\"(?:[^\"<>&]|&amp;)*\"|'(?:[^'<>&]|&amp;)*'|(?:[^\s\"'<>=`&]|&amp;)+))?)*\s*/?>"
 )
 _IMG_TAG = re.compile(r"<img\b[^<>]*>", re.IGNORECASE)
+IMAGE_TAGS_READ = 16  # relay.parse reads no further (4 x MAX_IMAGES)
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 # The whitelist: an entry takes the fast path only when every element in it, and every
 # attribute on them, is one the equality tests show both parsers read alike (relay's
@@ -635,9 +636,9 @@ def _html(value: str, kind: str, base: str, limit: int, *, exact: bool = False) 
 
 
 def _markup(value: str, base: str) -> str:
-    """Plain HTML as feedparser leaves it for relay (else _NotPlain): its first image tag
-    (where relay looks for an image) resolved and sanitized by feedparser itself. The other
-    tags' attributes are never read, and their text is the same."""
+    """Plain HTML as feedparser leaves it for relay (else _NotPlain): its first
+    IMAGE_TAGS_READ image tags (where relay looks for images) resolved and sanitized by
+    feedparser itself. The other tags' attributes are never read, and their text is the same."""
     cursor = value.find("<")
     while cursor != -1:
         if value.startswith("<!--", cursor):
@@ -652,14 +653,18 @@ def _markup(value: str, base: str) -> str:
         if tag is None or tag.group(1) is None or tag.group(1).lower() not in _PLAIN_ELEMENTS:
             raise _NotPlain
         cursor = value.find("<", tag.end())
-    image = _IMG_TAG.search(value)
-    if image is None:
-        return value
-    resolved = feedparser.urls.resolve_relative_uris(image.group(0), base, "utf-8", "text/html")
-    sanitized = str(feedparser.sanitizer._sanitize_html(resolved, "utf-8", "text/html"))
-    if not sanitized.startswith("<img"):
-        raise _NotPlain
-    return f"{value[: image.start()]}{sanitized}{value[image.end() :]}"
+    pieces = []
+    cursor = 0
+    for count, image in enumerate(_IMG_TAG.finditer(value)):
+        if count == IMAGE_TAGS_READ:
+            break
+        resolved = feedparser.urls.resolve_relative_uris(image.group(0), base, "utf-8", "text/html")
+        sanitized = str(feedparser.sanitizer._sanitize_html(resolved, "utf-8", "text/html"))
+        if not sanitized.startswith("<img"):
+            raise _NotPlain
+        pieces += [value[cursor : image.start()], sanitized]
+        cursor = image.end()
+    return "".join(pieces) + value[cursor:]
 
 
 def _typed(part: bytes, name: str) -> bool | None:

@@ -34,6 +34,7 @@ class Item:
     # the post this item is, when its feed is a Mastodon or Bluesky account's (relay.social):
     # the status URL, or the post's at-uri
     original: str = ""
+    images: tuple[tuple[str, str], ...] = ()  # (URL, alt text), at most 4; the first is image
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ def item_payload(item: Item) -> dict[str, Any]:
     data = {field.name: getattr(item, field.name) for field in _ITEM_FIELDS}
     data["published"] = item.published.isoformat() if item.published else None
     data["tags"] = list(item.tags)
+    data["images"] = [list(image) for image in item.images]
     return data
 
 
@@ -95,6 +97,7 @@ def item_from_payload(payload: str) -> Item:
     data = json.loads(payload)
     data["published"] = datetime.fromisoformat(data["published"]) if data["published"] else None
     data["tags"] = tuple(data["tags"])
+    data["images"] = tuple(tuple(image) for image in data.get("images", ()))
     data.pop("feed_title", None)
     return Item(**data)
 

@@ -376,7 +376,8 @@ def entry_to_item(entry: Any, feed_name: str, link_as_written: str | None = None
         )
         if tag
     )
-    image, image_alt = _image(entry, summary_source)
+    images = _images(entry, summary_source)
+    image, image_alt = images[0] if images else (None, "")
     original = original_of(item_id, link)
     if says_nothing(title, original):
         title = ""  # Bluesky titles every post "@HANDLE post": the post is its text
@@ -392,6 +393,7 @@ def entry_to_item(entry: Any, feed_name: str, link_as_written: str | None = None
         tags=tags,
         image=image,
         image_alt=image_alt,
+        images=images,
         skip_reason=skip_reason,
         key_link=link_key or None,
         original=original,
@@ -401,7 +403,14 @@ def entry_to_item(entry: Any, feed_name: str, link_as_written: str | None = None
     return item
 
 
-def _image(entry: Any, html: str) -> tuple[str | None, str]:
+MAX_IMAGES = 4  # an item's images kept: what Bluesky embeds and Mastodon's default attaches
+
+
+def _images(entry: Any, html: str) -> tuple[tuple[str, str], ...]:
+    """The item's images, at most MAX_IMAGES, each (normalised URL, alt text): media:content
+    and image enclosures first (alt: the media:description), then the <img> of the summary
+    (alt: its alt, else the media:description); media:thumbnail only when there is nothing
+    else. A URL that cannot be a safe link is left out; the item still goes out."""
     candidates: list[tuple[str, str]] = []
     for media in entry.get("media_content", []) or []:
         kind = str(media.get("type", "") or media.get("medium", ""))
@@ -411,17 +420,25 @@ def _image(entry: Any, html: str) -> tuple[str | None, str]:
     for enclosure in entry.get("enclosures", []) or []:
         if str(enclosure.get("type", "")).startswith("image/"):
             candidates.append((str(enclosure.get("href", "")), ""))
-    for thumb in entry.get("media_thumbnail", []) or []:
-        candidates.append((str(thumb.get("url", "")), ""))
-    tag = _IMG_TAG.search(html)
-    source = _IMG_SRC.search(tag.group(0)) if tag else None
-    if tag and source:
-        alt_match = _IMG_ALT.search(tag.group(0))
-        candidates.append((source.group(1), (alt_match.group(1) or alt_match.group(2)) if alt_match else ""))
-    for url, alt in candidates:
-        try:
-            image = normalise_link(url)
-        except ValueError:
-            continue  # an image that cannot be a safe URL is ignored, the item still goes out
-        return image, clean_text(_text(alt or description, MAX_SHORT_FIELD_CHARS))
-    return None, ""
+    thumbnails = [(str(thumb.get("url", "")), "") for thumb in entry.get("media_thumbnail", []) or []]
+    for count, tag in enumerate(_IMG_TAG.finditer(html)):
+        if count >= 4 * MAX_IMAGES:  # a summary of a thousand images is read no further (fastparse.IMAGE_TAGS_READ)
+            break
+        source = _IMG_SRC.search(tag.group(0))
+        if source:
+            alt_match = _IMG_ALT.search(tag.group(0))
+            candidates.append((source.group(1), (alt_match.group(1) or alt_match.group(2)) if alt_match else ""))
+    found: dict[str, str] = {}
+    for batch in (candidates, thumbnails):
+        for url, alt in batch:
+            try:
+                image = normalise_link(url)
+            except ValueError:
+                continue  # an image that cannot be a safe URL is ignored, the item still goes out
+            if image not in found:
+                found[image] = clean_text(_text(alt or description, MAX_SHORT_FIELD_CHARS))
+            if len(found) == MAX_IMAGES or batch is thumbnails:
+                break
+        if found:
+            break
+    return tuple(found.items())
