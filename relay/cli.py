@@ -232,7 +232,9 @@ def preview(
         _echo(config, show.preview_lines(config.accounts, feeds_out, posts_out, verbose=verbose, quiet=quiet))
     for warning in config.warnings:
         if not quiet and output_format == "text":
-            click.echo(f"warning: {redact(config, warning)} (needed by `relay run`)", err=True)
+            # a secret left unset is a warning here, an error for `relay run`
+            needed = " (needed by `relay run`)" if "is not set in the environment" in warning else ""
+            click.echo(f"warning: {redact(config, warning)}{needed}", err=True)
     if any(f["status"] == "error" for f in feeds_out):
         sys.exit(ExitCode.PARTIAL)
 

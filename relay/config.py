@@ -1043,7 +1043,7 @@ def _mode(section: _Section, accounts: Mapping[str, Account]) -> tuple[tuple[tup
     elif isinstance(raw, dict):
         for account, mode in raw.items():
             if account not in accounts:
-                section.error("mode", f"{_show(account)} is not an account in accounts:")
+                section.error("mode", f"{_show(account)} is not an account (accounts: {', '.join(accounts)})")
             modes.append((str(account), mode))
     else:
         section.error("mode", f"must be one of {', '.join(MODES)}, or a mapping of account: mode")
@@ -1055,7 +1055,7 @@ def _mode(section: _Section, accounts: Mapping[str, Account]) -> tuple[tuple[tup
             checked.append((account, mode))
     fallback = section.values["fallback"]
     if fallback not in ("post", "none"):
-        section.error("fallback", f"{_show(fallback)} is not post or none")
+        section.error("fallback", "must be post or none")
         fallback = "post"
     return tuple(checked), fallback
 

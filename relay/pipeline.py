@@ -167,16 +167,32 @@ def plan(
         for name, account in config.accounts.items()
     }
     posts = []
+    published: list[float] = []
     for feed_poll in polls:
         for decision in feed_poll.decisions:
             language = post_language(decision.item, feed_poll.feed)
             for post in _planned(config, rules, renderer, feed_poll, decision, language, all_items=all_items):
-                if post.action == "post":
-                    budgets[post.account] -= 1
-                    if budgets[post.account] < 0:
-                        post = dataclasses.replace(post, reason="queued now, posted in a later run (pacing)")
                 posts.append(post)
+                published.append(decision.item.published.timestamp() if decision.item.published else float("-inf"))
+    _pace(posts, published, budgets)
     return Plan([feed_poll.report for feed_poll in polls], posts)
+
+
+def _pace(posts: list[PlannedPost], published: list[float], budgets: dict[str, int]) -> None:
+    """Mark the posts the next run leaves for later, in the order the run sends them
+    (Store.due_deliveries): in turns, each feed's oldest first, feeds by name within a turn."""
+    turns: dict[int, int] = {}
+    per_feed: dict[tuple[str, str], list[int]] = {}
+    for index, post in enumerate(posts):
+        if post.action in ("post", "boost", "quote"):
+            per_feed.setdefault((post.account, post.feed), []).append(index)
+    for indices in per_feed.values():
+        for turn, index in enumerate(sorted(indices, key=lambda i: (published[i], i))):
+            turns[index] = turn
+    for index in sorted(turns, key=lambda i: (turns[i], posts[i].feed, i)):
+        budgets[posts[index].account] -= 1
+        if budgets[posts[index].account] < 0:
+            posts[index] = dataclasses.replace(posts[index], reason="queued now, posted in a later run (pacing)")
 
 
 def _planned(

@@ -64,7 +64,8 @@ def preview_lines(
     for name, account in accounts.items():
         mine = [p for p in posts if p["account"] == name]
         shown = [p for p in mine if p["action"] != "skip" or verbose or p["text"]]
-        counts = {a: sum(1 for p in mine if p["action"] == a) for a in ("post", "hold", "skip")}
+        counts = {a: sum(1 for p in mine if p["action"] == a) for a in ("hold", "skip")}
+        counts["post"] = sum(1 for p in mine if p["action"] in SENT)
         lines.append(("", False))
         lines.append(
             (
@@ -81,6 +82,9 @@ def preview_lines(
     return lines
 
 
+SENT = ("post", "boost", "quote")  # the actions that go out (pacing counts each as one post)
+
+
 def _preview_post(post: dict[str, Any], *, verbose: bool) -> list[str]:
     reason = f" ({post['reason']})" if post["reason"] else ""
     length = f" {post['length']}/{post['limit']}" if post["length"] is not None else ""
@@ -94,6 +98,8 @@ def _preview_post(post: dict[str, Any], *, verbose: bool) -> list[str]:
         lines.append(f"   [original] {post['original']}")
     if post.get("credit"):
         lines.append(f"   [credit] {post['credit']} (a live mention)")
+    if post["action"] == "boost":
+        lines.append(f"   [boosting] {post['original']} (as it is; if it is gone, posted instead:)")
     if post["text"] and (post["action"] != "skip" or verbose):
         if post.get("spoiler_text"):
             lines.append(f"   CW: {post['spoiler_text']}")

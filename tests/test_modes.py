@@ -282,8 +282,8 @@ def test_mode_and_fallback_are_read_and_checked(tmp_path: Path) -> None:
         load_config(path, environ={"T": "x"})
     assert info.value.problems == [
         "feeds.yaml:5: feeds[0].mode: 'repost' is not one of post, boost, quote",
-        "feeds.yaml:5: feeds[0].fallback: 'maybe' is not post or none",
-        "feeds.yaml:6: feeds[1].mode: 'nobody' is not an account in accounts:",
+        "feeds.yaml:5: feeds[0].fallback: must be post or none",
+        "feeds.yaml:6: feeds[1].mode: 'nobody' is not an account (accounts: masto, sky)",
     ]
 
 
