@@ -107,6 +107,7 @@ class Feed:
     credit: Credit = Credit()
     mode: tuple[tuple[str, str], ...] = ()  # (account, post|boost|quote); "" for every account
     fallback: str = "post"  # when the original is gone: post, or none
+    bluesky_embed: str = "images"  # with images: true, Bluesky shows the images, or the link card
 
     def mode_for(self, account: str) -> str:
         """How this feed relays an account's ally's post to account: post, boost or quote."""
@@ -502,7 +503,7 @@ _FEED_KEYS = {
     "name", "url", "every", "max_age", "backfill", "template", "language", "hashtags", "to",
     "include", "exclude", "max_bytes", "timeout", "flood_threshold", "flood_threshold_day",
     "content_warning", "sensitive", "images", "visibility", "category_hashtags", "tag_map", "max_hashtags",
-    "credit", "mode", "fallback",
+    "credit", "mode", "fallback", "bluesky_embed",
 }  # fmt: skip
 _DEFAULT_KEYS = _FEED_KEYS - {"name", "url"}
 _ACCOUNT_KEYS = {
@@ -546,6 +547,7 @@ _BUILTIN_DEFAULTS: dict[str, Any] = {
     "credit": {},
     "mode": "post",
     "fallback": "post",
+    "bluesky_embed": "images",
 }
 
 
@@ -881,6 +883,10 @@ def _feed(section: _Section, index: int, names: set[str], accounts: Mapping[str,
     max_hashtags = _max_hashtags(section, hashtags)
     credit = _credit(section)
     mode, fallback = _mode(section, accounts)
+    bluesky_embed = section.values["bluesky_embed"]
+    if bluesky_embed not in ("card", "images"):
+        section.error("bluesky_embed", "must be card or images")
+        bluesky_embed = "images"
     _check_patterns(section, "include", include)
     _check_patterns(section, "exclude", exclude)
     to = _feed_accounts(section, accounts)
@@ -908,6 +914,7 @@ def _feed(section: _Section, index: int, names: set[str], accounts: Mapping[str,
         credit=credit,
         mode=mode,
         fallback=fallback,
+        bluesky_embed=bluesky_embed,
         include=include,
         exclude=exclude,
         to=to,

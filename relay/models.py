@@ -119,7 +119,9 @@ class Post:
     sensitive: bool = False
     image: str | None = None
     image_alt: str = ""
-    attach_image: bool = False  # Mastodon: upload the item's image with the post
+    attach_image: bool = False  # images: true: upload the item's images with the post
+    images: tuple[tuple[str, str], ...] = ()  # (URL, alt text: the item's, else the title)
+    bluesky_embed: str = "images"  # with images: on Bluesky, the images, or the link card
     visibility: str = ""  # Mastodon: the feed's visibility; empty means the account's
     # what the delivery does: post (this text), boost (the original, reposted), quote (this
     # text quoting the original); when the original is gone: fallback post, or none (fail)
@@ -143,6 +145,8 @@ class Post:
             "image": self.image,
             "image_alt": self.image_alt,
             "attach_image": self.attach_image,
+            "images": [list(image) for image in self.images],
+            "bluesky_embed": self.bluesky_embed,
             "visibility": self.visibility,
             "action": self.action,
             "original": self.original,
@@ -166,6 +170,8 @@ class Post:
             image=data.get("image"),
             image_alt=data.get("image_alt", ""),
             attach_image=data.get("attach_image", False),
+            images=tuple(tuple(image) for image in data.get("images", ())),
+            bluesky_embed=data.get("bluesky_embed", "images"),
             visibility=data.get("visibility", ""),
             action=data.get("action", "post"),
             original=data.get("original", ""),

@@ -17,7 +17,7 @@ from relay import schedule
 from relay.config import Config, Feed
 from relay.context import Context
 from relay.errors import RenderError
-from relay.models import Item
+from relay.models import Item, Post
 from relay.store import Store, epoch
 
 if TYPE_CHECKING:
@@ -124,6 +124,7 @@ class PlannedPost:
     spoiler_text: str | None = None
     original: str | None = None  # the post the item is (a Mastodon status URL, a Bluesky at-uri)
     credit: str | None = None  # the feed's credit on this platform, a live mention
+    images: list[dict[str, str]] | None = None  # images: true: the images attached, with their alt text
 
 
 @dataclass
@@ -176,6 +177,18 @@ def plan(
                 published.append(decision.item.published.timestamp() if decision.item.published else float("-inf"))
     _pace(posts, published, budgets)
     return Plan([feed_poll.report for feed_poll in polls], posts)
+
+
+def _preview_embed(post: Post) -> dict[str, Any] | None:
+    """What a Bluesky post will embed: the quoted record (its cid is read when it is sent),
+    the images (images: true, bluesky_embed: images), or the link card."""
+    if post.platform != "bluesky":
+        return post.embed
+    if post.action == "quote":
+        return {"$type": "app.bsky.embed.record", "record": {"uri": post.original, "cid": None}}
+    if post.attach_image and post.images and post.bluesky_embed == "images":
+        return {"$type": "app.bsky.embed.images", "images": [{"url": url, "alt": alt} for url, alt in post.images[:4]]}
+    return post.embed
 
 
 def _pace(posts: list[PlannedPost], published: list[float], budgets: dict[str, int]) -> None:
@@ -245,13 +258,12 @@ def _planned(
                     limit=rendered.limit,
                     facets=list(rendered.facets),
                     # a Bluesky quote embeds the original (its cid is read when it is sent)
-                    embed=(
-                        {"$type": "app.bsky.embed.record", "record": {"uri": rendered.original, "cid": None}}
-                        if rendered.action == "quote" and rendered.platform == "bluesky"
-                        else rendered.embed
-                    ),
+                    embed=_preview_embed(rendered),
                     language=rendered.language,
                     spoiler_text=rendered.spoiler_text or None,
+                    images=[{"url": url, "alt": alt} for url, alt in rendered.images]
+                    if rendered.attach_image
+                    else None,
                 )
         planned.append(post)
     return planned

@@ -132,6 +132,7 @@ class Draft:
     images: bool = False
     visibility: str = ""
     credit: str = ""  # as the template showed it: the one handle that may be a live mention
+    bluesky_embed: str = "images"
 
 
 Measure = tuple[int, int]
@@ -180,6 +181,7 @@ def render_post(
     visibility: str = "",
     optional_hashtags: int = 0,
     credit: str = "",
+    bluesky_embed: str = "images",
 ) -> Post:
     """Render and fit one item for one account. Raises RenderError. The last
     `optional_hashtags` hashtags (those made from the item's categories) are left out, the
@@ -189,7 +191,18 @@ def render_post(
     while True:
         try:
             draft = Draft(
-                item, feed, "", account, language, hashtags, spoiler_text, sensitive, images, visibility, credit
+                item,
+                feed,
+                "",
+                account,
+                language,
+                hashtags,
+                spoiler_text,
+                sensitive,
+                images,
+                visibility,
+                credit,
+                bluesky_embed,
             )
             return _render_post(template, rules, draft)
         except _TooLong:
@@ -676,6 +689,16 @@ def post_action(item: Item, feed: Feed, account: str, platform: str) -> str:
     return mode
 
 
+def post_images(draft: Draft, fallback_alt: str) -> tuple[tuple[str, str], ...]:
+    """The images a post attaches (images: true): the item's, each with its alt text, else
+    the fallback (the item's title)."""
+    if not draft.images:
+        return ()
+    item = draft.item
+    images = item.images or (((item.image, item.image_alt),) if item.image else ())
+    return tuple((url, alt or fallback_alt) for url, alt in images if url)
+
+
 class Renderer:
     """Templates compiled once per run; one render per item and account."""
 
@@ -695,6 +718,7 @@ class Renderer:
             hashtags=hashtags,
             optional_hashtags=from_categories,
             credit=feed.credit.shown(rules.platform),
+            bluesky_embed=feed.bluesky_embed,
             language=post_language(item, feed)[0],
             spoiler_text=feed.content_warning,
             sensitive=feed.sensitive,

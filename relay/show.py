@@ -106,9 +106,13 @@ def _preview_post(post: dict[str, Any], *, verbose: bool) -> list[str]:
         lines += [f"   | {line}" for line in post["text"].split("\n")]
         if post["embed"] and "record" in post["embed"]:
             lines.append(f"   [quoting] {post['embed']['record']['uri']}")
+        elif post["embed"] and "images" in post["embed"]:
+            pass  # listed below
         elif post["embed"]:
             card = post["embed"]["external"]
             lines.append(f"   [card] {card['title']} — {truncate(card['description'], 80)} <{card['uri']}>")
+        for image in post.get("images") or []:
+            lines.append(f"   [image] {image['url']} — {truncate(image['alt'], 80)}")
     return lines
 
 

@@ -22,10 +22,10 @@ from relay.context import Context
 from relay.errors import FetchError
 from relay.fetch import fetch_image, make_client
 from relay.hashtags import find_hashtags
-from relay.images import THUMB_MAX_BYTES, ImageError, make_thumbnail
+from relay.images import THUMB_MAX_BYTES, ImageError, inspect, make_thumbnail
 from relay.links import normalise_link
 from relay.models import Post
-from relay.render import Draft, Measure, card_title
+from relay.render import Draft, Measure, card_title, post_images
 from relay.store import Store
 from relay.targets.base import Limits, PublishError, Receipt
 from relay.text import ELLIPSIS, byte_span, find_urls, grapheme_length, graphemes, truncate, utf8_length
@@ -111,6 +111,9 @@ class BlueskyText:
             },
             image=item.image,
             image_alt=item.image_alt or title,
+            attach_image=draft.images and item.image is not None,
+            images=post_images(draft, title),
+            bluesky_embed=draft.bluesky_embed,
         )
 
 
@@ -181,6 +184,8 @@ def _hashtag_facets(text: str, links: Sequence[dict[str, Any]]) -> list[dict[str
 
 
 MENTION = "app.bsky.richtext.facet#mention"
+BLUESKY_MAX_IMAGES = 4  # app.bsky.embed.images
+BLUESKY_IMAGE_SIDE = 2000  # pixels: what the Bluesky app uploads at most
 POST, REPOST = "app.bsky.feed.post", "app.bsky.feed.repost"
 # an original: at://REPO/app.bsky.feed.post/RKEY, or https://bsky.app/profile/REPO/post/RKEY
 _POST_REF = re.compile(
@@ -312,7 +317,10 @@ class BlueskyTarget:
             if subject is not None and post.action == "boost":
                 return self._repost(subject, rkey)
             quoted = subject
-        embed = models.AppBskyEmbedRecord.Main(record=quoted) if quoted is not None else self._embed(client, post)
+        if quoted is not None:
+            embed = models.AppBskyEmbedRecord.Main(record=quoted)
+        else:
+            embed = self._images_embed(post) or self._embed(client, post)
         record = models.AppBskyFeedPost.Record(
             text=post.text,
             created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
@@ -463,6 +471,52 @@ class BlueskyTarget:
         if collection == REPOST:  # a repost has no page of its own: it shows on the profile
             return Receipt(remote_id=uri, url=f"https://bsky.app/profile/{handle}")
         return Receipt(remote_id=uri, url=f"https://bsky.app/profile/{handle}/post/{rkey}")
+
+    def _images_embed(self, post: Post) -> Any:
+        """With images: true and bluesky_embed: images, an app.bsky.embed.images of the item's
+        images (at most 4), each fetched through the guarded fetcher, re-encoded under
+        1,000,000 bytes, with its aspect ratio and alt text; an image that fails is left out
+        with a warning; None (the link card then) when none is left or the feed wants the card."""
+        from atproto import models
+
+        if not (post.attach_image and post.images and post.bluesky_embed == "images"):
+            return None
+        images = []
+        for url, alt in post.images[:BLUESKY_MAX_IMAGES]:
+            try:
+                data = make_thumbnail(
+                    fetch_image(
+                        url,
+                        max_bytes=10_000_000,
+                        allow_private=self.allow_private,
+                        timeout=min(FETCH_TIMEOUT, self.context.request_timeout),
+                    ).data,
+                    max_side=BLUESKY_IMAGE_SIDE,
+                )
+                info = inspect(data)
+            except Exception as exc:  # no image problem, of any kind, may stop the post
+                reason = str(exc) if isinstance(exc, FetchError | ImageError) else f"{type(exc).__name__}: {exc}"
+                self.warnings.append(
+                    f"account {self.account.name}: {post.link}: posted without the image {url} ({reason})"
+                )
+                continue
+            try:
+                blob = self._call("upload an image", lambda c, data=data: c.upload_blob(data)).blob
+            except PublishError as exc:
+                if exc.auth or self._stalled:  # a stall stops the account for this run
+                    raise
+                self.warnings.append(
+                    f"account {self.account.name}: {post.link}: posted without the image {url} ({exc})"
+                )
+                continue
+            images.append(
+                models.AppBskyEmbedImages.Image(
+                    image=blob,
+                    alt=alt,
+                    aspect_ratio=models.AppBskyEmbedDefs.AspectRatio(width=info.width, height=info.height),
+                )
+            )
+        return models.AppBskyEmbedImages.Main(images=images) if images else None
 
     def _embed(self, client: Any, post: Post) -> Any:
         from atproto import models

@@ -21,7 +21,7 @@ from relay.fetch import USER_AGENT, fetch_image
 from relay.images import ImageError, inspect
 from relay.models import Post
 from relay.netguard import Abandoned, call_abandonable
-from relay.render import Draft, Measure
+from relay.render import Draft, Measure, post_images
 from relay.social import status_id_on
 from relay.store import AccountState, Store
 from relay.targets.base import Limits, PublishError, Receipt
@@ -31,6 +31,7 @@ LIMITS_MAX_AGE = 86400  # re-read the instance's limits once a day
 DEFAULT_IMAGE_LIMIT = 8_000_000
 DEFAULT_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 IMAGE_TIMEOUT = 15.0  # seconds for an item's image, in total
+DEFAULT_MAX_MEDIA = 4  # images per status, when the instance does not say
 STALL_PAUSE = timedelta(minutes=1)  # after a stalled call, the account waits this long
 
 
@@ -83,6 +84,7 @@ class MastodonText:
             image=item.image,
             image_alt=item.image_alt or item.title,
             attach_image=draft.images and item.image is not None,
+            images=post_images(draft, item.title),
             visibility=draft.visibility,
         )
 
@@ -131,6 +133,8 @@ class MastodonTarget:
             "url_length": int(_get(statuses, "characters_reserved_per_url") or Limits().url_length),
             "version": str(_get(instance, "version") or ""),
             "image_size_limit": int(_get(media, "image_size_limit") or DEFAULT_IMAGE_LIMIT),
+            "max_media_attachments": int(_get(statuses, "max_media_attachments") or DEFAULT_MAX_MEDIA),
+            "description_limit": int(_get(media, "description_limit") or 1500),
             "image_types": [
                 t for t in (_get(media, "supported_mime_types") or DEFAULT_IMAGE_TYPES) if str(t).startswith("image/")
             ],
@@ -157,10 +161,14 @@ class MastodonTarget:
             if status_id is not None and self._quotes():
                 quoted = status_id
         media_ids = []
-        if post.attach_image and post.image:
-            media_id = self._upload_image(post)
-            if media_id is not None:
-                media_ids.append(media_id)
+        if post.attach_image:
+            limits = self.instance_limits()
+            # a post stored by an earlier relay has its one image only
+            images = post.images or (((post.image, post.image_alt),) if post.image else ())
+            for url, alt in images[: int(limits.get("max_media_attachments") or DEFAULT_MAX_MEDIA)]:
+                media_id = self._upload_image(post, url, alt[: int(limits.get("description_limit") or 1500)])
+                if media_id is not None:
+                    media_ids.append(media_id)
         status = self._call(
             self.api.status_post,
             post.text,
@@ -206,12 +214,11 @@ class MastodonTarget:
         numbers = [int(part) for part in re.findall(r"\d+", version.split("+")[0])[:2]]
         return len(numbers) == 2 and tuple(numbers) >= (4, 5)
 
-    def _upload_image(self, post: Post) -> Any:
-        assert post.image is not None
+    def _upload_image(self, post: Post, url: str, alt: str) -> Any:
         limits = self.instance_limits()
         try:
             image = fetch_image(
-                post.image,
+                url,
                 max_bytes=int(limits.get("image_size_limit") or DEFAULT_IMAGE_LIMIT),
                 allow_private=self.allow_private,
                 timeout=min(IMAGE_TIMEOUT, self.context.request_timeout),
@@ -228,7 +235,7 @@ class MastodonTarget:
                 self.api.media_post,
                 image.data,
                 mime_type=info.mime_type,
-                description=post.image_alt[:1500] or None,
+                description=alt or None,
                 file_name="image." + info.mime_type.split("/")[-1],
             )
             return _get(media, "id")
