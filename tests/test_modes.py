@@ -335,3 +335,44 @@ def test_sigkill_around_the_reblog_then_exactly_one_reblog(
     killed_then_run(config, {"TOKEN": me}, when, "/reblog")
     statuses = mastodon_mock.statuses(me)
     assert [s["reblog"]["id"] for s in statuses if s.get("reblog")] == [original["id"]]
+
+
+# a status on another instance: found with GET /api/v2/search?resolve=true. mastodon-mock
+# searches only its own statuses' text, so this uses relay's own fake Mastodon
+# (tests/support/fake_mastodon.py), which resolves the URLs it is given in `remote`
+
+
+def fake_config(tmp_path: Path, fake: Any, url: str, extra: str) -> Path:
+    return write(
+        tmp_path, f"  masto:\n    platform: mastodon\n    instance: {fake.url}\n    token: ${{TOKEN}}\n", url, extra
+    )
+
+
+def test_a_status_of_another_instance_is_found_by_search_and_reblogged(
+    tmp_path: Path, feed_server: FeedServer, mastodon: Any
+) -> None:
+    link = "https://framapiaf.example/@santenathon/113456789012345678"
+    mastodon.remote[link] = "777"
+    url = feed_server.feed("/remote.rss", account_feed(link, link, "Signez la pétition"))
+    result = relay(
+        "run", "-c", str(fake_config(tmp_path, mastodon, url, "    mode: boost\n")), env={"TOKEN": "good-token"}
+    )
+    assert result.exit_code == 0, result.output
+    assert [r["reblog"]["id"] for r in mastodon.reblogs.values()] == ["777"]
+    assert mastodon.statuses == []  # nothing posted of its own
+    [search] = mastodon.searches
+    assert search["q"] == [link] and search["resolve"] in (["true"], ["1"]) and search["type"] == ["statuses"]
+
+
+def test_a_status_the_instance_cannot_find_is_posted_instead(
+    tmp_path: Path, feed_server: FeedServer, mastodon: Any
+) -> None:
+    link = "https://gone.example/@ally/1"
+    url = feed_server.feed("/gone.rss", account_feed(link, link, "Un statut supprimé"))
+    result = relay(
+        "run", "-c", str(fake_config(tmp_path, mastodon, url, "    mode: boost\n")), env={"TOKEN": "good-token"}
+    )
+    assert result.exit_code == 0, result.output
+    assert f"the original {link} is deleted or cannot be found" in result.output
+    assert mastodon.reblogs == {} and len(mastodon.statuses) == 1
+    assert link in mastodon.statuses[0]["content"]

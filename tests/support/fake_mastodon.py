@@ -38,6 +38,11 @@ class FakeMastodon:
         self.requests: list[tuple[str, str]] = []
         self.idempotency: dict[tuple[str, str], dict[str, Any]] = {}
         self.faults: list[Fault] = []
+        # statuses of other instances this one can fetch (GET /api/v2/search?resolve=true):
+        # their URL → their id here; and the reblogs made, (token, status id) → the reblog
+        self.remote: dict[str, str] = {}
+        self.reblogs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.searches: list[dict[str, list[str]]] = []
         self.latency = 0.0
         self.lock = threading.Lock()
         self.ids = itertools.count(1)
@@ -121,6 +126,24 @@ class FakeMastodon:
                 200,
                 {"id": "1", "acct": self.tokens[token], "display_name": "Collectif", "username": self.tokens[token]},
             )
+        if path == "/api/v2/search" and method == "GET":
+            query = parse_qs(handler.path.partition("?")[2])
+            with self.lock:
+                self.searches.append(query)
+            q, resolve = query.get("q", [""])[0], query.get("resolve", [""])[0] in ("true", "1", "True")
+            found = self.remote.get(q) if resolve else None
+            return self._send(
+                handler, 200, {"accounts": [], "hashtags": [], "statuses": [{"id": found, "url": q}] if found else []}
+            )
+        if path.startswith("/api/v1/statuses/") and path.endswith("/reblog") and method == "POST":
+            status_id = path.split("/")[4]
+            with self.lock:
+                if status_id not in self.remote.values() and not any(s["id"] == status_id for s in self.statuses):
+                    return self._send(handler, 404, {"error": "Record not found"})
+                reblog = self.reblogs.setdefault(
+                    (token, status_id), {"id": str(next(self.ids)), "reblog": {"id": status_id}}
+                )  # reblogging again gives the same reblog, as Mastodon does
+            return self._send(handler, 200, reblog)
         if path == "/api/v2/media" and method == "POST":
             media = {
                 "id": str(next(self.ids)),
