@@ -376,3 +376,18 @@ def test_a_status_the_instance_cannot_find_is_posted_instead(
     assert f"the original {link} is deleted or cannot be found" in result.output
     assert mastodon.reblogs == {} and len(mastodon.statuses) == 1
     assert link in mastodon.statuses[0]["content"]
+
+
+def test_quote_on_an_instance_before_4_5_is_a_post_with_the_link(
+    tmp_path: Path, feed_server: FeedServer, mastodon: Any
+) -> None:
+    """relay's fake Mastodon says it is 4.3.0: no quotes there."""
+    link = "https://framapiaf.example/@santenathon/113456789012345679"
+    mastodon.remote[link] = "778"
+    url = feed_server.feed("/old.rss", account_feed(link, link, "Écrivez à la CNIL"))
+    result = relay(
+        "run", "-c", str(fake_config(tmp_path, mastodon, url, "    mode: quote\n")), env={"TOKEN": "good-token"}
+    )
+    assert result.exit_code == 0, result.output
+    [status] = mastodon.statuses
+    assert status["quoted_status_id"] is None and link in status["content"]

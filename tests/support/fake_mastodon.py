@@ -178,6 +178,7 @@ class FakeMastodon:
                         "spoiler_text": params.get("spoiler_text") or "",
                         "sensitive": params.get("sensitive"),
                         "media_ids": params.get("media_ids"),
+                        "quoted_status_id": params.get("quoted_status_id"),
                         "account": self.tokens[token],
                         "idempotency_key": key,
                     }
