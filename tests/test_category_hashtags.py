@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-import httpx
 import pytest
 
 from relay.config import load_config
@@ -88,11 +87,7 @@ def test_bluesky_makes_every_hashtag_a_facet(tmp_path: Path, feed_server: FeedSe
     [post] = preview_posts(config, {"PASSWORD": "grace-pass"})
     result = relay("run", "-c", str(config), env={"PASSWORD": "grace-pass"})
     assert result.exit_code == 0, result.output
-    records = httpx.get(
-        f"{pds.url}/xrpc/com.atproto.repo.listRecords",
-        params={"repo": grace["did"], "collection": "app.bsky.feed.post"},
-    ).json()["records"]
-    [record] = records
+    [record] = pds.records(grace["did"])
     value = record["value"]
     assert value["text"] == post["text"]
     raw = value["text"].encode()

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-import httpx
 import pytest
 
 from relay.config import Credit, load_config
@@ -77,7 +76,7 @@ def test_bluesky_mentions_the_credit_by_its_did_and_keeps_it(tmp_path: Path, fee
     assert "via @alice.test" in post["text"] and "＠alice.test" in post["text"]
     result = relay("run", "-c", str(config), env={"PASSWORD": "heidi-pass"})
     assert result.exit_code == 0, result.output
-    [record] = records(pds, heidi["did"])
+    [record] = pds.records(heidi["did"])
     value = record["value"]
     raw = value["text"].encode()
     mentions = [f for f in value["facets"] if f["features"][0]["$type"] == "app.bsky.richtext.facet#mention"]
@@ -92,27 +91,18 @@ def test_a_credit_that_cannot_be_resolved_is_plain_text_with_a_warning(
     tmp_path: Path, feed_server: FeedServer, pds: Pds
 ) -> None:
     heidi = pds.account("heidi.test")
-    before = len(records(pds, heidi["did"]))
+    before = len(pds.records(heidi["did"]))
     account = f"  sky:\n    platform: bluesky\n    handle: heidi.test\n    app_password: ${{PASSWORD}}\n    service: {pds.url}\n"
     url = feed_server.feed("/g", feed_body("Une publication", "Un résumé.", guid="g"))
     config = write(tmp_path, account, url, "{bluesky: nobody.test}")
     result = relay("run", "-c", str(config), env={"PASSWORD": "heidi-pass"})
     assert result.exit_code == 0, result.output
     assert "credit @nobody.test could not be resolved" in result.output
-    mine = records(pds, heidi["did"])
+    mine = pds.records(heidi["did"])
     assert len(mine) == before + 1
     newest = next(r for r in mine if "nobody.test" in r["value"]["text"])
     assert "via @nobody.test" in newest["value"]["text"]
     assert not any(f["features"][0]["$type"].endswith("#mention") for f in newest["value"].get("facets") or [])
-
-
-def records(pds: Pds, did: str) -> list[dict[str, Any]]:
-    response = httpx.get(
-        f"{pds.url}/xrpc/com.atproto.repo.listRecords",
-        params={"repo": did, "collection": "app.bsky.feed.post", "limit": 100},
-    )
-    response.raise_for_status()
-    return list(response.json()["records"])
 
 
 def load(tmp_path: Path, credit: str) -> Any:

@@ -1,5 +1,5 @@
 """mode: boost | quote (issue 10, part 2), end to end: an ally's post, written on the reference
-PDS by the ally's own account (alice) or on mastodon-mock by the ally's, is served as the
+PDS by the ally's own account (kim) or on mastodon-mock by the ally's, is served as the
 ally's account feed over a loopback HTTP server, and `relay run` reposts or quotes it from
 the relaying account (ivan; a fresh mastodon-mock user), once however many runs; an original
 that is gone falls back to a post, with a warning, or fails with its reason (fallback: none);
@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def account_feed(guid: str, link: str, text: str) -> bytes:
     return (
         "<?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel><title>@ally</title>"
-        "<link>https://bsky.app/profile/alice.test</link><item>"
-        f"<title>@alice.test post</title><link>{escape(link)}</link><description>{escape(text)}</description>"
+        "<link>https://bsky.app/profile/kim.test</link><item>"
+        f"<title>@kim.test post</title><link>{escape(link)}</link><description>{escape(text)}</description>"
         f"<pubDate>{format_datetime(NOW)}</pubDate><guid>{escape(guid)}</guid></item></channel></rss>"
     ).encode()
 
@@ -62,8 +62,8 @@ def xrpc_session(pds: Pds, handle: str) -> dict[str, Any]:
 
 
 def ally_post(pds: Pds, text: str) -> dict[str, str]:
-    """alice posts, as the ally would: the post's uri and cid."""
-    session = xrpc_session(pds, "alice.test")
+    """kim posts, as the ally would: the post's uri and cid."""
+    session = xrpc_session(pds, "kim.test")
     response = httpx.post(
         f"{pds.url}/xrpc/com.atproto.repo.createRecord",
         headers={"Authorization": f"Bearer {session['accessJwt']}"},
@@ -81,23 +81,13 @@ def ally_post(pds: Pds, text: str) -> dict[str, str]:
     return dict(response.json())
 
 
-def listed(pds: Pds, did: str, collection: str) -> list[dict[str, Any]]:
-    response = httpx.get(
-        f"{pds.url}/xrpc/com.atproto.repo.listRecords", params={"repo": did, "collection": collection, "limit": 100}
-    )
-    response.raise_for_status()
-    return list(response.json()["records"])
-
-
 def ivan(pds: Pds) -> str:
     return f"  sky:\n    platform: bluesky\n    handle: ivan.test\n    app_password: ${{PASSWORD}}\n    service: {pds.url}\n"
 
 
 def served(feed_server: FeedServer, path: str, original: dict[str, str], text: str) -> str:
     rkey = original["uri"].rsplit("/", 1)[1]
-    return feed_server.feed(
-        path, account_feed(original["uri"], f"https://bsky.app/profile/alice.test/post/{rkey}", text)
-    )
+    return feed_server.feed(path, account_feed(original["uri"], f"https://bsky.app/profile/kim.test/post/{rkey}", text))
 
 
 @pytest.mark.bluesky
@@ -108,16 +98,16 @@ def test_boost_reposts_the_original_once(tmp_path: Path, feed_server: FeedServer
     config = write(tmp_path, ivan(pds), url, "    mode: boost\n")
     preview = json.loads(relay("preview", "-c", str(config), "--format", "json", env={"PASSWORD": "x"}).stdout)
     assert [(p["action"], p["original"]) for p in preview["posts"]] == [("boost", original["uri"])]
-    before = listed(pds, me["did"], "app.bsky.feed.repost")
+    before = pds.records(me["did"], "app.bsky.feed.repost")
     for minutes in (0, 5):
         result = relay("run", "-c", str(config), env={"PASSWORD": "ivan-pass"}, now=NOW + timedelta(minutes=minutes))
         assert result.exit_code == 0, result.output
-    reposts = listed(pds, me["did"], "app.bsky.feed.repost")
+    reposts = pds.records(me["did"], "app.bsky.feed.repost")
     new = [r for r in reposts if r not in before]
     assert len(new) == 1
     subject = new[0]["value"]["subject"]
     assert (subject["uri"], subject["cid"]) == (original["uri"], original["cid"])
-    assert not [p for p in listed(pds, me["did"], "app.bsky.feed.post") if "Signez" in p["value"]["text"]]
+    assert not [p for p in pds.records(me["did"], "app.bsky.feed.post") if "Signez" in p["value"]["text"]]
     history = json.loads(relay("history", "--format", "json").output)
     assert history[0]["remote_id"] == new[0]["uri"]
 
@@ -130,7 +120,7 @@ def test_quote_embeds_the_original_under_the_templates_text(tmp_path: Path, feed
     config = write(tmp_path, ivan(pds), url, "    mode: quote\n    hashtags: [SantéNumérique]\n")
     result = relay("run", "-c", str(config), env={"PASSWORD": "ivan-pass"})
     assert result.exit_code == 0, result.output
-    [post] = [p for p in listed(pds, me["did"], "app.bsky.feed.post") if "CPAM" in p["value"]["text"]]
+    [post] = [p for p in pds.records(me["did"], "app.bsky.feed.post") if "CPAM" in p["value"]["text"]]
     embed = post["value"]["embed"]
     assert embed["$type"] == "app.bsky.embed.record"
     assert (embed["record"]["uri"], embed["record"]["cid"]) == (original["uri"], original["cid"])
@@ -142,22 +132,22 @@ def test_a_deleted_original_is_posted_instead_with_a_warning_or_fails_with_fallb
     tmp_path: Path, feed_server: FeedServer, pds: Pds
 ) -> None:
     me = pds.account("ivan.test")
-    alice = pds.account("alice.test")
-    gone = {"uri": f"at://{alice['did']}/app.bsky.feed.post/3zzzzzzzzzzzz", "cid": ""}
+    kim = pds.account("kim.test")
+    gone = {"uri": f"at://{kim['did']}/app.bsky.feed.post/3zzzzzzzzzzzz", "cid": ""}
     url = served(feed_server, "/gone.rss", gone, "Un message supprimé depuis")
     config = write(tmp_path, ivan(pds), url, "    mode: boost\n")
     result = relay("run", "-c", str(config), env={"PASSWORD": "ivan-pass"})
     assert result.exit_code == 0, result.output
     assert "is deleted or cannot be found; posted instead of a boost" in result.output
-    assert [p for p in listed(pds, me["did"], "app.bsky.feed.post") if "supprimé" in p["value"]["text"]]
+    assert [p for p in pds.records(me["did"], "app.bsky.feed.post") if "supprimé" in p["value"]["text"]]
 
-    gone = {"uri": f"at://{alice['did']}/app.bsky.feed.post/3yyyyyyyyyyyy", "cid": ""}
+    gone = {"uri": f"at://{kim['did']}/app.bsky.feed.post/3yyyyyyyyyyyy", "cid": ""}
     url = served(feed_server, "/gone2.rss", gone, "Un autre message supprimé")
     config = write(tmp_path, ivan(pds), url, "    mode: quote\n    fallback: none\n")
     result = relay("run", "-c", str(config), env={"PASSWORD": "ivan-pass"}, now=NOW + timedelta(minutes=10))
     assert result.exit_code == 1, result.output
     assert "(fallback: none)" in result.output
-    assert not [p for p in listed(pds, me["did"], "app.bsky.feed.post") if "Un autre" in p["value"]["text"]]
+    assert not [p for p in pds.records(me["did"], "app.bsky.feed.post") if "Un autre" in p["value"]["text"]]
 
 
 # Mastodon, on mastodon-mock
@@ -312,11 +302,11 @@ def test_sigkill_around_the_write_then_exactly_one_repost_or_quote(
     me = pds.account("ivan.test")
     collection = "app.bsky.feed.repost" if mode == "boost" else "app.bsky.feed.post"
     original = ally_post(pds, f"Original {mode} {when} {uuid.uuid4().hex[:6]}")
-    before = listed(pds, me["did"], collection)
+    before = pds.records(me["did"], collection)
     url = served(feed_server, f"/kill-{mode}-{when}.rss", original, "Un original")
     config = write(tmp_path, ivan(pds), url, f"    mode: {mode}\n")
     killed_then_run(config, {"PASSWORD": "ivan-pass"}, when, "createRecord")
-    new = [r for r in listed(pds, me["did"], collection) if r not in before]
+    new = [r for r in pds.records(me["did"], collection) if r not in before]
     assert len(new) == 1, new
     ref = new[0]["value"]["subject"] if mode == "boost" else new[0]["value"]["embed"]["record"]
     assert ref["uri"] == original["uri"]

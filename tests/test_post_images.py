@@ -12,7 +12,6 @@ import uuid
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
 from xml.sax.saxutils import escape
 
 import httpx
@@ -99,15 +98,6 @@ def test_mastodon_attaches_the_items_images_with_their_alt_text(
     assert all(m["type"] == "image" for m in media)
 
 
-def records(pds: Pds, did: str) -> list[dict[str, Any]]:
-    response = httpx.get(
-        f"{pds.url}/xrpc/com.atproto.repo.listRecords",
-        params={"repo": did, "collection": "app.bsky.feed.post", "limit": 100},
-    )
-    response.raise_for_status()
-    return list(response.json()["records"])
-
-
 def bluesky(pds: Pds) -> str:
     return f"  sky:\n    platform: bluesky\n    handle: judy.test\n    app_password: ${{PASSWORD}}\n    service: {pds.url}\n"
 
@@ -122,7 +112,7 @@ def test_bluesky_embeds_the_images_with_aspect_ratio_and_alt(tmp_path: Path, fee
     result = relay("run", "-c", str(config), env={"PASSWORD": "judy-pass"})
     assert result.exit_code == 0, result.output
     [record] = [
-        r for r in records(pds, judy["did"]) if r["value"].get("embed", {}).get("$type") == "app.bsky.embed.images"
+        r for r in pds.records(judy["did"]) if r["value"].get("embed", {}).get("$type") == "app.bsky.embed.images"
     ]
     embed = record["value"]["embed"]
     assert embed["$type"] == "app.bsky.embed.images"
@@ -146,6 +136,6 @@ def test_bluesky_embed_card_keeps_the_link_card(tmp_path: Path, feed_server: Fee
     result = relay("run", "-c", str(config), env={"PASSWORD": "judy-pass"})
     assert result.exit_code == 0, result.output
     [record] = [
-        r for r in records(pds, judy["did"]) if r["value"].get("embed", {}).get("$type") == "app.bsky.embed.external"
+        r for r in pds.records(judy["did"]) if r["value"].get("embed", {}).get("$type") == "app.bsky.embed.external"
     ]
     assert record["value"]["embed"]["external"]["uri"] == "https://example.org/sky-card"

@@ -51,6 +51,14 @@ class PublishError(Exception):
         self.maybe_sent = maybe_sent
 
 
+def original_missing(account: str, post: Post, why: str, warnings: list[str]) -> None:
+    """A boost's or quote's original is gone (why says how): PublishError under
+    fallback: none; else a warning, and the caller posts the text instead."""
+    if post.fallback == "none":
+        raise PublishError(f"{why} (fallback: none)", transient=False)
+    warnings.append(f"account {account}: {why}; posted instead of a {post.action}")
+
+
 class Target(Protocol):
     warnings: list[str]  # one line each, shown after the run (an image left out, a fallback)
 

@@ -27,7 +27,7 @@ from relay.links import normalise_link
 from relay.models import Post
 from relay.render import Draft, Measure, card_title, post_images
 from relay.store import Store
-from relay.targets.base import Limits, PublishError, Receipt
+from relay.targets.base import Limits, PublishError, Receipt, original_missing
 from relay.text import ELLIPSIS, byte_span, find_urls, grapheme_length, graphemes, truncate, utf8_length
 
 __all__ = ["THUMB_MAX_BYTES", "BlueskyTarget", "make_thumbnail"]
@@ -352,9 +352,7 @@ class BlueskyTarget:
         if found is not None:
             return found
         why = f"the original {post.original} is deleted or cannot be found"
-        if post.fallback == "none":
-            raise PublishError(f"{why} (fallback: none)", transient=False)
-        self.warnings.append(f"account {self.account.name}: {why}; posted instead of a {post.action}")
+        original_missing(self.account.name, post, why, self.warnings)
         return None
 
     def _strong_ref(self, original: str) -> Any:

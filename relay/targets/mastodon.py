@@ -24,7 +24,7 @@ from relay.netguard import Abandoned, call_abandonable
 from relay.render import Draft, Measure, post_images
 from relay.social import status_id_on
 from relay.store import AccountState, Store
-from relay.targets.base import Limits, PublishError, Receipt
+from relay.targets.base import Limits, PublishError, Receipt, original_missing
 from relay.text import MASTODON_URL_LENGTH, defuse_mentions, find_urls, grapheme_length, mastodon_length, utf8_length
 
 LIMITS_MAX_AGE = 86400  # re-read the instance's limits once a day
@@ -203,9 +203,7 @@ class MastodonTarget:
         if found is not None:
             return found
         why = f"the original {post.original} is deleted or cannot be found from {self.account.instance}"
-        if post.fallback == "none":
-            raise PublishError(f"{why} (fallback: none)", transient=False)
-        self.warnings.append(f"account {self.account.name}: {why}; posted instead of a {post.action}")
+        original_missing(self.account.name, post, why, self.warnings)
         return None
 
     def _quotes(self) -> bool:

@@ -113,6 +113,15 @@ class Pds:
     def account(self, handle: str) -> dict[str, Any]:
         return next(a for a in self.info["accounts"] if a["handle"] == handle)
 
+    def records(self, did: str, collection: str = "app.bsky.feed.post") -> list[dict[str, Any]]:
+        """An account's records of a collection, newest first (at most 100)."""
+        response = httpx.get(
+            f"{self.url}/xrpc/com.atproto.repo.listRecords",
+            params={"repo": did, "collection": collection, "limit": 100},
+        )
+        response.raise_for_status()
+        return list(response.json()["records"])
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         try:
