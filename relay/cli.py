@@ -202,6 +202,8 @@ def preview(
     """Fetch the feeds and show exactly what the next run would post, per account.
 
     Changes nothing: no state written, no account contacted, no secret needed.
+    Each post says its action (post, boost, quote; held, skipped) and, where they
+    apply, the original it boosts or quotes, its credit and its images.
 
     \b
     Examples:

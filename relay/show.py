@@ -146,7 +146,7 @@ def run_lines(report: RunReport, state_dir: Path, *, verbose: bool, quiet: bool,
             lines.append(
                 (
                     f"relay: account {event.account}: delivery {event.delivery_id} ({event.feed}:"
-                    f" {event.title[:60]}) failed: {event.detail}",
+                    f" {(event.title or '(untitled)')[:60]}) failed: {event.detail}",
                     True,
                 )
             )
@@ -162,11 +162,15 @@ def run_lines(report: RunReport, state_dir: Path, *, verbose: bool, quiet: bool,
             continue
         elif event.outcome == Outcome.DROPPED:
             lines.append(
-                (f"not posted to {event.account}: {event.feed}: {truncate(event.title, 70)}: {event.detail}", False)
+                (
+                    f"not posted to {event.account}: {event.feed}: {truncate(event.title or '(untitled)', 70)}: {event.detail}",
+                    False,
+                )
             )
         else:
             prefix = "would post" if dry_run else "posted"
-            text = f"{prefix} to {event.account}: {event.feed}: {truncate(event.title, 70)} {event.url}".rstrip()
+            title = truncate(event.title or "(untitled)", 70)
+            text = f"{prefix} to {event.account}: {event.feed}: {title} {event.url}".rstrip()
             lines.append((text, False))
     lines += [(f"relay: {line}", True) for line in delivered.account_errors]
     if verbose:
