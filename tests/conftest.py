@@ -87,7 +87,7 @@ def pds() -> Iterator[Any]:
 
     accounts = ",".join(
         f"{name}.test:{name}-pass"
-        for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "kim")
+        for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "kim", "leo")
     )
     server = start_pds(accounts)
     yield server

@@ -61,9 +61,9 @@ def xrpc_session(pds: Pds, handle: str) -> dict[str, Any]:
     return dict(response.json())
 
 
-def ally_post(pds: Pds, text: str) -> dict[str, str]:
-    """kim posts, as the ally would: the post's uri and cid."""
-    session = xrpc_session(pds, "kim.test")
+def ally_post(pds: Pds, text: str, handle: str = "kim.test") -> dict[str, str]:
+    """kim posts, as the ally would (or another account, a stranger): the post's uri and cid."""
+    session = xrpc_session(pds, handle)
     response = httpx.post(
         f"{pds.url}/xrpc/com.atproto.repo.createRecord",
         headers={"Authorization": f"Bearer {session['accessJwt']}"},
@@ -381,3 +381,40 @@ def test_quote_on_an_instance_before_4_5_is_a_post_with_the_link(
     assert result.exit_code == 0, result.output
     [status] = mastodon.statuses
     assert status["quoted_status_id"] is None and link in status["content"]
+
+
+# a feed cannot have relay boost or quote a stranger (which notifies them) under the ally's
+# link: what is reposted is what the item's link shows, or nothing
+
+
+@pytest.mark.bluesky
+def test_a_strangers_post_under_the_allys_link_is_not_reposted(
+    tmp_path: Path, feed_server: FeedServer, pds: Pds
+) -> None:
+    me = pds.account("ivan.test")
+    stranger = ally_post(pds, "Un inconnu", handle="leo.test")
+    rkey = stranger["uri"].rsplit("/", 1)[1]
+    # the link says kim's post; the guid is leo's post, with the same record key
+    body = account_feed(stranger["uri"], f"https://bsky.app/profile/kim.test/post/{rkey}", "Faux original")
+    config = write(tmp_path, ivan(pds), feed_server.feed("/forged.rss", body), "    mode: boost\n")
+    before = pds.records(me["did"], "app.bsky.feed.repost")
+    result = relay("run", "-c", str(config), env={"PASSWORD": "ivan-pass"})
+    assert result.exit_code == 0, result.output
+    assert "is deleted or cannot be found; posted instead of a boost" in result.output
+    assert pds.records(me["did"], "app.bsky.feed.repost") == before
+    assert [p for p in pds.records(me["did"]) if "Faux original" in p["value"]["text"]]
+
+
+def test_a_strangers_status_under_the_allys_address_is_not_reblogged(
+    tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    me = mastodon_mock.new_user(f"relais{suffix}")
+    mastodon_mock.new_user(f"ally{suffix}")
+    stranger = mock_status(mastodon_mock, mastodon_mock.new_user(f"leo{suffix}"), "Un inconnu")
+    link = f"{mastodon_mock.url}/@ally{suffix}/{stranger['id']}"  # the ally's address, the stranger's id
+    url = feed_server.feed("/forged-m.rss", account_feed(link, link, "Faux original"))
+    result = relay("run", "-c", str(write(tmp_path, masto(mastodon_mock), url, "    mode: boost\n")), env={"TOKEN": me})
+    assert result.exit_code == 0, result.output
+    [status] = mastodon_mock.statuses(me)
+    assert not status.get("reblog") and link in status["content"]

@@ -348,14 +348,14 @@ class BlueskyTarget:
         """The original of a boost or a quote, as a strong ref (its uri and cid, read with
         com.atproto.repo.getRecord); None when it is deleted or cannot be found and the feed
         falls back to posting, with a warning; PublishError when it falls back to nothing."""
-        found = self._strong_ref(post.original)
+        found = self._strong_ref(post.original, post.link)
         if found is not None:
             return found
         why = f"the original {post.original} is deleted or cannot be found"
         original_missing(self.account.name, post, why, self.warnings)
         return None
 
-    def _strong_ref(self, original: str) -> Any:
+    def _strong_ref(self, original: str, link: str) -> Any:
         from atproto import models
 
         match = _POST_REF.match(original)
@@ -374,9 +374,22 @@ class BlueskyTarget:
             if exc.transient or exc.auth:
                 raise
             return None
-        if not record.cid:
+        if not record.cid or not self._shown_by_link(original, repo, rkey, link):
             return None
         return models.ComAtprotoRepoStrongRef.Main(uri=record.uri, cid=record.cid)
+
+    def _shown_by_link(self, original: str, did: str, rkey: str, link: str) -> bool:
+        """Whether the item's link, when it names a Bluesky post, names this one: the same
+        record key, by the same account (its handle resolved to this DID). A feed cannot
+        give one account's link with a stranger's at-uri, and have relay repost or quote the
+        stranger (which notifies them) while preview shows the ally."""
+        match = _POST_REF.match(link)
+        if match is None or original == link:
+            return True
+        shown = match.group("repo") or match.group("handle")
+        if match.group("rkey") != rkey:
+            return False
+        return (shown if shown.startswith("did:") else self._did_of(shown)) == did
 
     def _repost(self, subject: Any, rkey: str) -> Receipt:
         """A repost of subject, at the delivery's record key: a retry after it landed is

@@ -186,16 +186,24 @@ class MastodonTarget:
         """The original's id on this account's instance: its own id when the status is
         there, else found with GET /api/v2/search?resolve=true (the read:search scope). None
         when it is deleted or cannot be found and the feed falls back to posting, with a
-        warning; PublishError when it falls back to nothing."""
+        warning; PublishError when it falls back to nothing.
+
+        What is boosted is the status the link names, and no other: a local status found by
+        the id in its URL must be by the user the URL names (a feed cannot give one user's
+        address with a stranger's id), and a search result must be that very URL."""
         local = status_id_on(post.original, self.account.instance)
         found: str | None = None
         try:
             if local is not None:
-                found = str(_get(self._call(self.api.status, local), "id"))
+                status = self._call(self.api.status, local)
+                user = post.original.rsplit("/", 2)[-2]  # "@user"
+                shown = str(_get(status, "url") or "")
+                found = str(_get(status, "id")) if shown.endswith(f"/{user}/{local}") else None
             else:
                 results = self._call(self.api.search_v2, post.original, resolve=True, result_type="statuses")
                 statuses = _get(results, "statuses") or []
-                found = str(_get(statuses[0], "id")) if statuses else None
+                same = [s for s in statuses if post.original in (_get(s, "url"), _get(s, "uri"))]
+                found = str(_get(same[0], "id")) if same else None
         except PublishError as exc:
             if exc.transient or exc.auth:
                 raise
