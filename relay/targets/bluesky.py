@@ -22,7 +22,7 @@ from relay.context import Context
 from relay.errors import FetchError
 from relay.fetch import fetch_image, make_client
 from relay.hashtags import find_hashtags
-from relay.images import THUMB_MAX_BYTES, ImageError, inspect, make_thumbnail
+from relay.images import THUMB_MAX_BYTES, THUMB_MAX_SIDE, ImageError, ImageInfo, inspect, make_thumbnail
 from relay.links import normalise_link
 from relay.models import Post
 from relay.render import Draft, Measure, card_title, post_images
@@ -494,40 +494,41 @@ class BlueskyTarget:
             return None
         images = []
         for url, alt in post.images[:BLUESKY_MAX_IMAGES]:
-            try:
-                data = make_thumbnail(
-                    fetch_image(
-                        url,
-                        max_bytes=10_000_000,
-                        allow_private=self.allow_private,
-                        timeout=min(FETCH_TIMEOUT, self.context.request_timeout),
-                    ).data,
-                    max_side=BLUESKY_IMAGE_SIDE,
-                )
-                info = inspect(data)
-            except Exception as exc:  # no image problem, of any kind, may stop the post
-                reason = str(exc) if isinstance(exc, FetchError | ImageError) else f"{type(exc).__name__}: {exc}"
-                self.warnings.append(
-                    f"account {self.account.name}: {post.link}: posted without the image {url} ({reason})"
-                )
-                continue
-            try:
-                blob = self._call("upload an image", lambda c, data=data: c.upload_blob(data)).blob
-            except PublishError as exc:
-                if exc.auth or self._stalled:  # a stall stops the account for this run
-                    raise
-                self.warnings.append(
-                    f"account {self.account.name}: {post.link}: posted without the image {url} ({exc})"
-                )
-                continue
-            images.append(
-                models.AppBskyEmbedImages.Image(
-                    image=blob,
-                    alt=alt,
-                    aspect_ratio=models.AppBskyEmbedDefs.AspectRatio(width=info.width, height=info.height),
-                )
-            )
+            uploaded = self._upload_picture(url, BLUESKY_IMAGE_SIDE, f"{post.link}: posted without the image {url}")
+            if uploaded is not None:
+                blob, info = uploaded
+                aspect = models.AppBskyEmbedDefs.AspectRatio(width=info.width, height=info.height)
+                images.append(models.AppBskyEmbedImages.Image(image=blob, alt=alt, aspect_ratio=aspect))
         return models.AppBskyEmbedImages.Main(images=images) if images else None
+
+    def _upload_picture(self, url: str, max_side: int, failed: str) -> tuple[Any, ImageInfo] | None:
+        """An image fetched through the guarded fetcher, re-encoded as a JPEG under
+        1,000,000 bytes within max_side pixels, and uploaded as a blob: (the blob, what it
+        is); None, with a warning ("account NAME: {failed} (why)"), when any of it fails. No
+        image problem may stop the post, but a refused login or a stalled server stops the
+        account."""
+        try:
+            data = make_thumbnail(
+                fetch_image(
+                    url,
+                    max_bytes=10_000_000,
+                    allow_private=self.allow_private,
+                    timeout=min(FETCH_TIMEOUT, self.context.request_timeout),
+                ).data,
+                max_side=max_side,
+            )
+            info = inspect(data)
+        except Exception as exc:  # no image problem, of any kind, may stop the post
+            reason = str(exc) if isinstance(exc, FetchError | ImageError) else f"{type(exc).__name__}: {exc}"
+            self.warnings.append(f"account {self.account.name}: {failed} ({reason})")
+            return None
+        try:
+            return self._call("upload an image", lambda c: c.upload_blob(data)).blob, info
+        except PublishError as exc:
+            if exc.auth or self._stalled:  # a stall stops the account for this run
+                raise
+            self.warnings.append(f"account {self.account.name}: {failed} ({exc})")
+            return None
 
     def _embed(self, client: Any, post: Post) -> Any:
         from atproto import models
@@ -549,29 +550,8 @@ class BlueskyTarget:
             image_url = image_url or page.get("og:image")
         thumb = None
         if image_url:
-            try:
-                data = make_thumbnail(
-                    fetch_image(
-                        image_url,
-                        max_bytes=10_000_000,
-                        allow_private=self.allow_private,
-                        timeout=min(FETCH_TIMEOUT, self.context.request_timeout),
-                    ).data
-                )
-            except Exception as exc:  # no image problem, of any kind, may stop the post
-                reason = str(exc) if isinstance(exc, FetchError | ImageError) else f"{type(exc).__name__}: {exc}"
-                self.warnings.append(
-                    f"account {self.account.name}: {external['uri']}: link card without image ({reason})"
-                )
-            else:
-                try:
-                    thumb = self._call("upload the card image", lambda c: c.upload_blob(data)).blob
-                except PublishError as exc:
-                    if exc.auth or self._stalled:  # a stall stops the account for this run
-                        raise
-                    self.warnings.append(
-                        f"account {self.account.name}: {external['uri']}: link card without image ({exc})"
-                    )
+            uploaded = self._upload_picture(image_url, THUMB_MAX_SIDE, f"{external['uri']}: link card without image")
+            thumb = uploaded[0] if uploaded is not None else None
         return models.AppBskyEmbedExternal.Main(
             external=models.AppBskyEmbedExternal.External(
                 uri=external["uri"],
