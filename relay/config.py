@@ -883,10 +883,7 @@ def _feed(section: _Section, index: int, names: set[str], accounts: Mapping[str,
     max_hashtags = _max_hashtags(section, hashtags)
     credit = _credit(section)
     mode, fallback = _mode(section, accounts)
-    bluesky_embed = section.values["bluesky_embed"]
-    if bluesky_embed not in ("card", "images"):
-        section.error("bluesky_embed", "must be card or images")
-        bluesky_embed = "images"
+    bluesky_embed = _choice(section, "bluesky_embed", ("card", "images"))
     _check_patterns(section, "include", include)
     _check_patterns(section, "exclude", exclude)
     to = _feed_accounts(section, accounts)
@@ -1060,11 +1057,16 @@ def _mode(section: _Section, accounts: Mapping[str, Account]) -> tuple[tuple[tup
             section.error("mode", f"{_show(mode)} is not one of {', '.join(MODES)}")
         else:
             checked.append((account, mode))
-    fallback = section.values["fallback"]
-    if fallback not in ("post", "none"):
-        section.error("fallback", "must be post or none")
-        fallback = "post"
-    return tuple(checked), fallback
+    return tuple(checked), _choice(section, "fallback", ("post", "none"))
+
+
+def _choice(section: _Section, key: str, choices: tuple[str, ...]) -> str:
+    """One of a few words; the built-in default (with an error) when it is anything else."""
+    value = section.values[key]
+    if value not in choices:
+        section.error(key, f"must be {' or '.join(choices)}")
+        return str(_BUILTIN_DEFAULTS[key])
+    return str(value)
 
 
 def _max_hashtags(section: _Section, hashtags: tuple[str, ...]) -> int | None:
