@@ -62,6 +62,9 @@ class DeliveryState(StrEnum):
     DROPPED = "dropped"
 
 
+# a post's actions that go out: pacing counts each as one post (hold and skip do not)
+SENT_ACTIONS = ("post", "boost", "quote")
+
 WAITING = (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.FAILED, DeliveryState.HELD)
 
 

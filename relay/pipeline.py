@@ -17,7 +17,7 @@ from relay import schedule
 from relay.config import Config, Feed
 from relay.context import Context
 from relay.errors import RenderError
-from relay.models import Item, Post
+from relay.models import SENT_ACTIONS, Item, Post
 from relay.store import Store, epoch
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ def _pace(posts: list[PlannedPost], published: list[float], budgets: dict[str, i
     turns: dict[int, int] = {}
     per_feed: dict[tuple[str, str], list[int]] = {}
     for index, post in enumerate(posts):
-        if post.action in ("post", "boost", "quote"):
+        if post.action in SENT_ACTIONS:
             per_feed.setdefault((post.account, post.feed), []).append(index)
     for indices in per_feed.values():
         for turn, index in enumerate(sorted(indices, key=lambda i: (published[i], i))):

@@ -191,18 +191,18 @@ def render_post(
     while True:
         try:
             draft = Draft(
-                item,
-                feed,
-                "",
-                account,
-                language,
-                hashtags,
-                spoiler_text,
-                sensitive,
-                images,
-                visibility,
-                credit,
-                bluesky_embed,
+                item=item,
+                feed=feed,
+                link="",  # set once the item is known to have one
+                account=account,
+                language=language,
+                hashtags=hashtags,
+                spoiler_text=spoiler_text,
+                sensitive=sensitive,
+                images=images,
+                visibility=visibility,
+                credit=credit,
+                bluesky_embed=bluesky_embed,
             )
             return _render_post(template, rules, draft)
         except _TooLong:

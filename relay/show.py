@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from relay.config import Account
-from relay.models import DeliveryState
+from relay.models import SENT_ACTIONS, DeliveryState
 from relay.store import Delivery, Store
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def preview_lines(
         mine = [p for p in posts if p["account"] == name]
         shown = [p for p in mine if p["action"] != "skip" or verbose or p["text"]]
         counts = {a: sum(1 for p in mine if p["action"] == a) for a in ("hold", "skip")}
-        counts["post"] = sum(1 for p in mine if p["action"] in SENT)
+        counts["post"] = sum(1 for p in mine if p["action"] in SENT_ACTIONS)
         lines.append(("", False))
         lines.append(
             (
@@ -80,9 +80,6 @@ def preview_lines(
         if skipped:
             lines.append((f"   ({skipped} skipped entries not shown; -v lists them with their reasons)", False))
     return lines
-
-
-SENT = ("post", "boost", "quote")  # the actions that go out (pacing counts each as one post)
 
 
 def _preview_post(post: dict[str, Any], *, verbose: bool) -> list[str]:
