@@ -419,31 +419,33 @@ class BlueskyTarget:
             feature = facet["features"][0]
             if feature["$type"] == MENTION and not feature.get("did"):
                 handle = raw[facet["index"]["byteStart"] + 1 : facet["index"]["byteEnd"]].decode()
-                did = self._did_of(handle)
+                did = self._did_of(handle, credit=True)
                 if did is None:
                     continue
                 facet = {**facet, "features": [{"$type": MENTION, "did": did}]}
             facets.append(facet)
         return facets
 
-    def _did_of(self, handle: str) -> str | None:
+    def _did_of(self, handle: str, *, credit: bool = False) -> str | None:
         """A handle's DID: from the state when resolved within HANDLE_TTL, else asked of the
         service (com.atproto.identity.resolveHandle) and kept. None when the service says
-        it cannot be resolved; a network error, a rate limit or a refused login is raised,
-        and the delivery is tried again later."""
+        it cannot be resolved (with a warning for a credit, which is then plain text; an
+        original's fallback says its own); a network error, a rate limit or a refused login
+        is raised, and the delivery is tried again later."""
         now = time.time()
         if self.store is not None:
             cached = self.store.handle_did(handle, resolved_after=now - HANDLE_TTL)
             if cached:
                 return cached
         try:
-            did = str(self._call("resolve the credit", lambda client: client.resolve_handle(handle)).did)
+            did = str(self._call(f"resolve @{handle}", lambda client: client.resolve_handle(handle)).did)
         except PublishError as exc:
             if exc.transient or exc.auth:
                 raise
-            self.warnings.append(
-                f"account {self.account.name}: credit @{handle} could not be resolved ({exc}); posted as plain text"
-            )
+            if credit:
+                self.warnings.append(
+                    f"account {self.account.name}: credit @{handle} could not be resolved ({exc}); posted as plain text"
+                )
             return None
         if self.store is not None:
             self.store.save_handle_did(handle, did, now)
