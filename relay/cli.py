@@ -351,7 +351,8 @@ def history(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, outp
 
     store = open_existing(state_dir)
     posted = store.deliveries(states=[DeliveryState.POSTED], newest_posted_first=True, limit=limit)
-    rows = [show.delivery_json(d) for d in posted]
+    # a thread's replies, each with its own state (thread: N)
+    rows = [{**show.delivery_json(d), "thread": [show.part_json(p) for p in store.thread_parts(d.id)]} for d in posted]
     if output_format == "json":
         click.echo(redact(None, json.dumps(rows, ensure_ascii=False, indent=2)))
         return

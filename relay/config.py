@@ -108,6 +108,7 @@ class Feed:
     mode: tuple[tuple[str, str], ...] = ()  # (account, post|boost|quote); "" for every account
     fallback: str = "post"  # when the original is gone: post, or none
     bluesky_embed: str = "images"  # with images: true, Bluesky shows the images, or the link card
+    thread: int = 1  # at most this many posts for an item whose text would be cut: 1 is never a thread
 
     def mode_for(self, account: str) -> str:
         """How this feed relays an account's ally's post to account: post, boost or quote."""
@@ -503,7 +504,7 @@ _FEED_KEYS = {
     "name", "url", "every", "max_age", "backfill", "template", "language", "hashtags", "to",
     "include", "exclude", "max_bytes", "timeout", "flood_threshold", "flood_threshold_day",
     "content_warning", "sensitive", "images", "visibility", "category_hashtags", "tag_map", "max_hashtags",
-    "credit", "mode", "fallback", "bluesky_embed",
+    "credit", "mode", "fallback", "bluesky_embed", "thread",
 }  # fmt: skip
 _DEFAULT_KEYS = _FEED_KEYS - {"name", "url"}
 _ACCOUNT_KEYS = {
@@ -548,6 +549,7 @@ _BUILTIN_DEFAULTS: dict[str, Any] = {
     "mode": "post",
     "fallback": "post",
     "bluesky_embed": "images",
+    "thread": 1,
 }
 
 
@@ -884,6 +886,7 @@ def _feed(section: _Section, index: int, names: set[str], accounts: Mapping[str,
     credit = _credit(section)
     mode, fallback = _mode(section, accounts)
     bluesky_embed = _choice(section, "bluesky_embed", ("card", "images"))
+    thread = _thread(section)
     _check_patterns(section, "include", include)
     _check_patterns(section, "exclude", exclude)
     to = _feed_accounts(section, accounts)
@@ -912,6 +915,7 @@ def _feed(section: _Section, index: int, names: set[str], accounts: Mapping[str,
         mode=mode,
         fallback=fallback,
         bluesky_embed=bluesky_embed,
+        thread=thread,
         include=include,
         exclude=exclude,
         to=to,
@@ -1078,6 +1082,17 @@ def _max_hashtags(section: _Section, hashtags: tuple[str, ...]) -> int | None:
         return None
     if len(hashtags) > value:
         section.warn("max_hashtags", f"{len(hashtags)} hashtags written, only the first {value} are posted")
+    return value
+
+
+MAX_THREAD = 10  # a thread of more posts floods followers as much as ten items would
+
+
+def _thread(section: _Section) -> int:
+    value = section.values["thread"]
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_THREAD:
+        section.error("thread", f"{_show(value)} is not a whole number from 1 (no thread) to {MAX_THREAD}")
+        return 1
     return value
 
 

@@ -19,8 +19,10 @@ from relay.models import DeliveryState, item_from_payload
 from relay.store import Delivery, Store, epoch
 
 if TYPE_CHECKING:
+    from relay.models import Post
     from relay.render import PostRules, Renderer
-    from relay.targets.base import Limits, PublishError, Target
+    from relay.store import ThreadPart
+    from relay.targets.base import Limits, PublishError, Receipt, Target
 
 IN_DOUBT_RESEND_WINDOW = 55 * 60  # Mastodon keeps idempotency keys one hour
 
@@ -117,6 +119,10 @@ def _deliver_account(
             f"account {name}: waiting until {until:%Y-%m-%d %H:%M:%S} UTC ({known.last_error})"
         )
         return
+    for thread in store.unfinished_threads(name, epoch(now)):
+        # a thread an earlier run began: its replies go now, as part of the post it was
+        if _finish_thread(_Attempt(store, thread, account, report), target, clock) is Next.STOP:
+            return
     budget, why, posted_last_day = account_budget(store, account, now)
     left_today = account.pacing.max_per_day - posted_last_day
     # deliveries that fail before any send (render errors) do not use the budget
@@ -229,7 +235,7 @@ def _deliver_one(
     from relay.targets.base import PublishError
 
     store, delivery = attempt.store, attempt.delivery
-    settled = _settle_doubt(attempt, target, clock())
+    settled = _settle_doubt(attempt, target, clock)
     if settled is not None:
         return settled
     if delivery.state == DeliveryState.QUEUED and (other := store.posted_duplicate(delivery.id)):
@@ -246,22 +252,142 @@ def _deliver_one(
             store.mark_failed(delivery.id, f"render: {exc}")
             attempt.event(Outcome.FAILED, f"render: {exc}")
             return Next.GO_ON
-    store.mark_sending(delivery.id, epoch(clock()), post)
+    store.mark_sending(delivery.id, epoch(clock()), post, parts=_part_keys(delivery, attempt.account, post, clock()))
     try:
         receipt = target.publish(post, idempotency_key=delivery.idempotency_key, rkey=delivery.rkey)
     except PublishError as exc:
         return _publish_failed(attempt, exc, clock())
     store.mark_posted(delivery.id, epoch(clock()), receipt.remote_id, receipt.url)
-    attempt.event(Outcome.POSTED, url=receipt.url, sent=True)
+    attempt.event(Outcome.POSTED, _thread_detail(post), url=receipt.url, sent=True)
+    return _finish_thread(attempt, target, clock, post=post, root=receipt)
+
+
+def _part_keys(delivery: Delivery, account: Account, post: Post, now: datetime) -> list[tuple[str, str | None]]:
+    """A thread's replies' keys, chosen with the thread: each reply's idempotency key and
+    record key, kept across attempts like the delivery's own."""
+    from relay.targets import record_key
+
+    return [(f"{delivery.idempotency_key}.{n}", record_key(account, now)) for n in range(1, len(post.thread) + 1)]
+
+
+def _thread_detail(post: Post) -> str:
+    return f"the first of a thread of {len(post.thread) + 1} posts" if post.thread else ""
+
+
+def _finish_thread(
+    attempt: _Attempt,
+    target: Target,
+    clock: Callable[[], datetime],
+    *,
+    post: Post | None = None,
+    root: Receipt | None = None,
+) -> Next:
+    """Send a posted thread's replies that are due, in order, each under the one before:
+    an interrupted reply is settled first (found on the platform, or resent with its own
+    keys); one that fails for good fails those after it, and the delivery says so. Replies
+    use none of the account's budget: the thread counts as one post."""
+    from relay.targets.base import PublishError, Receipt, Reply
+
+    store, delivery = attempt.store, attempt.delivery
+    post = post or delivery.post
+    if post is None or not post.thread:
+        return Next.GO_ON
+    total = len(post.thread) + 1
+    root = root or Receipt(delivery.remote_id or "", delivery.remote_url or "")
+    parent = root
+    for part in store.thread_parts(delivery.id):
+        if part.state == "posted":
+            parent = Receipt(part.remote_id or "", part.remote_url or "", part.cid or "")
+            continue
+        now = clock()
+        if part.state == "failed" or (part.state == "queued" and (part.next_attempt_at or 0) > epoch(now)):
+            return Next.GO_ON  # failed for good, or to be tried again later
+        where = f"thread reply {part.part} of {total - 1}"
+        try:
+            found = _settle_part(attempt, target, part, total, where, now)
+            if isinstance(found, Next):
+                return found
+            if found is None:
+                store.mark_part_sending(delivery.id, part.part, epoch(now))
+                found = target.publish(
+                    post.thread[part.part - 1],
+                    idempotency_key=part.idempotency_key,
+                    rkey=part.rkey,
+                    reply_to=Reply(root=root, parent=parent),
+                )
+        except PublishError as exc:
+            return _part_failed(attempt, part, total, exc, clock(), where)
+        except sqlite3.Error:
+            raise
+        except Exception as exc:  # as for a delivery: this thread waits, the others go on
+            error = PublishError(one_line(exc), transient=True, maybe_sent=True)
+            return _part_failed(attempt, part, total, error, clock(), where)
+        store.mark_part_posted(delivery.id, part.part, epoch(clock()), found.remote_id, found.url, found.cid)
+        parent = found
+    if attempt.delivery.state == DeliveryState.POSTED:  # a thread an earlier run began, now whole
+        attempt.event(Outcome.POSTED, f"the rest of its thread of {total} posts", url=delivery.remote_url or "")
     return Next.GO_ON
 
 
-def _settle_doubt(attempt: _Attempt, target: Target, now: datetime) -> Next | None:
+def _settle_part(
+    attempt: _Attempt, target: Target, part: ThreadPart, total: int, where: str, now: datetime
+) -> Receipt | Next | None:
+    """A reply an earlier attempt may have sent: its receipt when the platform shows it;
+    Next when it cannot be settled (failed, or the account stops); None to send it."""
+    from relay.targets.base import PublishError
+
+    store, delivery = attempt.store, attempt.delivery
+    if part.state == "sending":
+        try:
+            found = target.find(idempotency_key=part.idempotency_key, rkey=part.rkey)
+        except PublishError as exc:
+            if exc.auth:
+                return attempt.stop(str(exc))
+            found = None
+        if found is not None:
+            return found
+    interrupted = part.last_attempt_at if part.state == "sending" else None
+    doubts = [t for t in (part.doubt_since, interrupted) if t]
+    if part.rkey is None and doubts and epoch(now) - min(doubts) > IN_DOUBT_RESEND_WINDOW:
+        why = "an attempt more than an hour ago got no answer: it may have been posted; check the account"
+        store.mark_part_failed(delivery.id, part.part, total, why)
+        attempt.event(Outcome.FAILED, f"{where}: {why}")
+        return Next.GO_ON
+    return None
+
+
+def _part_failed(attempt: _Attempt, part: ThreadPart, total: int, exc: PublishError, now: datetime, where: str) -> Next:
+    """A reply's attempt failed: as for a delivery (_publish_failed), for this reply."""
+    store, delivery = attempt.store, attempt.delivery
+    if exc.auth:
+        store.mark_part_retry(delivery.id, part.part, epoch(now), str(exc), count_attempt=False)
+        return attempt.stop(str(exc))
+    attempts = part.attempts + 1
+    if not exc.transient or attempts >= schedule.MAX_ATTEMPTS:
+        detail = str(exc) if not exc.transient else f"gave up after {attempts} attempts: {exc}"
+        store.mark_part_failed(delivery.id, part.part, total, detail)
+        attempt.event(Outcome.FAILED, f"{where}: {detail}")
+    else:
+        doubt = epoch(now) if exc.maybe_sent and part.rkey is None else None
+        retry_at = (
+            epoch(exc.retry_at) if exc.retry_at else epoch(now) + schedule.delivery_backoff(attempts).total_seconds()
+        )
+        store.mark_part_retry(delivery.id, part.part, retry_at, str(exc), doubt_since=doubt)
+        attempt.event(Outcome.RETRY, f"{where}: {exc}")
+    if exc.retry_at:
+        until = epoch(exc.retry_at)
+        store.update_account(attempt.account.name, blocked_until=until, last_error=str(exc))
+        return attempt.stop(f"{exc}; waiting until {datetime.fromtimestamp(until, tz=UTC):%Y-%m-%d %H:%M:%S} UTC")
+    return Next.GO_ON
+
+
+def _settle_doubt(attempt: _Attempt, target: Target, clock: Callable[[], datetime]) -> Next | None:
     """A delivery an earlier run left 'sending' (interrupted) or in doubt: posted if the
     platform shows the post, failed when a resend could post twice; None to go on and send."""
     from relay.targets.base import PublishError
 
     store, delivery = attempt.store, attempt.delivery
+    now = clock()
     if delivery.state == DeliveryState.SENDING:
         # an earlier run was interrupted during this delivery: did the post land?
         try:
@@ -273,7 +399,7 @@ def _settle_doubt(attempt: _Attempt, target: Target, now: datetime) -> Next | No
         if found is not None:
             store.mark_posted(delivery.id, epoch(now), found.remote_id, found.url)
             attempt.event(Outcome.POSTED, "confirmed after an interrupted attempt", found.url)
-            return Next.GO_ON
+            return _finish_thread(attempt, target, clock, root=found)
     interrupted = delivery.last_attempt_at if delivery.state == DeliveryState.SENDING else None
     doubts = [t for t in (delivery.doubt_since, interrupted) if t]
     if delivery.rkey is None and doubts and epoch(now) - min(doubts) > IN_DOUBT_RESEND_WINDOW:

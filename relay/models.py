@@ -63,7 +63,7 @@ class DeliveryState(StrEnum):
 
 
 # a post's actions that go out: pacing counts each as one post (hold and skip do not)
-SENT_ACTIONS = ("post", "boost", "quote")
+SENT_ACTIONS = ("post", "boost", "quote", "thread")
 
 WAITING = (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.FAILED, DeliveryState.HELD)
 
@@ -131,6 +131,8 @@ class Post:
     action: str = "post"
     original: str = ""  # a Mastodon status URL, a Bluesky at-uri or post URL (relay.social)
     fallback: str = "post"
+    # action thread: the replies after this post, in order, each a Post without link or card
+    thread: tuple[Post, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -154,6 +156,7 @@ class Post:
             "action": self.action,
             "original": self.original,
             "fallback": self.fallback,
+            "thread": [part.to_json() for part in self.thread],
         }
 
     @classmethod
@@ -179,4 +182,5 @@ class Post:
             action=data.get("action", "post"),
             original=data.get("original", ""),
             fallback=data.get("fallback", "post"),
+            thread=tuple(Post.from_json(part) for part in data.get("thread", ())),
         )

@@ -119,12 +119,14 @@ class PlannedPost:
     embed: dict[str, Any] | None
     language: str
     language_source: str
-    action: str  # post | boost | quote | hold | skip
+    action: str  # post | boost | quote | thread | hold | skip
     reason: str | None
     spoiler_text: str | None = None
     original: str | None = None  # the post the item is (a Mastodon status URL, a Bluesky at-uri)
     credit: str | None = None  # the feed's credit on this platform, a live mention
     images: list[dict[str, str]] | None = None  # images: true: the images attached, with their alt text
+    # action thread: the replies after the first post, each with its text, length and limit
+    thread: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -264,6 +266,11 @@ def _planned(
                     images=[{"url": url, "alt": alt} for url, alt in rendered.images]
                     if rendered.attach_image
                     else None,
+                    thread=[
+                        {"text": part.text, "length": part.length, "limit": part.limit, "facets": list(part.facets)}
+                        for part in rendered.thread
+                    ]
+                    or None,
                 )
         planned.append(post)
     return planned
@@ -319,6 +326,16 @@ def check_templates(config: Config, now: datetime) -> tuple[list[str], list[str]
         return problems, []
     linked = dataclasses.replace(_LINKED, published=now)
     warnings = []
+    for index, feed in enumerate(config.feeds):
+        # thread: N needs a template that shows the summary (the sample's is too long for one post)
+        platforms = {config.accounts[n].platform: config.accounts[n] for n in feed.to} if feed.thread > 1 else {}
+        for platform, account in sorted(platforms.items()):
+            post = renderer.render(sample, feed, account, post_rules(account, known_limits(account, None)))
+            if post.action != "thread":
+                warnings.append(
+                    f"{config.path.name}:{feed.line}: feeds[{index}].thread: {feed.template} for {platform}"
+                    f" (feed {feed.name}) does not show item.summary: long items are cut, never threaded"
+                )
     for index, feed in enumerate(config.feeds):
         # the platforms where the first URL in the text makes the card
         carded = [

@@ -41,6 +41,7 @@ from relay.social import platform_of
 from relay.text import (
     ELLIPSIS,
     Cuts,
+    cluster_end,
     defuse_mentions,
     find_urls,
     grapheme_length,
@@ -182,8 +183,11 @@ def render_post(
     optional_hashtags: int = 0,
     credit: str = "",
     bluesky_embed: str = "images",
+    thread: int = 1,
 ) -> Post:
-    """Render and fit one item for one account. Raises RenderError. The last
+    """Render and fit one item for one account. Raises RenderError. With thread > 1, an
+    item whose summary would be cut is posted as a thread of at most that many posts (see
+    make_thread). The last
     `optional_hashtags` hashtags (those made from the item's categories) are left out, the
     last first, when the post cannot fit with them even without title and summary: a feed's
     categories never keep its items from being posted."""
@@ -204,14 +208,14 @@ def render_post(
                 credit=credit,
                 bluesky_embed=bluesky_embed,
             )
-            return _render_post(template, rules, draft)
+            return _render_post(template, rules, draft, thread)
         except _TooLong:
             if optional_hashtags <= 0:
                 raise
             hashtags, optional_hashtags = hashtags[:-1], optional_hashtags - 1
 
 
-def _render_post(template: jinja2.Template, rules: PostRules, draft: Draft) -> Post:
+def _render_post(template: jinja2.Template, rules: PostRules, draft: Draft, thread: int = 1) -> Post:
     item, feed = draft.item, draft.feed
     if item.link is None:
         raise RenderError(item.skip_reason or "no link")
@@ -271,7 +275,83 @@ def _render_post(template: jinja2.Template, rules: PostRules, draft: Draft) -> P
         text = fit(produce, fits, title, summary)
     if link not in text:
         raise RenderError(f"template {template.name} does not show item.link")
+    if thread > 1:
+        # the replies are the summary's own text: no link, card, image, hashtag or credit
+        reply = dataclasses.replace(draft, link="", hashtags=(), images=False, credit="")
+        first, replies = make_thread(produce, fits, lambda part: rules.fits(part, reply), title, summary, text, thread)
+        if replies:
+            parts = tuple(rules.finish(part, reply) for part in replies)
+            return dataclasses.replace(rules.finish(first, draft), action="thread", thread=parts)
     return rules.finish(text, draft)
+
+
+_SENTENCE_END = re.compile(r"[.!?…][\"'»”’)\]]*(?=\s)|\n")
+
+
+def make_thread(
+    produce: Callable[[str, str], str],
+    fits: Callable[[str], bool],
+    reply_fits: Callable[[str], bool],
+    title: str,
+    summary: str,
+    text: str,
+    most: int,
+) -> tuple[str, list[str]]:
+    """An item whose summary the post would cut, as a thread of at most `most` posts: the
+    first is the template's, with the title, the link and as much of the summary as fits;
+    the replies carry the rest of the summary, each as much as fits. Every post ends at the
+    end of a sentence when one ends in its second half, else at a word boundary (then with
+    an ellipsis), else at a grapheme boundary. Where more would be needed, the last reply is
+    cut with an ellipsis. (text, []) when the summary is not cut: the post as it was."""
+    summary = summary.strip()
+    if not summary or fits(produce(title, summary)) or produce(title, "") == produce(title, summary):
+        return text, []  # nothing is cut, or the template does not show the summary
+    if fits(produce(title, "")):
+        head, rest = _cut(summary, lambda part: fits(produce(title, part)), sentences=True)
+        first = produce(title, head) if head else produce(title, "")
+    else:
+        first, rest = text, summary  # even the title is cut: the first post is the post as it was
+    replies: list[str] = []
+    while rest and len(replies) < most - 1:
+        if reply_fits(rest):
+            replies.append(tidy(rest))
+            break
+        last = len(replies) == most - 2  # the last post allowed, text left: it ends with an ellipsis
+        part, rest = _cut(rest, reply_fits, sentences=not last)
+        if not part:
+            break  # not even one grapheme fits: nothing more can be posted
+        if last and reply_fits(spaced := re.sub(r"([.!?])…$", r"\1 …", part)):
+            part = spaced  # "end. …", not "end.…"
+        replies.append(tidy(part))
+    return first, replies
+
+
+def _cut(text: str, fits: Callable[[str], bool], *, sentences: bool) -> tuple[str, str]:
+    """The longest start of text that fits, and the rest: cut at the end of a sentence in
+    its second half (with sentences), else at a word boundary, else at a grapheme boundary,
+    with an ellipsis unless at a sentence's end. ("", text) when not even one grapheme fits."""
+    low, high, best = 1, grapheme_length(text), 0
+    while low <= high:  # the most clusters that fit, an ellipsis after them
+        middle = (low + high) // 2
+        if fits(text[: cluster_end(text, middle)].rstrip() + ELLIPSIS):
+            best, low = middle, middle + 1
+        else:
+            high = middle - 1
+    if best == 0:
+        return "", text
+    end = cluster_end(text, best)
+    room = text[:end]
+    if sentences:
+        stops = [m.end() for m in _SENTENCE_END.finditer(room + " ") if m.end() <= end]
+        if stops and stops[-1] > end // 2 and fits(room[: stops[-1]].rstrip()):
+            return room[: stops[-1]].rstrip(), text[stops[-1] :].strip()
+    if end < len(text) and (text[end].isspace() or text[end - 1].isspace()):
+        space = end  # the cut falls between words
+    else:
+        space = max(room.rfind(" "), room.rfind("\n"))
+    if space > end // 3 and fits(cut := room[:space].rstrip(" ,;:-–—\n") + ELLIPSIS):
+        return cut, text[space:].strip()
+    return room.rstrip() + ELLIPSIS, text[end:].strip()
 
 
 def _unchanged(text: str) -> str:
@@ -709,6 +789,7 @@ class Renderer:
     def render(self, item: Item, feed: Feed, account: Account, rules: PostRules, feed_title: str = "") -> Post:
         template = find_template(self.env, feed.template, rules.platform)
         hashtags, from_categories = post_hashtags(item, feed)
+        action = post_action(item, feed, account.name, rules.platform)
         post = render_post(
             template,
             item,
@@ -724,8 +805,8 @@ class Renderer:
             sensitive=feed.sensitive,
             images=feed.images,
             visibility=feed.visibility,
+            thread=feed.thread if action == "post" else 1,
         )
-        action = post_action(item, feed, account.name, rules.platform)
         if action == "post":
             return post
         # the text is rendered all the same: a quote's, and the post sent if the original is gone

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from relay.config import Account
 from relay.models import SENT_ACTIONS, DeliveryState
-from relay.store import Delivery, Store
+from relay.store import Delivery, Store, ThreadPart
 
 if TYPE_CHECKING:
     from relay.pipeline import RunReport
@@ -110,6 +110,10 @@ def _preview_post(post: dict[str, Any], *, verbose: bool) -> list[str]:
             lines.append(f"   [card] {card['title']} — {truncate(card['description'], 80)} <{card['uri']}>")
         for image in post.get("images") or []:
             lines.append(f"   [image] {image['url']} — {truncate(image['alt'], 80)}")
+        replies = post.get("thread") or []
+        for number, reply in enumerate(replies, start=2):
+            lines.append(f"   [reply {number}/{len(replies) + 1}] {reply['length']}/{reply['limit']}")
+            lines += [f"   | {line}" for line in reply["text"].split("\n")]
     return lines
 
 
@@ -168,6 +172,8 @@ def run_lines(report: RunReport, state_dir: Path, *, verbose: bool, quiet: bool,
             prefix = "would post" if dry_run else "posted"
             title = truncate(event.title or "(untitled)", 70)
             text = f"{prefix} to {event.account}: {event.feed}: {title} {event.url}".rstrip()
+            if event.detail.startswith(("the first of a thread", "the rest of its thread")):
+                text += f" ({event.detail})"
             lines.append((text, False))
     lines += [(f"relay: {line}", True) for line in delivered.account_errors]
     if verbose:
@@ -258,8 +264,26 @@ def status_lines(store: Store, status: dict[str, Any]) -> list[str]:
     return lines
 
 
+def part_json(part: ThreadPart) -> dict[str, Any]:
+    return {
+        "part": part.part,
+        "state": part.state,
+        "posted_at": iso(part.posted_at),
+        "remote_id": part.remote_id,
+        "url": part.remote_url,
+        "last_error": part.last_error,
+    }
+
+
 def history_line(d: dict[str, Any]) -> str:
-    return f"{d['posted_at'][:16].replace('T', ' ')} {d['account']} {d['feed']}: {d['title'][:60]} {d['url'] or ''}"
+    line = f"{d['posted_at'][:16].replace('T', ' ')} {d['account']} {d['feed']}: {d['title'][:60]} {d['url'] or ''}"
+    replies = d.get("thread") or []
+    if replies:
+        posted = 1 + sum(1 for reply in replies if reply["state"] == "posted")
+        line = line.rstrip() + f" (thread: {posted} of {len(replies) + 1} posted)"
+    if d.get("last_error"):  # a posted thread whose reply failed
+        line += f" [{d['last_error']}]"
+    return line
 
 
 def queue_line(d: dict[str, Any]) -> str:

@@ -114,7 +114,36 @@ def _v4(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE handles (handle TEXT PRIMARY KEY, did TEXT NOT NULL, resolved_at REAL NOT NULL)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
+def _v5(db: sqlite3.Connection) -> None:
+    # a thread's replies (thread: N), each sent as a delivery of its own: its state, its
+    # keys (a Mastodon idempotency key, a Bluesky record key) chosen with the thread, and
+    # what the platform answered; part 1 is the first reply, the delivery itself part 0
+    _run_script(
+        db,
+        """
+        CREATE TABLE thread_parts (
+            delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
+            part INTEGER NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('queued', 'sending', 'posted', 'failed')),
+            idempotency_key TEXT NOT NULL,
+            rkey TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL,
+            last_attempt_at REAL,
+            doubt_since REAL,
+            posted_at REAL,
+            remote_id TEXT,
+            remote_url TEXT,
+            cid TEXT,
+            last_error TEXT,
+            PRIMARY KEY (delivery_id, part)
+        );
+        CREATE INDEX thread_parts_waiting ON thread_parts (state, next_attempt_at);
+        """,
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -172,6 +201,32 @@ class Delivery:
     payload: str
     first_seen_at: float = 0.0
     doubt_since: float | None = None  # an attempt may have posted without relay knowing
+
+
+@dataclass(frozen=True)
+class ThreadPart:
+    """One reply of a thread: its own state, keys and answer (Store.thread_parts)."""
+
+    delivery_id: int
+    part: int  # 1 is the first reply
+    state: str  # queued, sending, posted or failed
+    idempotency_key: str
+    rkey: str | None
+    attempts: int
+    next_attempt_at: float | None
+    last_attempt_at: float | None
+    doubt_since: float | None
+    posted_at: float | None
+    remote_id: str | None
+    remote_url: str | None
+    cid: str | None
+    last_error: str | None
+
+
+_PART_COLUMNS = (
+    "delivery_id, part, state, idempotency_key, rkey, attempts, next_attempt_at, last_attempt_at, doubt_since,"
+    " posted_at, remote_id, remote_url, cid, last_error"
+)
 
 
 class ItemRow(NamedTuple):
@@ -608,8 +663,10 @@ class Store:
     def has_due_deliveries(self, now: float) -> bool:
         """Something to send now: an in-doubt delivery, or a queued one whose time has come."""
         row = self.db.execute(
-            "SELECT 1 FROM deliveries WHERE state = 'sending' OR (state = 'queued' AND next_attempt_at <= ?) LIMIT 1",
-            (now,),
+            "SELECT 1 FROM deliveries WHERE state = 'sending' OR (state = 'queued' AND next_attempt_at <= ?)"
+            " UNION ALL SELECT 1 FROM thread_parts WHERE state = 'sending' OR (state = 'queued' AND next_attempt_at <= ?)"
+            " LIMIT 1",
+            (now, now),
         ).fetchone()
         return row is not None
 
@@ -643,8 +700,12 @@ class Store:
         )
         return [_delivery(row) for row in rows]
 
-    def mark_sending(self, delivery_id: int, now: float, post: Post) -> None:
-        """The post is kept as first rendered: every later attempt sends exactly it."""
+    def mark_sending(
+        self, delivery_id: int, now: float, post: Post, parts: Sequence[tuple[str, str | None]] = ()
+    ) -> None:
+        """The post is kept as first rendered: every later attempt sends exactly it. A
+        thread's replies (parts: each one's idempotency key and record key) are queued with
+        it, in the same transaction, the first time only."""
         serialised = json.dumps(post.to_json(), ensure_ascii=False)
         self._transition(
             delivery_id,
@@ -652,6 +713,14 @@ class Store:
             (DeliveryState.QUEUED, DeliveryState.SENDING),  # sending again: an interrupted attempt
             "attempts = attempts + 1, last_attempt_at = ?, post = COALESCE(post, ?)",
             (now, serialised),
+            also=[
+                (
+                    "INSERT INTO thread_parts (delivery_id, part, state, idempotency_key, rkey, next_attempt_at)"
+                    " VALUES (?, ?, 'queued', ?, ?, ?) ON CONFLICT (delivery_id, part) DO NOTHING",
+                    (delivery_id, number, key, rkey, now),
+                )
+                for number, (key, rkey) in enumerate(parts, start=1)
+            ],
         )
 
     def mark_posted(self, delivery_id: int, now: float, remote_id: str, remote_url: str) -> None:
@@ -710,19 +779,114 @@ class Store:
         allowed_from: tuple[DeliveryState, ...],
         assignments: str,
         params: tuple[Any, ...],
+        *,
+        also: Iterable[tuple[str, tuple[Any, ...]]] = (),
     ) -> None:
         """One step of a delivery's life, refused (StateError) unless the delivery is in a
-        state the step may start from: a bug can never, say, post a dropped delivery."""
+        state the step may start from: a bug can never, say, post a dropped delivery. The
+        statements `also` run in the same transaction, once the step is taken."""
         marks = ",".join("?" * len(allowed_from))
         with self.transaction():
             changed = self.db.execute(
                 f"UPDATE deliveries SET state = ?, {assignments} WHERE id = ? AND state IN ({marks})",
                 (to, *params, delivery_id, *allowed_from),
             ).rowcount
+            if changed:
+                for sql, values in also:
+                    self.db.execute(sql, values)
         if not changed:
             found = self.delivery(delivery_id)
             now_in = found.state if found else "missing"
             raise StateError(f"delivery #{delivery_id} is {now_in}: it cannot become {to}")
+
+    # a thread's replies (thread_parts): each sent on its own, after the post it answers
+
+    def thread_parts(self, delivery_id: int) -> list[ThreadPart]:
+        rows = self.db.execute(
+            f"SELECT {_PART_COLUMNS} FROM thread_parts WHERE delivery_id = ? ORDER BY part", (delivery_id,)
+        )
+        return [ThreadPart(*row) for row in rows]
+
+    def unfinished_threads(self, account: str, now: float) -> list[Delivery]:
+        """The account's posted threads with a reply to send now: one an interrupted run
+        left 'sending', or one queued whose time has come."""
+        rows = self.db.execute(
+            f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries d JOIN items i ON i.id = d.item_id"
+            " WHERE d.account = ? AND d.state = 'posted' AND d.id IN (SELECT delivery_id FROM thread_parts"
+            "  WHERE state = 'sending' OR (state = 'queued' AND next_attempt_at <= ?)) ORDER BY d.posted_at, d.id",
+            (account, now),
+        )
+        return [_delivery(row) for row in rows]
+
+    def _part_step(
+        self,
+        delivery_id: int,
+        part: int,
+        to: str,
+        allowed_from: tuple[str, ...],
+        assignments: str,
+        params: tuple[Any, ...],
+    ) -> None:
+        marks = ",".join("?" * len(allowed_from))
+        with self.transaction():
+            changed = self.db.execute(
+                f"UPDATE thread_parts SET state = ?, {assignments} WHERE delivery_id = ? AND part = ?"
+                f" AND state IN ({marks})",
+                (to, *params, delivery_id, part, *allowed_from),
+            ).rowcount
+        if not changed:
+            raise StateError(f"delivery #{delivery_id}: thread part {part} cannot become {to}")
+
+    def mark_part_sending(self, delivery_id: int, part: int, now: float) -> None:
+        self._part_step(
+            delivery_id, part, "sending", ("queued", "sending"), "attempts = attempts + 1, last_attempt_at = ?", (now,)
+        )
+
+    def mark_part_posted(self, delivery_id: int, part: int, now: float, remote_id: str, url: str, cid: str) -> None:
+        self._part_step(
+            delivery_id,
+            part,
+            "posted",
+            ("sending",),
+            "posted_at = ?, remote_id = ?, remote_url = ?, cid = ?, last_error = NULL",
+            (now, remote_id, url, cid),
+        )
+
+    def mark_part_retry(
+        self,
+        delivery_id: int,
+        part: int,
+        next_attempt: float,
+        error: str,
+        *,
+        count_attempt: bool = True,
+        doubt_since: float | None = None,
+    ) -> None:
+        self._part_step(
+            delivery_id,
+            part,
+            "queued",
+            ("queued", "sending"),
+            "next_attempt_at = ?, last_error = ?, attempts = attempts - ?, doubt_since = COALESCE(doubt_since, ?)",
+            (next_attempt, error, 0 if count_attempt else 1, doubt_since),
+        )
+
+    def mark_part_failed(self, delivery_id: int, part: int, total: int, error: str) -> None:
+        """The part failed for good, and the replies after it with it (each would answer a
+        post that is not there); the delivery, posted, says so in its last error."""
+        with self.transaction():
+            self.db.execute(
+                "UPDATE thread_parts SET state = 'failed', last_error = CASE WHEN part = ? THEN ?"
+                " ELSE ? END WHERE delivery_id = ? AND part >= ? AND state IN ('queued', 'sending')",
+                (part, error, f"not sent: part {part} failed", delivery_id, part),
+            )
+            self.db.execute(
+                "UPDATE deliveries SET last_error = ? WHERE id = ?",
+                (
+                    f"thread of {total} posts: reply {part} failed, it and those after it not posted: {error}",
+                    delivery_id,
+                ),
+            )
 
     def move(self, delivery_ids: Iterable[int], move: Move, now: float) -> int:
         """Apply a user's move to these deliveries, all or none: StateError names the first

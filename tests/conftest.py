@@ -87,7 +87,21 @@ def pds() -> Iterator[Any]:
 
     accounts = ",".join(
         f"{name}.test:{name}-pass"
-        for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "kim", "leo")
+        for name in (
+            "alice",
+            "bob",
+            "carol",
+            "dave",
+            "erin",
+            "frank",
+            "grace",
+            "heidi",
+            "ivan",
+            "judy",
+            "kim",
+            "leo",
+            "mia",
+        )
     )
     server = start_pds(accounts)
     yield server

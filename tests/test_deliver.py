@@ -23,7 +23,7 @@ from relay.poll import delivery_key
 from relay.render import PostRules, Renderer
 from relay.schedule import MAX_ATTEMPTS
 from relay.store import Delivery, Store, epoch
-from relay.targets.base import Limits, PublishError, Receipt, Target
+from relay.targets.base import Limits, PublishError, Receipt, Reply, Target
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LIMITS = Limits(max_characters=500)
@@ -86,6 +86,7 @@ class Call:
     idempotency_key: str
     rkey: str | None
     text: str | None = None  # the post's first line (its title), for publish
+    parent: str | None = None  # a thread's reply: the remote id of the post it answers
 
 
 class ScriptedTarget:
@@ -115,8 +116,9 @@ class ScriptedTarget:
             raise self.limits_answer
         return self.limits_answer
 
-    def publish(self, post: Post, *, idempotency_key: str, rkey: str | None) -> Receipt:
-        self.calls.append(Call("publish", idempotency_key, rkey, post.text.split("\n")[0]))
+    def publish(self, post: Post, *, idempotency_key: str, rkey: str | None, reply_to: Reply | None = None) -> Receipt:
+        parent = reply_to.parent.remote_id if reply_to else None
+        self.calls.append(Call("publish", idempotency_key, rkey, post.text.split("\n")[0], parent))
         if self.publish_script:
             outcome = self.publish_script.pop(0)
             if isinstance(outcome, BaseException):

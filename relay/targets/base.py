@@ -23,8 +23,17 @@ class Limits:
 
 @dataclass(frozen=True)
 class Receipt:
-    remote_id: str
+    remote_id: str  # a Mastodon status id, a Bluesky at-uri
     url: str
+    cid: str = ""  # Bluesky: the record's cid, when known (a reply refers to it)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Where a thread's reply goes: under parent, in the thread that root starts."""
+
+    root: Receipt
+    parent: Receipt
 
 
 class PublishError(Exception):
@@ -65,8 +74,8 @@ class Target(Protocol):
     def limits(self) -> Limits:
         """The text limits the renderer must respect for this account."""
 
-    def publish(self, post: Post, *, idempotency_key: str, rkey: str | None) -> Receipt:
-        """Send once. Every attempt of one delivery passes the same keys."""
+    def publish(self, post: Post, *, idempotency_key: str, rkey: str | None, reply_to: Reply | None = None) -> Receipt:
+        """Send once. Every attempt of one delivery (or thread part) passes the same keys."""
 
     def find(self, *, idempotency_key: str, rkey: str | None) -> Receipt | None:
         """After an interrupted attempt: the post if it landed, else None (when knowable)."""

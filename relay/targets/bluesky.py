@@ -27,7 +27,7 @@ from relay.links import normalise_link
 from relay.models import Post
 from relay.render import Draft, Measure, card_title, post_images
 from relay.store import Store
-from relay.targets.base import Limits, PublishError, Receipt, original_missing
+from relay.targets.base import Limits, PublishError, Receipt, Reply, original_missing
 from relay.text import ELLIPSIS, byte_span, find_urls, grapheme_length, graphemes, truncate, utf8_length
 
 __all__ = ["THUMB_MAX_BYTES", "BlueskyTarget", "make_thumbnail"]
@@ -92,6 +92,17 @@ class BlueskyText:
         facets += _mention_facets(display, draft.credit, facets)
         facets.sort(key=lambda f: f["index"]["byteStart"])
         title = card_title(item.title, item.summary, draft.feed)
+        if not link:  # a thread's reply: its text alone
+            return Post(
+                platform=self.platform,
+                account=draft.account,
+                text=display,
+                length=grapheme_length(display),
+                limit=BLUESKY_MAX_GRAPHEMES,
+                language=draft.language,
+                link="",
+                facets=tuple(facets),
+            )
         return Post(
             platform=self.platform,
             account=draft.account,
@@ -305,7 +316,7 @@ class BlueskyTarget:
     def limits(self) -> Limits:
         return Limits()
 
-    def publish(self, post: Post, *, idempotency_key: str, rkey: str | None) -> Receipt:
+    def publish(self, post: Post, *, idempotency_key: str, rkey: str | None, reply_to: Reply | None = None) -> Receipt:
         from atproto import models
 
         if rkey is None:
@@ -327,9 +338,10 @@ class BlueskyTarget:
             langs=[post.language],
             facets=[_facet(f) for f in self._mentions(post)] or None,
             embed=embed,
+            reply=self._reply_ref(reply_to) if reply_to else None,
         )
         try:
-            self._call("post", lambda c: c.app.bsky.feed.post.create(self._did, record, rkey=rkey))
+            created = self._call("post", lambda c: c.app.bsky.feed.post.create(self._did, record, rkey=rkey))
         except PublishError as exc:
             # A retry of a post that landed fails (500 "already a value at key"); the
             # record itself says whether it is there.
@@ -342,7 +354,23 @@ class BlueskyTarget:
             if found is not None:
                 return found
             raise
-        return self._receipt(rkey)
+        return self._receipt(rkey, cid=str(created.cid))
+
+    def _reply_ref(self, reply_to: Reply) -> Any:
+        """A reply's root and parent, as strong refs: their cids as their receipts hold
+        them, else read back from this account's own repository (a thread resumed by a
+        later run)."""
+        from atproto import models
+
+        def ref(receipt: Receipt) -> Any:
+            cid = receipt.cid
+            if not cid:
+                repo, collection, rkey = receipt.remote_id.removeprefix("at://").split("/")
+                params = models.ComAtprotoRepoGetRecord.Params(repo=repo, collection=collection, rkey=rkey)
+                cid = str(self._call("read the thread", lambda c: c.com.atproto.repo.get_record(params)).cid)
+            return models.ComAtprotoRepoStrongRef.Main(uri=receipt.remote_id, cid=cid)
+
+        return models.AppBskyFeedPost.ReplyRef(root=ref(reply_to.root), parent=ref(reply_to.parent))
 
     def _original(self, post: Post) -> Any:
         """The original of a boost or a quote, as a strong ref (its uri and cid, read with
@@ -460,14 +488,14 @@ class BlueskyTarget:
         # the delivery's record is a post, or a repost (mode: boost)
         for collection, read in ((POST, client.app.bsky.feed.post.get), (REPOST, client.app.bsky.feed.repost.get)):
             try:
-                read(self._did, rkey)
+                record = read(self._did, rkey)
             except AtProtocolError as exc:
                 response = getattr(exc, "response", None)
                 content = getattr(response, "content", None)
                 if getattr(content, "error", None) == "RecordNotFound" or getattr(response, "status_code", None) == 404:
                     continue
                 raise self._error(exc, "read back") from None
-            return self._receipt(rkey, collection=collection)
+            return self._receipt(rkey, collection=collection, cid=str(record.cid or ""))
         return None
 
     def check(self) -> str:
@@ -478,12 +506,12 @@ class BlueskyTarget:
     def close(self) -> None:
         pass
 
-    def _receipt(self, rkey: str, collection: str = POST) -> Receipt:
+    def _receipt(self, rkey: str, collection: str = POST, cid: str = "") -> Receipt:
         uri = f"at://{self._did}/{collection}/{rkey}"
         handle = self._client._session.handle if self._client else self.account.handle
         if collection == REPOST:  # a repost has no page of its own: it shows on the profile
-            return Receipt(remote_id=uri, url=f"https://bsky.app/profile/{handle}")
-        return Receipt(remote_id=uri, url=f"https://bsky.app/profile/{handle}/post/{rkey}")
+            return Receipt(remote_id=uri, url=f"https://bsky.app/profile/{handle}", cid=cid)
+        return Receipt(remote_id=uri, url=f"https://bsky.app/profile/{handle}/post/{rkey}", cid=cid)
 
     def _images_embed(self, post: Post) -> Any:
         """With images: true and bluesky_embed: images, an app.bsky.embed.images of the item's

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from relay.config import Account
 from relay.models import Post
-from relay.targets.base import Limits, Receipt
+from relay.targets.base import Limits, Receipt, Reply
 
 
 class DryRunTarget:
@@ -17,7 +17,7 @@ class DryRunTarget:
     def limits(self) -> Limits:
         return self._limits
 
-    def publish(self, post: Post, *, idempotency_key: str, rkey: str | None) -> Receipt:
+    def publish(self, post: Post, *, idempotency_key: str, rkey: str | None, reply_to: Reply | None = None) -> Receipt:
         self.posts.append(post)
         return Receipt(remote_id=f"dry-run:{idempotency_key}", url="")
 

@@ -24,7 +24,7 @@ from relay.netguard import Abandoned, call_abandonable
 from relay.render import Draft, Measure, post_images
 from relay.social import status_id_on
 from relay.store import AccountState, Store
-from relay.targets.base import Limits, PublishError, Receipt, original_missing
+from relay.targets.base import Limits, PublishError, Receipt, Reply, original_missing
 from relay.text import MASTODON_URL_LENGTH, defuse_mentions, find_urls, grapheme_length, mastodon_length, utf8_length
 
 LIMITS_MAX_AGE = 86400  # re-read the instance's limits once a day
@@ -81,7 +81,7 @@ class MastodonText:
             link=draft.link,
             spoiler_text=draft.spoiler_text,
             sensitive=draft.sensitive,
-            image=item.image,
+            image=item.image if draft.link else None,  # a thread's reply has no image
             image_alt=item.image_alt or item.title,
             attach_image=draft.images and item.image is not None,
             images=post_images(draft, item.title),
@@ -150,7 +150,7 @@ class MastodonTarget:
             url_length=int(found["url_length"]),
         )
 
-    def publish(self, post: Post, *, idempotency_key: str, rkey: str | None) -> Receipt:
+    def publish(self, post: Post, *, idempotency_key: str, rkey: str | None, reply_to: Reply | None = None) -> Receipt:
         quoted = None
         if post.action in ("boost", "quote"):
             status_id = self._original(post)
@@ -178,6 +178,7 @@ class MastodonTarget:
             sensitive=post.sensitive or bool(post.spoiler_text),
             media_ids=media_ids or None,
             idempotency_key=idempotency_key,
+            in_reply_to_id=reply_to.parent.remote_id if reply_to else None,
             **({"quoted_status_id": quoted} if quoted is not None else {}),
         )
         return Receipt(remote_id=str(_get(status, "id")), url=str(_get(status, "url") or _get(status, "uri") or ""))

@@ -2,6 +2,8 @@
 
     python -m tests.support.killpoint before|after URL_PART -- relay arguments…
 
+URL_PART#N kills at the Nth such POST request (a thread's second post), else at the first
+request.
 before: as a request whose URL contains URL_PART is about to be sent (the delivery is
 already marked 'sending'); after: once the server answered it with success, before relay
 has seen the answer (the server accepted the post, relay has not recorded it). Patches the
@@ -20,6 +22,9 @@ import requests
 
 def main() -> None:
     when, part = sys.argv[1], sys.argv[2]
+    part, _, nth = part.partition("#")
+    hits = [0]
+    wanted = int(nth or 1)
     args = sys.argv[sys.argv.index("--") + 1 :]
 
     def die() -> None:
@@ -27,7 +32,11 @@ def main() -> None:
 
     def wrap(original: Any) -> Any:
         def send(self: Any, request: Any, *a: Any, **kw: Any) -> Any:
-            hit = part in str(request.url)
+            # with #N, only writes are counted (a reply's parent read back is no post)
+            hit = part in str(request.url) and (not nth or request.method == "POST")
+            if hit:
+                hits[0] += 1
+                hit = hits[0] == wanted
             if hit and when == "before":
                 die()
             response = original(self, request, *a, **kw)
