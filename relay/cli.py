@@ -329,7 +329,7 @@ def status(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, outpu
 
     store = open_existing(state_dir)
     config = config_for_masking(config_path)
-    data = show.status_json(store, lambda text: redact(config, text))
+    data = show.status_json(store, lambda text: redact(config, text), config, now())
     if output_format == "json":
         click.echo(redact(config, json.dumps(data, ensure_ascii=False, indent=2)))
         return

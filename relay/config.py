@@ -22,6 +22,7 @@ import yaml
 
 from relay.errors import ConfigError
 from relay.social import feed_url_of
+from relay.window import Window
 
 PLATFORMS = ("mastodon", "bluesky")
 VISIBILITIES = ("public", "unlisted", "private")
@@ -46,6 +47,12 @@ class Pacing:
     max_per_run: int = 3
     min_interval: timedelta = timedelta(minutes=10)
     max_per_day: int = 40
+    # the posting window (relay.window): hours, days, timezone as written; window is them
+    # together, None when none is written (always open)
+    hours: str = ""
+    days: tuple[str, ...] = ()
+    timezone: str = ""
+    window: Window | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,8 @@ class Feed:
     fallback: str = "post"  # when the original is gone: post, or none
     bluesky_embed: str = "images"  # with images: true, Bluesky shows the images, or the link card
     thread: int = 1  # at most this many posts for an item whose text would be cut: 1 is never a thread
+    priority: str = "normal"  # high, normal or low: the order of the outbox, by level first
+    urgent: bool = False  # its items skip min_interval (never max_per_day or the posting window)
 
     def mode_for(self, account: str) -> str:
         """How this feed relays an account's ally's post to account: post, boost or quote."""
@@ -504,7 +513,7 @@ _FEED_KEYS = {
     "name", "url", "every", "max_age", "backfill", "template", "language", "hashtags", "to",
     "include", "exclude", "max_bytes", "timeout", "flood_threshold", "flood_threshold_day",
     "content_warning", "sensitive", "images", "visibility", "category_hashtags", "tag_map", "max_hashtags",
-    "credit", "mode", "fallback", "bluesky_embed", "thread",
+    "credit", "mode", "fallback", "bluesky_embed", "thread", "priority", "urgent",
 }  # fmt: skip
 _DEFAULT_KEYS = _FEED_KEYS - {"name", "url"}
 _ACCOUNT_KEYS = {
@@ -513,7 +522,7 @@ _ACCOUNT_KEYS = {
 }
 _ACCOUNT_STRINGS = ("instance", "token", "handle", "app_password", "service", "visibility")
 _SECRET_KEYS = ("token", "app_password")
-_PACING_KEYS = {"max_per_run", "min_interval", "max_per_day"}
+_PACING_KEYS = {"max_per_run", "min_interval", "max_per_day", "hours", "days", "timezone"}
 _NETWORK_KEYS = {"allow_private"}
 _TOP_KEYS = {"defaults", "accounts", "pacing", "feeds", "templates", "network"}
 _FEED_MINIMUMS = (("backfill", 0), ("max_bytes", 1024), ("flood_threshold", 1), ("flood_threshold_day", 1))
@@ -550,6 +559,8 @@ _BUILTIN_DEFAULTS: dict[str, Any] = {
     "fallback": "post",
     "bluesky_embed": "images",
     "thread": 1,
+    "priority": "normal",
+    "urgent": False,
 }
 
 
@@ -718,7 +729,80 @@ def _pacing(check: _Checker, raw: object, where: str, line: int, base: Pacing | 
     if "min_interval" in raw:
         # 0 is allowed here: no minimum between two posts
         min_interval = _duration(section, "min_interval", min_interval, positive=False)
-    return Pacing(max_per_run=max_per_run, min_interval=min_interval, max_per_day=max_per_day)
+    hours, days, timezone = pacing.hours, pacing.days, pacing.timezone
+    if "hours" in raw:
+        hours = _window_hours(section)
+    if "days" in raw:
+        days = _window_days(section)
+    if "timezone" in raw:
+        timezone = _window_zone(section)
+    return Pacing(
+        max_per_run=max_per_run,
+        min_interval=min_interval,
+        max_per_day=max_per_day,
+        hours=hours,
+        days=days,
+        timezone=timezone,
+        window=_window(hours, days, timezone) if hours or days or timezone else None,
+    )
+
+
+def _window_hours(section: _Section) -> str:
+    from relay.window import parse_hours
+
+    value = section.values["hours"]
+    if not isinstance(value, str) or parse_hours(value) is None:
+        section.error("hours", f'{_show(value)} is not a time range like "08:00-21:30" (24:00 ends at midnight)')
+        return ""
+    return value.strip()
+
+
+def _window_days(section: _Section) -> tuple[str, ...]:
+    """mon … sun, and ranges like mon-fri."""
+    from relay.window import DAYS
+
+    value = section.values["days"]
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        section.error("days", f"{_show(value)} is not a list of days like [mon, tue, wed] or [mon-fri]")
+        return ()
+    days: list[str] = []
+    for item in items:
+        first, _, last = str(item).strip().lower().partition("-")
+        if not isinstance(item, str) or first not in DAYS or (last and last not in DAYS):
+            section.error(
+                "days", f"{_show(item)} is not a day: mon, tue, wed, thu, fri, sat, sun, or a range like mon-fri"
+            )
+            return ()
+        start, stop = DAYS.index(first), DAYS.index(last or first)
+        days += [DAYS[(start + n) % 7] for n in range((stop - start) % 7 + 1)]
+    return tuple(dict.fromkeys(days))
+
+
+def _window_zone(section: _Section) -> str:
+    from zoneinfo import ZoneInfo
+
+    value = section.values["timezone"]
+    try:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError
+        ZoneInfo(value.strip())
+    except (ValueError, OSError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        section.error("timezone", f"{_show(value)} is not a time zone name like Europe/Paris")
+        return ""
+    return value.strip()
+
+
+def _window(hours: str, days: tuple[str, ...], timezone: str) -> Window:
+    from zoneinfo import ZoneInfo
+
+    from relay.window import DAYS, parse_hours, system_zone
+
+    start, end = parse_hours(hours or "00:00-24:00") or parse_hours("00:00-24:00")  # type: ignore[misc]
+    zone, zone_name = (ZoneInfo(timezone), timezone) if timezone else system_zone()
+    chosen = frozenset(DAYS.index(day) for day in days) if days else frozenset(range(7))
+    shown_days = "" if not days or len(chosen) == 7 else " " + ",".join(days)
+    return Window(start, end, chosen, zone, zone_name, f"{hours or '00:00-24:00'}{shown_days} {zone_name}")
 
 
 def _network(check: _Checker, data: _Lined) -> Network:
@@ -887,6 +971,7 @@ def _feed(section: _Section, index: int, names: set[str], accounts: Mapping[str,
     mode, fallback = _mode(section, accounts)
     bluesky_embed = _choice(section, "bluesky_embed", ("card", "images"))
     thread = _thread(section)
+    priority = _choice(section, "priority", PRIORITIES)
     _check_patterns(section, "include", include)
     _check_patterns(section, "exclude", exclude)
     to = _feed_accounts(section, accounts)
@@ -916,6 +1001,8 @@ def _feed(section: _Section, index: int, names: set[str], accounts: Mapping[str,
         fallback=fallback,
         bluesky_embed=bluesky_embed,
         thread=thread,
+        priority=priority,
+        urgent=_flag(section, "urgent"),
         include=include,
         exclude=exclude,
         to=to,
@@ -1085,6 +1172,7 @@ def _max_hashtags(section: _Section, hashtags: tuple[str, ...]) -> int | None:
     return value
 
 
+PRIORITIES = ("high", "normal", "low")  # the outbox serves them in this order
 MAX_THREAD = 10  # a thread of more posts floods followers as much as ten items would
 
 

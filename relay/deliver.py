@@ -4,16 +4,17 @@ what happens to the delivery (posted, retried, failed, dropped) and to the accou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING
 
 from relay import schedule
-from relay.config import Account, Config, Feed
+from relay.config import PRIORITIES, Account, Config, Feed, Pacing
 from relay.errors import RenderError
 from relay.models import DeliveryState, item_from_payload
 from relay.store import Delivery, Store, epoch
@@ -125,8 +126,15 @@ def _deliver_account(
             return
     budget, why, posted_last_day = account_budget(store, account, now)
     left_today = account.pacing.max_per_day - posted_last_day
+    # urgent: true feeds skip min_interval, never max_per_day or the posting window
+    urgent = {f.name for f in feeds.values() if f.urgent and name in f.to}
+    urgent_budget = budget
+    if urgent and not budget:
+        urgent_budget = account_budget(store, dataclasses.replace(account, pacing=no_interval(account.pacing)), now)[0]
+    levels = {f.name: PRIORITIES.index(f.priority) for f in feeds.values() if f.priority != "normal" and name in f.to}
     # deliveries that fail before any send (render errors) do not use the budget
-    due = store.due_deliveries(name, epoch(now), budget + 100) if budget else []
+    most = max(budget, urgent_budget)
+    due = store.due_deliveries(name, epoch(now), most + 100, levels) if most else []
     if why:
         report.pacing[name] = why
     if not due:
@@ -137,8 +145,10 @@ def _deliver_account(
     posts_today = {f: n for f, n in store.feed_activity(name, epoch(now) - 86400).items() if f not in held}
     sent = 0
     for delivery in due:
-        if sent >= budget:
+        if sent >= most:
             break
+        if sent >= (urgent_budget if delivery.feed in urgent else budget):
+            continue  # only an urgent feed's items may go now
         if delivery.state == DeliveryState.QUEUED and schedule.over_day_share(
             delivery.feed, posts_today, max_per_day=account.pacing.max_per_day, left_today=left_today
         ):
@@ -452,11 +462,17 @@ def _renderer(config: Config) -> Renderer:
     return Renderer(config)
 
 
+def no_interval(pacing: Pacing) -> Pacing:
+    """The pacing an urgent feed's items follow: no min_interval, the rest unchanged."""
+    return dataclasses.replace(pacing, min_interval=timedelta(0))
+
+
 def account_budget(store: Store | None, account: Account, now: datetime) -> tuple[int, str | None, int]:
     """How many posts the account may make now, why not more, and its posts in the last day:
     one pacing computation for preview and run."""
     if store is None:
-        return account.pacing.max_per_run, None, 0
+        closed = schedule.window_closed(account.pacing, epoch(now))
+        return (0, closed, 0) if closed else (account.pacing.max_per_run, None, 0)
     posted_last_day = store.posted_since(account.name, epoch(now) - 86400)
     budget, why = schedule.pacing_budget(
         account.pacing,

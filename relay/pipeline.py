@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from relay import schedule
-from relay.config import Config, Feed
+from relay.config import PRIORITIES, Config, Feed
 from relay.context import Context
 from relay.errors import RenderError
 from relay.models import SENT_ACTIONS, Item, Post
@@ -140,9 +140,10 @@ def plan(
 ) -> Plan:
     """What the next run would post, per account, rendered as it would be sent; writes
     nothing and contacts no account. all_items renders every entry as if new."""
-    from relay.deliver import account_budget
+    from relay.deliver import account_budget, no_interval
     from relay.poll import poll_each
     from relay.render import Renderer, post_language
+    from relay.schedule import window_closed
     from relay.targets import known_limits, post_rules
 
     now = context.clock()
@@ -163,12 +164,19 @@ def plan(
     renderer = Renderer(config)
     # each account's rules once: its limits are the state's, read without contacting it
     rules = {name: post_rules(account, known_limits(account, store)) for name, account in config.accounts.items()}
-    budgets = {
-        name: 10**9
-        if all_items
-        else account_budget(store, account, now)[0] - (store.waiting_count(name) if store else 0)
-        for name, account in config.accounts.items()
-    }
+    # what each account may post now (urgent feeds: without min_interval), and what already
+    # waits in its outbox, per feed: it goes before anything new of the same priority
+    budgets: dict[str, tuple[int, int]] = {}
+    waiting: dict[str, dict[str, int]] = {}
+    for name, account in config.accounts.items():
+        if all_items:
+            budgets[name], waiting[name] = (10**9, 10**9), {}
+            continue
+        budget = account_budget(store, account, now)[0]
+        urgent = (
+            budget or account_budget(store, dataclasses.replace(account, pacing=no_interval(account.pacing)), now)[0]
+        )
+        budgets[name], waiting[name] = (budget, urgent), (store.waiting_by_feed(name) if store else {})
     posts = []
     published: list[float] = []
     for feed_poll in polls:
@@ -177,7 +185,13 @@ def plan(
             for post in _planned(config, rules, renderer, feed_poll, decision, language, all_items=all_items):
                 posts.append(post)
                 published.append(decision.item.published.timestamp() if decision.item.published else float("-inf"))
-    _pace(posts, published, budgets)
+    # an account outside its posting window: everything waits for it to open
+    later = {
+        name: f"queued now, posted once the posting window opens ({why.split(': ', 1)[1]})"
+        for name, account in config.accounts.items()
+        if not all_items and (why := window_closed(account.pacing, now.timestamp()))
+    }
+    _pace(config, posts, published, budgets, waiting, later)
     return Plan([feed_poll.report for feed_poll in polls], posts)
 
 
@@ -193,9 +207,23 @@ def _preview_embed(post: Post) -> dict[str, Any] | None:
     return post.embed
 
 
-def _pace(posts: list[PlannedPost], published: list[float], budgets: dict[str, int]) -> None:
+def _pace(
+    config: Config,
+    posts: list[PlannedPost],
+    published: list[float],
+    budgets: Mapping[str, tuple[int, int]],
+    waiting: Mapping[str, Mapping[str, int]],
+    later: Mapping[str, str],
+) -> None:
     """Mark the posts the next run leaves for later, in the order the run sends them
-    (Store.due_deliveries): in turns, each feed's oldest first, feeds by name within a turn."""
+    (Store.due_deliveries): by priority, then in turns, each feed's oldest first, feeds by
+    name within a turn; behind what already waits at the same or a higher priority. An
+    urgent feed's post has the budget without min_interval (budgets: normal, urgent)."""
+    feeds = {feed.name: feed for feed in config.feeds}
+
+    def level(feed: str) -> int:
+        return PRIORITIES.index(feeds[feed].priority) if feed in feeds else 1
+
     turns: dict[int, int] = {}
     per_feed: dict[tuple[str, str], list[int]] = {}
     for index, post in enumerate(posts):
@@ -204,10 +232,17 @@ def _pace(posts: list[PlannedPost], published: list[float], budgets: dict[str, i
     for indices in per_feed.values():
         for turn, index in enumerate(sorted(indices, key=lambda i: (published[i], i))):
             turns[index] = turn
-    for index in sorted(turns, key=lambda i: (turns[i], posts[i].feed, i)):
-        budgets[posts[index].account] -= 1
-        if budgets[posts[index].account] < 0:
-            posts[index] = dataclasses.replace(posts[index], reason="queued now, posted in a later run (pacing)")
+    taken: dict[str, int] = {}
+    for index in sorted(turns, key=lambda i: (level(posts[i].feed), turns[i], posts[i].feed, i)):
+        post = posts[index]
+        ahead = taken.get(post.account, 0) + sum(
+            count for feed, count in waiting.get(post.account, {}).items() if level(feed) <= level(post.feed)
+        )
+        taken[post.account] = taken.get(post.account, 0) + 1
+        normal, urgent = budgets[post.account]
+        if ahead >= (urgent if post.feed in feeds and feeds[post.feed].urgent else normal):
+            reason = later.get(post.account, "queued now, posted in a later run (pacing)")
+            posts[index] = dataclasses.replace(post, reason=reason)
 
 
 def _planned(

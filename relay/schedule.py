@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from relay.config import Feed, Pacing
 from relay.store import FeedState
@@ -39,6 +39,8 @@ def pacing_budget(
     pacing: Pacing, *, now: float, last_posted_at: float | None, posted_last_day: int
 ) -> tuple[int, str | None]:
     """How many posts the account may take in this run, and why not more."""
+    if pacing.window is not None and (closed := window_closed(pacing, now)):
+        return 0, closed
     if last_posted_at is not None and now - last_posted_at < pacing.min_interval.total_seconds():
         wait = int(pacing.min_interval.total_seconds() - (now - last_posted_at))
         return 0, f"min_interval: next post in {wait // 60}m{wait % 60:02d}s"
@@ -48,6 +50,22 @@ def pacing_budget(
     if pacing.max_per_run <= left_today:
         return pacing.max_per_run, f"max_per_run {pacing.max_per_run}"
     return left_today, f"max_per_day {pacing.max_per_day}"
+
+
+WINDOW_CLOSED = "outside the posting window"
+
+
+def window_closed(pacing: Pacing, now: float) -> str | None:
+    """Why the account may not post now because of its posting window, with when it next
+    opens; None when it has no window or the window is open."""
+    from relay.window import describe_next, is_open
+
+    if pacing.window is None:
+        return None
+    instant = datetime.fromtimestamp(now, UTC)
+    if is_open(pacing.window, instant):
+        return None
+    return f"{WINDOW_CLOSED} ({pacing.window.text}): {describe_next(pacing.window, instant)}"
 
 
 def over_day_share(feed: str, posts_today: Mapping[str, int], *, max_per_day: int, left_today: int) -> bool:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relay.config import Account
+from relay.config import Account, Config
 from relay.models import SENT_ACTIONS, DeliveryState
 from relay.store import Delivery, Store, ThreadPart
 
@@ -207,7 +207,9 @@ def delivery_json(d: Delivery) -> dict[str, Any]:
     }
 
 
-def status_json(store: Store, redact: Callable[[str], str]) -> dict[str, Any]:
+def status_json(
+    store: Store, redact: Callable[[str], str], config: Config | None = None, now: datetime | None = None
+) -> dict[str, Any]:
     feeds = [
         {
             "name": s.name,
@@ -233,11 +235,27 @@ def status_json(store: Store, redact: Callable[[str], str]) -> dict[str, Any]:
                 "last_error": known.last_error,
                 "logins": known.logins,
                 "last_posted_at": iso(store.last_posted_at(name)),
+                "window": _window_json(config.accounts.get(name) if config else None, now or datetime.now(UTC)),
             }
         )
     held = [delivery_json(d) for d in store.deliveries(states=[DeliveryState.HELD])]
     failed = [delivery_json(d) for d in store.deliveries(states=[DeliveryState.FAILED])]
     return {"feeds": feeds, "accounts": accounts, "held": held, "failed": failed}
+
+
+def _window_json(account: Account | None, now: datetime) -> dict[str, Any] | None:
+    """An account's posting window: open now, or when it next opens."""
+    from relay.window import describe_next, is_open, next_open
+
+    window = account.pacing.window if account else None
+    if window is None:
+        return None
+    return {
+        "window": window.text,
+        "open": is_open(window, now),
+        "next_open": next_open(window, now).isoformat(),
+        "opens": describe_next(window, now).removeprefix("opens "),  # on the window's clock
+    }
 
 
 def status_lines(store: Store, status: dict[str, Any]) -> list[str]:
@@ -254,6 +272,10 @@ def status_lines(store: Store, status: dict[str, Any]) -> list[str]:
         line = f"  {account['name']}: {outbox}"
         if account["blocked_until"]:
             line += f"; waiting until {account['blocked_until']} ({account['last_error']})"
+        window = account.get("window")
+        if window:
+            shown = "open" if window["open"] else f"closed, opens {window['opens']}"
+            line += f"; posting window {window['window']}: {shown}"
         lines.append(line)
     if held:
         lines.append(f"held ({len(held)}): release with `relay queue release FEED`, drop with `relay queue drop ID`")

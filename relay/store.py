@@ -11,7 +11,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -677,28 +677,48 @@ class Store:
         ).fetchone()
         return int(row[0])
 
-    def due_deliveries(self, account: str, now: float, limit: int) -> list[Delivery]:
-        """In-doubt ('sending') deliveries first, then the queue in fair turns: each feed's
-        deliveries by when relay first saw the item (never the feed's own date, which the
-        feed controls; that date only orders the items first seen together), one per feed
-        per turn; within a turn, feeds that posted least to
-        this account in the last 24 hours, then the one waiting longest, go first."""
+    def due_deliveries(
+        self, account: str, now: float, limit: int, levels: Mapping[str, int] | None = None
+    ) -> list[Delivery]:
+        """In-doubt ('sending') deliveries first, then the queue by priority level (levels:
+        a feed's level, 0 first; a feed not named is level 1), and within a level in fair
+        turns: each feed's deliveries by when relay first saw the item (never the feed's
+        own date, which the feed controls; that date only orders the items first seen
+        together), one per feed per turn; within a turn, feeds that posted least to this
+        account in the last 24 hours, then the one waiting longest, go first."""
+        named = sorted((levels or {}).items())
+        level_table = (
+            "level (feed, level) AS (VALUES " + ",".join("(?, ?)" for _ in named) + "), "
+            if named
+            else "level (feed, level) AS (SELECT NULL, NULL WHERE 0), "
+        )
         rows = self.db.execute(
-            "WITH recent AS ("
+            f"WITH {level_table}recent AS ("
             "  SELECT i.feed, COUNT(*) AS posts FROM deliveries d JOIN items i ON i.id = d.item_id"
             "  WHERE d.account = ? AND d.state = 'posted' AND d.posted_at >= ? GROUP BY i.feed"
             f") SELECT {self._DELIVERY_COLUMNS} FROM deliveries d JOIN items i ON i.id = d.item_id"
-            " LEFT JOIN recent ON recent.feed = i.feed"
+            " LEFT JOIN recent ON recent.feed = i.feed LEFT JOIN level ON level.feed = i.feed"
             " WHERE d.account = ? AND (d.state = 'sending' OR (d.state = 'queued' AND d.next_attempt_at <= ?))"
             " ORDER BY d.state = 'queued',"
+            "  COALESCE(level.level, 1),"
             "  ROW_NUMBER() OVER (PARTITION BY i.feed ORDER BY i.first_seen_at, i.published_at, d.id),"
             "  COALESCE(recent.posts, 0),"
             "  MIN(i.first_seen_at) OVER (PARTITION BY i.feed),"
             "  i.feed, d.id"
             f" LIMIT {int(limit)}",
-            (account, now - 86400, account, now),
+            (*(value for pair in named for value in pair), account, now - 86400, account, now),
         )
         return [_delivery(row) for row in rows]
+
+    def waiting_by_feed(self, account: str) -> dict[str, int]:
+        """Deliveries queued or being sent to account, per feed: they go before anything new
+        of the same priority."""
+        rows = self.db.execute(
+            "SELECT i.feed, COUNT(*) FROM deliveries d JOIN items i ON i.id = d.item_id"
+            " WHERE d.account = ? AND d.state IN ('queued', 'sending') GROUP BY i.feed",
+            (account,),
+        )
+        return {feed: int(count) for feed, count in rows}
 
     def mark_sending(
         self, delivery_id: int, now: float, post: Post, parts: Sequence[tuple[str, str | None]] = ()
