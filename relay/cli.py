@@ -32,7 +32,7 @@ from relay.edge import (
     run_lock,
     state_failure,
 )
-from relay.errors import ConfigError, ExitCode, RelayError, StateError
+from relay.errors import ConfigError, ExitCode, LockedError, RelayError, StateError
 from relay.models import DROP, DROP_HELD, RELEASE, RETRY, WAITING, DeliveryState, Move
 
 if TYPE_CHECKING:  # imported when used: `relay --help` and a no-op run stay fast
@@ -209,7 +209,7 @@ def preview(
     Examples:
       relay preview -c examples/offline/feeds.yaml
       relay preview --feed quadrature --all        # tune a template on every entry
-      relay preview --format json | jq '.posts[] | select(.action == "post")'
+      relay preview --format json | jq '.posts[] | select(.action == "post" or .action == "thread")'
     """
     from relay.pipeline import plan
     from relay.store import Store
@@ -298,37 +298,75 @@ def run(
         raise ConfigError([f"{w} (relay run needs it)" for w in config.warnings])
     feeds = config.feeds_named(feed_names)
     # a dry run works on a scratch copy of the state: it takes no lock and writes nothing
-    with contextlib.nullcontext() if dry_run else run_lock(state_dir):
-        failed = _run(config, state_dir, feeds, dry_run=dry_run, verbose=verbose, quiet=quiet)
+    try:
+        with contextlib.nullcontext() if dry_run else run_lock(state_dir):
+            failed = _run(config, state_dir, feeds, dry_run=dry_run, verbose=verbose, quiet=quiet)
+    except LockedError:
+        if not dry_run:
+            _locked(config, state_dir)
+        raise
     if failed:
         sys.exit(ExitCode.PARTIAL)
 
 
 def _run(config: Config, state_dir: Path, feeds: list[Feed], *, dry_run: bool, verbose: bool, quiet: bool) -> bool:
-    from relay import show
+    from relay import alerts, show
     from relay.pipeline import run_once
 
+    run_context = context(config, dry_run=dry_run, state_dir=state_dir)
+    warnings = [] if dry_run else [w for w in [alerts.ping_start(config, run_context)] if w]
     with dry_run_state(state_dir) if dry_run else contextlib.closing(open_store(state_dir)) as store:
-        report = run_once(config, store, context(config, dry_run=dry_run, state_dir=state_dir), feeds)
-    _echo(config, show.run_lines(report, state_dir, verbose=verbose, quiet=quiet, dry_run=dry_run))
+        report = run_once(config, store, run_context, feeds)
+        if not dry_run:
+            now = run_context.clock().timestamp()
+            alerts.note_run(store, report, now)
+            warnings += alerts.notify(config, store, run_context, run_failed=report.failed, now=now)
+    lines = show.run_lines(report, state_dir, verbose=verbose, quiet=quiet, dry_run=dry_run)
+    _echo(config, lines + [(f"warning: {line}", True) for line in warnings])
     return report.failed
+
+
+def _locked(config: Config, state_dir: Path) -> None:
+    """Another run holds the lock: noted, and told once it has lasted more than an hour."""
+    from relay import alerts
+
+    with contextlib.closing(open_store(state_dir)) as store:
+        when = now().timestamp()
+        alerts.note_locked(store, when)
+        warnings = alerts.notify(
+            config, store, context(config, state_dir=state_dir), run_failed=False, now=when, ping=False
+        )
+    _echo(config, [(f"warning: {line}", True) for line in warnings])
 
 
 @cli.command()
 @common_options
 @format_option
-def status(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, output_format: str) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="One line for a monitoring probe; exit 0 ok, 1 warning (held items, failed deliveries),"
+    " 2 critical (a feed failing past alerts.feed_failing_after, an account stopped, the lock stuck).",
+)
+def status(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, output_format: str, check: bool) -> None:
     """Feeds (last poll, next poll, errors), the outbox per account, held items.
 
     \b
-    Example:
+    Examples:
       relay status
       relay status --format json
+      relay status --check      # one line; exit 0 ok, 1 warning, 2 critical
     """
     from relay import show
 
     store = open_existing(state_dir)
     config = config_for_masking(config_path)
+    if check:
+        from relay.alerts import check_line
+
+        code, line = check_line(config, store, now().timestamp())
+        click.echo(redact(config, line))
+        sys.exit(code)
     data = show.status_json(store, lambda text: redact(config, text), config, now())
     if output_format == "json":
         click.echo(redact(config, json.dumps(data, ensure_ascii=False, indent=2)))
@@ -416,13 +454,27 @@ def _move(state_dir: Path, ids: tuple[int, ...], move: Move) -> None:
 @common_options
 @click.argument("ids", nargs=-1, type=int, required=True)
 def queue_retry(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, ids: tuple[int, ...]) -> None:
-    """Queue failed (or dropped) deliveries again, with their attempts reset.
+    """Queue failed (or dropped) deliveries again, with their attempts reset; for a posted
+    thread whose replies failed (`relay history` says so), queue those replies again.
 
     \b
     Example:
       relay queue retry 42 43
     """
-    _move(state_dir, ids, RETRY)
+    from relay.store import epoch
+
+    with run_lock(state_dir):
+        store = open_existing(state_dir)
+        threads = [i for i in ids if (d := store.delivery(i)) and d.state == DeliveryState.POSTED]
+        replies = sum(store.retry_parts(i, epoch(now())) for i in threads)
+        rest = tuple(i for i in ids if i not in threads)
+        if rest:
+            store.move(rest, RETRY, epoch(now()))
+        if threads and not replies:
+            raise StateError(
+                f"delivery #{threads[0]} is posted: only failed deliveries and failed thread replies can be retried"
+            )
+    click.echo(f"{len(rest)} deliveries now queued" + (f"; {replies} thread replies queued again" if threads else ""))
 
 
 @queue.command("drop")

@@ -142,6 +142,24 @@ class Network:
 
 
 @dataclass(frozen=True)
+class Alerts:
+    """Who hears when something stops (relay.alerts): a ping URL (a dead-man switch), an
+    email through SMTP, a Mastodon direct message to the owner."""
+
+    ping: str = ""  # with ${VAR} substituted (it may hold a secret token); shown redacted
+    email_url: str = field(default="", repr=False)  # smtp[s]://user:password@host:port, from ${VAR}
+    email_to: str = ""
+    email_from: str = ""
+    dm_account: str = ""  # a Mastodon account of accounts:
+    dm_to: str = ""  # "@owner@instance"
+    feed_failing_after: timedelta = timedelta(hours=24)
+
+    @property
+    def notifies(self) -> bool:
+        return bool(self.ping or self.email_url or self.dm_account)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     feeds: tuple[Feed, ...]
@@ -149,6 +167,7 @@ class Config:
     template_dirs: tuple[Path, ...]
     warnings: tuple[str, ...] = field(default=())
     network: Network = Network()
+    alerts: Alerts = Alerts()
     # (value, variable) for every value substituted from ${VAR}, longest first
     secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
@@ -524,7 +543,8 @@ _ACCOUNT_STRINGS = ("instance", "token", "handle", "app_password", "service", "v
 _SECRET_KEYS = ("token", "app_password")
 _PACING_KEYS = {"max_per_run", "min_interval", "max_per_day", "hours", "days", "timezone"}
 _NETWORK_KEYS = {"allow_private"}
-_TOP_KEYS = {"defaults", "accounts", "pacing", "feeds", "templates", "network"}
+_TOP_KEYS = {"defaults", "accounts", "pacing", "feeds", "templates", "network", "alerts"}
+_ALERTS_KEYS = {"ping", "email", "mastodon_dm", "feed_failing_after"}
 _FEED_MINIMUMS = (("backfill", 0), ("max_bytes", 1024), ("flood_threshold", 1), ("flood_threshold_day", 1))
 _SERVICE_URL = re.compile(r"^https?://[^/\s]+")
 _HANDLE = re.compile(r"^[A-Za-z0-9.-]+\.[A-Za-z0-9-]+$")
@@ -583,11 +603,19 @@ def load_config(
     pacing = _pacing(check, data.get("pacing"), "pacing", data.key_lines.get("pacing", 1))
     accounts = _accounts(check, data, secrets, pacing)
     network = _network(check, data)
+    alerts = _alerts(check, data, secrets, accounts)
     defaults, written_defaults = _defaults(check, data)
     feeds = _feeds(check, data, defaults, written_defaults, accounts, secrets)
     template_dirs = _template_dirs(check, data, path.parent)
     config = Config(
-        path, feeds, accounts, template_dirs, tuple(check.warnings), network=network, secrets=secrets.pairs()
+        path,
+        feeds,
+        accounts,
+        template_dirs,
+        tuple(check.warnings),
+        network=network,
+        alerts=alerts,
+        secrets=secrets.pairs(),
     )
     if template_exists is not None:
         _check_templates(check, config, template_exists)
@@ -818,6 +846,95 @@ def _network(check: _Checker, data: _Lined) -> Network:
         check.error(raw.key_lines["allow_private"], "network.allow_private", "must be true or false")
         allow_private = False
     return Network(allow_private=allow_private)
+
+
+def _alerts(check: _Checker, data: _Lined, secrets: _Secrets, accounts: Mapping[str, Account]) -> Alerts:
+    raw = data.get("alerts")
+    if raw is None:
+        return Alerts()
+    if not isinstance(raw, _Lined):
+        check.error(data.key_lines["alerts"], "alerts", "must be a mapping of ping, email, mastodon_dm")
+        return Alerts()
+    _unknown_keys(check, raw, _ALERTS_KEYS, "alerts")
+    section = _Section(check, "alerts", {"feed_failing_after": "24h", **raw}, raw.line, (raw,))
+    failing_after = _duration(section, "feed_failing_after", timedelta(hours=24), positive=True)
+    ping = ""
+    if "ping" in raw:
+        missing: list[str] = []
+        value = raw["ping"]
+        ping = secrets.substitute(value, missing, in_url=True) if isinstance(value, str) else ""
+        if not re.match(r"^https?://[^/\s]+", ping) and not missing:
+            section.error("ping", f"{_show(mask_credentials(str(value)))} is not an http(s) URL")
+            ping = ""
+        for variable in missing:
+            section.warn("ping", f"${{{variable}}} is not set in the environment")
+    email_url = email_to = email_from = ""
+    if "email" in raw:
+        email_url, email_to, email_from = _alert_email(check, raw, secrets)
+    dm_account = dm_to = ""
+    if "mastodon_dm" in raw:
+        dm = raw["mastodon_dm"]
+        where = "alerts.mastodon_dm"
+        if not isinstance(dm, _Lined) or set(dm) != {"account", "to"}:
+            check.error(raw.key_lines["mastodon_dm"], where, 'must be {account: NAME, to: "@owner@instance"}')
+        else:
+            dm_account, dm_to = str(dm["account"]), str(dm["to"]).strip()
+            if dm_account not in accounts or accounts[dm_account].platform != "mastodon":
+                check.error(
+                    dm.key_lines["account"],
+                    f"{where}.account",
+                    f"{_show(dm_account)} is not a Mastodon account of accounts:",
+                )
+                dm_account = ""
+            if not re.fullmatch(r"@[A-Za-z0-9_]+(@[A-Za-z0-9.-]+\.[A-Za-z]{2,})?", dm_to):
+                check.error(
+                    dm.key_lines["to"],
+                    f"{where}.to",
+                    f"{_show(dm_to)} is not a Mastodon handle like @owner@instance.org",
+                )
+                dm_to = ""
+    return Alerts(
+        ping=ping,
+        email_url=email_url,
+        email_to=email_to,
+        email_from=email_from,
+        dm_account=dm_account if dm_to else "",
+        dm_to=dm_to if dm_account else "",
+        feed_failing_after=failing_after,
+    )
+
+
+def _alert_email(check: _Checker, raw: _Lined, secrets: _Secrets) -> tuple[str, str, str]:
+    """alerts.email: {url: ${RELAY_SMTP_URL}, to: ADDRESS, from: ADDRESS (optional)}."""
+    where = "alerts.email"
+    email = raw["email"]
+    if not isinstance(email, _Lined) or "url" not in email or "to" not in email or set(email) - {"url", "to", "from"}:
+        check.error(raw.key_lines["email"], where, "must be {url: ${RELAY_SMTP_URL}, to: ADDRESS, from: ADDRESS}")
+        return "", "", ""
+    written = str(email["url"])
+    reference = _ENV_REF.fullmatch(written.strip())
+    if reference is None:
+        check.error(email.key_lines["url"], f"{where}.url", "secrets never go in feeds.yaml: write ${RELAY_SMTP_URL}")
+        return "", "", ""
+    missing: list[str] = []
+    url = secrets.substitute(written.strip(), missing, in_url=True)
+    for variable in missing:
+        check.warn(email.key_lines["url"], f"{where}.url", f"${{{variable}}} is not set in the environment")
+    if url and not re.match(r"^smtps?://[^/\s]+", url):
+        check.error(
+            email.key_lines["url"],
+            f"{where}.url",
+            f"${{{reference.group(1)}}} is not an smtp:// or smtps:// URL",
+        )
+        url = ""
+    addresses = []
+    for key in ("to", "from"):
+        value = str(email.get(key, "")).strip()
+        if value and not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+", value):
+            check.error(email.key_lines[key], f"{where}.{key}", f"{_show(value)} is not an email address")
+            value = ""
+        addresses.append(value)
+    return url, addresses[0], addresses[1]
 
 
 def _accounts(check: _Checker, data: _Lined, secrets: _Secrets, pacing: Pacing) -> dict[str, Account]:

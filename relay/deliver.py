@@ -59,6 +59,7 @@ class DeliveryReport:
     events: list[DeliveryEvent] = field(default_factory=list)
     account_errors: list[str] = field(default_factory=list)
     pacing: dict[str, str] = field(default_factory=dict)
+    stopped: dict[str, str] = field(default_factory=dict)  # accounts whose credentials were refused
 
     @property
     def failed(self) -> bool:
@@ -78,8 +79,10 @@ class _Attempt:
         d = self.delivery
         self.report.events.append(DeliveryEvent(self.account.name, d.id, d.feed, d.title, outcome, detail, url, sent))
 
-    def stop(self, line: str) -> Next:
+    def stop(self, line: str, *, auth: bool = False) -> Next:
         self.report.account_errors.append(f"account {self.account.name}: {line}")
+        if auth:  # credentials refused: the account stops until someone fixes them (relay.alerts)
+            self.report.stopped[self.account.name] = line
         return Next.STOP
 
 
@@ -193,6 +196,8 @@ def _limits(target: Target, account: Account, report: DeliveryReport) -> Limits 
         return target.limits()
     except PublishError as exc:
         report.account_errors.append(f"account {account.name}: {exc}")
+        if exc.auth:
+            report.stopped[account.name] = str(exc)
     except sqlite3.Error:
         raise
     except Exception as exc:
@@ -352,7 +357,7 @@ def _settle_part(
             found = target.find(idempotency_key=part.idempotency_key, rkey=part.rkey)
         except PublishError as exc:
             if exc.auth:
-                return attempt.stop(str(exc))
+                return attempt.stop(str(exc), auth=True)
             found = None
         if found is not None:
             return found
@@ -371,10 +376,12 @@ def _part_failed(attempt: _Attempt, part: ThreadPart, total: int, exc: PublishEr
     store, delivery = attempt.store, attempt.delivery
     if exc.auth:
         store.mark_part_retry(delivery.id, part.part, epoch(now), str(exc), count_attempt=False)
-        return attempt.stop(str(exc))
+        return attempt.stop(str(exc), auth=True)
     attempts = part.attempts + 1
     if not exc.transient or attempts >= schedule.MAX_ATTEMPTS:
         detail = str(exc) if not exc.transient else f"gave up after {attempts} attempts: {exc}"
+        if exc.transient and ((exc.maybe_sent and part.rkey is None) or part.doubt_since):
+            detail += f"; the last attempt may have posted: check the account before `relay queue retry {delivery.id}`"
         store.mark_part_failed(delivery.id, part.part, total, detail)
         attempt.event(Outcome.FAILED, f"{where}: {detail}")
     else:
@@ -404,7 +411,7 @@ def _settle_doubt(attempt: _Attempt, target: Target, clock: Callable[[], datetim
             found = target.find(idempotency_key=delivery.idempotency_key, rkey=delivery.rkey)
         except PublishError as exc:
             if exc.auth:
-                return attempt.stop(str(exc))  # still 'sending': asked again next run
+                return attempt.stop(str(exc), auth=True)  # still 'sending': asked again next run
             found = None
         if found is not None:
             store.mark_posted(delivery.id, epoch(now), found.remote_id, found.url)
@@ -428,7 +435,7 @@ def _publish_failed(attempt: _Attempt, exc: PublishError, now: datetime) -> Next
     store, delivery = attempt.store, attempt.delivery
     if exc.auth:
         store.mark_retry(delivery.id, epoch(now), str(exc), count_attempt=False)
-        return attempt.stop(str(exc))
+        return attempt.stop(str(exc), auth=True)
     if not exc.transient:
         store.mark_failed(delivery.id, str(exc))
         attempt.event(Outcome.FAILED, str(exc))

@@ -365,7 +365,10 @@ def check_templates(config: Config, now: datetime) -> tuple[list[str], list[str]
         # thread: N needs a template that shows the summary (the sample's is too long for one post)
         platforms = {config.accounts[n].platform: config.accounts[n] for n in feed.to} if feed.thread > 1 else {}
         for platform, account in sorted(platforms.items()):
-            post = renderer.render(sample, feed, account, post_rules(account, known_limits(account, None)))
+            # a summary longer than the account's posts, whatever their limit
+            limit = known_limits(account, None).max_characters
+            long = dataclasses.replace(sample, summary=sample.summary * (2 + limit // len(sample.summary)))
+            post = renderer.render(long, feed, account, post_rules(account, known_limits(account, None)))
             if post.action != "thread":
                 warnings.append(
                     f"{config.path.name}:{feed.line}: feeds[{index}].thread: {feed.template} for {platform}"

@@ -285,7 +285,10 @@ def _render_post(template: jinja2.Template, rules: PostRules, draft: Draft, thre
     return rules.finish(text, draft)
 
 
-_SENTENCE_END = re.compile(r"[.!?…][\"'»”’)\]]*(?=\s)|\n")
+# the end of a sentence: its stop (and closing quotes or brackets, French « … » spaced) before
+# white space or the end of the text; a CJK full stop; a line break
+_SENTENCE_END = re.compile(r"[.!?…](?:[\"'»”’)\]]|[ \u00a0\u202f][»”])*(?=\s|$)|[。！？][」』”’)]*|\n")
+THREAD_WINDOW = 8000  # code points of the text a reply is cut from: far more than a post shows
 
 
 def make_thread(
@@ -304,7 +307,7 @@ def make_thread(
     an ellipsis), else at a grapheme boundary. Where more would be needed, the last reply is
     cut with an ellipsis. (text, []) when the summary is not cut: the post as it was."""
     summary = summary.strip()
-    if not summary or fits(produce(title, summary)) or produce(title, "") == produce(title, summary):
+    if not summary or text == produce(title, summary) or produce(title, "") == produce(title, summary):
         return text, []  # nothing is cut, or the template does not show the summary
     if fits(produce(title, "")):
         head, rest = _cut(summary, lambda part: fits(produce(title, part)), sentences=True)
@@ -313,7 +316,7 @@ def make_thread(
         first, rest = text, summary  # even the title is cut: the first post is the post as it was
     replies: list[str] = []
     while rest and len(replies) < most - 1:
-        if reply_fits(rest):
+        if len(rest) <= THREAD_WINDOW and reply_fits(rest):
             replies.append(tidy(rest))
             break
         last = len(replies) == most - 2  # the last post allowed, text left: it ends with an ellipsis
@@ -329,20 +332,26 @@ def make_thread(
 def _cut(text: str, fits: Callable[[str], bool], *, sentences: bool) -> tuple[str, str]:
     """The longest start of text that fits, and the rest: cut at the end of a sentence in
     its second half (with sentences), else at a word boundary, else at a grapheme boundary,
-    with an ellipsis unless at a sentence's end. ("", text) when not even one grapheme fits."""
-    low, high, best = 1, grapheme_length(text), 0
+    with an ellipsis unless at a sentence's end; never inside a URL (a cut URL could link
+    somewhere else). Only the first THREAD_WINDOW code points are looked at (a post shows
+    far fewer), up to the end of a URL there. ("", text) when not even one grapheme fits."""
+    window = _window(text)
+    low, high, best = 1, grapheme_length(window), 0
     while low <= high:  # the most clusters that fit, an ellipsis after them
         middle = (low + high) // 2
-        if fits(text[: cluster_end(text, middle)].rstrip() + ELLIPSIS):
+        if fits(window[: cluster_end(window, middle)].rstrip() + ELLIPSIS):
             best, low = middle, middle + 1
         else:
             high = middle - 1
     if best == 0:
         return "", text
-    end = cluster_end(text, best)
+    end = cluster_end(window, best)
+    inside = [start for start, stop in find_urls(window) if start < end < stop]
+    if inside and inside[0] > 0:
+        end = inside[0]  # before the URL, which goes whole into the next post
     room = text[:end]
     if sentences:
-        stops = [m.end() for m in _SENTENCE_END.finditer(room + " ") if m.end() <= end]
+        stops = [m.end() for m in _SENTENCE_END.finditer(text[: end + 1]) if m.end() <= end]
         if stops and stops[-1] > end // 2 and fits(room[: stops[-1]].rstrip()):
             return room[: stops[-1]].rstrip(), text[stops[-1] :].strip()
     if end < len(text) and (text[end].isspace() or text[end - 1].isspace()):
@@ -352,6 +361,17 @@ def _cut(text: str, fits: Callable[[str], bool], *, sentences: bool) -> tuple[st
     if space > end // 3 and fits(cut := room[:space].rstrip(" ,;:-–—\n") + ELLIPSIS):
         return cut, text[space:].strip()
     return room.rstrip() + ELLIPSIS, text[end:].strip()
+
+
+def _window(text: str) -> str:
+    """The start of text a post is cut from: THREAD_WINDOW code points, and the rest of a
+    URL that crosses its end."""
+    if len(text) <= THREAD_WINDOW:
+        return text
+    crossing = [
+        stop for start, stop in find_urls(text[THREAD_WINDOW - 2000 : THREAD_WINDOW + 2000]) if start < 2000 < stop
+    ]
+    return text[: THREAD_WINDOW - 2000 + crossing[0]] if crossing else text[:THREAD_WINDOW]
 
 
 def _unchanged(text: str) -> str:

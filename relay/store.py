@@ -143,7 +143,21 @@ def _v5(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(db: sqlite3.Connection) -> None:
+    # alerts (relay.alerts): since when a feed fails; the conditions a run sees that the
+    # state does not keep otherwise (an account stopped, the lock held too long); and the
+    # problems already reported, each reported once when it starts and once when it ends
+    _run_script(
+        db,
+        """
+        ALTER TABLE feeds ADD COLUMN failing_since REAL;
+        CREATE TABLE conditions (key TEXT PRIMARY KEY, since REAL NOT NULL, text TEXT NOT NULL);
+        CREATE TABLE alerted (key TEXT PRIMARY KEY, text TEXT NOT NULL, severity TEXT NOT NULL, at REAL NOT NULL);
+        """,
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -176,6 +190,7 @@ class FeedState:
     consecutive_failures: int
     last_error: str | None
     entries: int | None
+    failing_since: float | None = None  # the first failure since the feed last answered
 
 
 @dataclass(frozen=True)
@@ -226,6 +241,15 @@ class ThreadPart:
 _PART_COLUMNS = (
     "delivery_id, part, state, idempotency_key, rkey, attempts, next_attempt_at, last_attempt_at, doubt_since,"
     " posted_at, remote_id, remote_url, cid, last_error"
+)
+
+
+# a posted thread (deliveries d) whose next reply to send is due: interrupted ('sending'), or
+# queued and its time come; a reply waiting for its retry keeps those after it waiting too
+_NEXT_PART_DUE = (
+    "EXISTS (SELECT 1 FROM thread_parts p WHERE p.delivery_id = d.id"
+    " AND p.part = (SELECT MIN(q.part) FROM thread_parts q WHERE q.delivery_id = d.id AND q.state != 'posted')"
+    " AND (p.state = 'sending' OR (p.state = 'queued' AND p.next_attempt_at <= ?)))"
 )
 
 
@@ -430,7 +454,7 @@ class Store:
     def feed_state(self, name: str) -> FeedState | None:
         row = self.db.execute(
             "SELECT name, url, etag, last_modified, body_hash, last_polled_at, last_ok_at,"
-            " next_due_at, consecutive_failures, last_error, entries FROM feeds WHERE name = ?",
+            " next_due_at, consecutive_failures, last_error, entries, failing_since FROM feeds WHERE name = ?",
             (name,),
         ).fetchone()
         return FeedState(*row) if row else None
@@ -438,18 +462,19 @@ class Store:
     def feed_states(self) -> dict[str, FeedState]:
         rows = self.db.execute(
             "SELECT name, url, etag, last_modified, body_hash, last_polled_at, last_ok_at,"
-            " next_due_at, consecutive_failures, last_error, entries FROM feeds"
+            " next_due_at, consecutive_failures, last_error, entries, failing_since FROM feeds"
         )
         return {row[0]: FeedState(*row) for row in rows}
 
     def record_feed_error(self, name: str, url: str, error: str, now: float, next_due: float) -> None:
         with self.transaction():
             self.db.execute(
-                "INSERT INTO feeds (name, url, last_polled_at, next_due_at, consecutive_failures, last_error)"
-                " VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (name) DO UPDATE SET url = excluded.url,"
+                "INSERT INTO feeds (name, url, last_polled_at, next_due_at, consecutive_failures, last_error,"
+                " failing_since) VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT (name) DO UPDATE SET url = excluded.url,"
                 " last_polled_at = excluded.last_polled_at, next_due_at = excluded.next_due_at,"
-                " consecutive_failures = consecutive_failures + 1, last_error = excluded.last_error",
-                (name, url, now, next_due, error),
+                " consecutive_failures = consecutive_failures + 1, last_error = excluded.last_error,"
+                " failing_since = COALESCE(failing_since, excluded.failing_since)",
+                (name, url, now, next_due, error, now),
             )
 
     def save_feeds_ok(self, feeds: Sequence[FeedOk]) -> None:
@@ -466,7 +491,8 @@ class Store:
                 " url = excluded.url, etag = excluded.etag, last_modified = excluded.last_modified,"
                 " body_hash = COALESCE(excluded.body_hash, body_hash), last_polled_at = excluded.last_polled_at,"
                 " last_ok_at = excluded.last_ok_at, next_due_at = excluded.next_due_at,"
-                " consecutive_failures = 0, last_error = NULL, entries = COALESCE(excluded.entries, entries)",
+                " consecutive_failures = 0, last_error = NULL, entries = COALESCE(excluded.entries, entries),"
+                " failing_since = NULL",
                 [
                     value
                     for feed in chunk
@@ -664,7 +690,7 @@ class Store:
         """Something to send now: an in-doubt delivery, or a queued one whose time has come."""
         row = self.db.execute(
             "SELECT 1 FROM deliveries WHERE state = 'sending' OR (state = 'queued' AND next_attempt_at <= ?)"
-            " UNION ALL SELECT 1 FROM thread_parts WHERE state = 'sending' OR (state = 'queued' AND next_attempt_at <= ?)"
+            f" UNION ALL SELECT 1 FROM deliveries d WHERE d.state = 'posted' AND {_NEXT_PART_DUE}"
             " LIMIT 1",
             (now, now),
         ).fetchone()
@@ -832,8 +858,7 @@ class Store:
         left 'sending', or one queued whose time has come."""
         rows = self.db.execute(
             f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries d JOIN items i ON i.id = d.item_id"
-            " WHERE d.account = ? AND d.state = 'posted' AND d.id IN (SELECT delivery_id FROM thread_parts"
-            "  WHERE state = 'sending' OR (state = 'queued' AND next_attempt_at <= ?)) ORDER BY d.posted_at, d.id",
+            f" WHERE d.account = ? AND d.state = 'posted' AND {_NEXT_PART_DUE} ORDER BY d.posted_at, d.id",
             (account, now),
         )
         return [_delivery(row) for row in rows]
@@ -907,6 +932,19 @@ class Store:
                     delivery_id,
                 ),
             )
+
+    def retry_parts(self, delivery_id: int, now: float) -> int:
+        """`relay queue retry` of a posted thread whose replies failed: they are queued again,
+        with their own keys (a reply that may have posted is the user's to check first)."""
+        with self.transaction():
+            count = self.db.execute(
+                "UPDATE thread_parts SET state = 'queued', attempts = 0, next_attempt_at = ?, last_error = NULL,"
+                " doubt_since = NULL WHERE delivery_id = ? AND state = 'failed'",
+                (now, delivery_id),
+            ).rowcount
+            if count:
+                self.db.execute("UPDATE deliveries SET last_error = NULL WHERE id = ?", (delivery_id,))
+        return int(count)
 
     def move(self, delivery_ids: Iterable[int], move: Move, now: float) -> int:
         """Apply a user's move to these deliveries, all or none: StateError names the first
@@ -984,6 +1022,55 @@ class Store:
         ):
             counts.setdefault(account, {})[state] = count
         return counts
+
+    # alerts (relay.alerts)
+
+    def held_counts(self) -> dict[tuple[str, str], int]:
+        """Items the flood guard holds, per (feed, account)."""
+        rows = self.db.execute(
+            "SELECT i.feed, d.account, COUNT(*) FROM deliveries d JOIN items i ON i.id = d.item_id"
+            " WHERE d.state = 'held' GROUP BY i.feed, d.account"
+        )
+        return {(feed, account): int(count) for feed, account, count in rows}
+
+    def failed_threads(self) -> list[Delivery]:
+        """Posted deliveries whose thread has a reply that failed for good."""
+        ids = [
+            row[0] for row in self.db.execute("SELECT DISTINCT delivery_id FROM thread_parts WHERE state = 'failed'")
+        ]
+        return self.deliveries(ids=ids, states=[DeliveryState.POSTED]) if ids else []
+
+    def conditions(self) -> dict[str, tuple[float, str]]:
+        return {key: (since, text) for key, since, text in self.db.execute("SELECT key, since, text FROM conditions")}
+
+    def set_condition(self, key: str, text: str, now: float) -> None:
+        """A condition a run saw (kept with when it began, its text updated)."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO conditions (key, since, text) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET text = excluded.text",
+                (key, now, text),
+            )
+
+    def clear_condition(self, key: str) -> None:
+        with self.transaction():
+            self.db.execute("DELETE FROM conditions WHERE key = ?", (key,))
+
+    def alerted(self) -> dict[str, tuple[str, str]]:
+        """The problems reported as started and not yet as resolved: key → (severity, text)."""
+        return {
+            key: (severity, text) for key, severity, text in self.db.execute("SELECT key, severity, text FROM alerted")
+        }
+
+    def save_alerted(self, started: Mapping[str, tuple[str, str]], resolved: Iterable[str], now: float) -> None:
+        with self.transaction():
+            for key, (severity, text) in started.items():
+                self.db.execute(
+                    "INSERT OR REPLACE INTO alerted (key, text, severity, at) VALUES (?, ?, ?, ?)",
+                    (key, text, severity, now),
+                )
+            for key in resolved:
+                self.db.execute("DELETE FROM alerted WHERE key = ?", (key,))
 
     def account_names(self) -> list[str]:
         """Accounts with a row of their own (a pause, limits, logins) or a delivery."""

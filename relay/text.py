@@ -257,7 +257,15 @@ def mastodon_length(text: str, spoiler_text: str = "") -> int:
         parts.append("x" * MASTODON_URL_LENGTH)
         cursor = end
     parts.append(text[cursor:])
-    return grapheme_length("".join(parts)) + grapheme_length(spoiler_text)
+    length = grapheme_length("".join(parts)) + grapheme_length(spoiler_text)
+    # Mastodon counts the URLs of a few other schemes as 23 too (its twitter-text rules):
+    # a short one counts more than it shows, a long one is counted whole (never too little)
+    if "://" in text:
+        length += sum(max(0, MASTODON_URL_LENGTH - len(m.group())) for m in _OTHER_SCHEME_URL.finditer(text))
+    return length
+
+
+_OTHER_SCHEME_URL = re.compile(r"(?<![\w.+-])(?:dat|dweb|ipfs|ipns|ssb|gopher|gemini)://\S+", re.IGNORECASE)
 
 
 def html_to_text(value: str) -> str:

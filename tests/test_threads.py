@@ -312,3 +312,71 @@ def test_an_auth_error_on_a_reply_stops_the_account_and_keeps_the_reply(tmp_path
     report = run(config(tmp_path), store, Clock(), ScriptedTarget(publish=[Receipt("1", "u1"), refused]))
     assert report.account_errors and [p.state for p in store.thread_parts(delivery_id)] == ["queued", "queued"]
     assert store.thread_parts(delivery_id)[0].attempts == 0
+
+
+# what a review of the split found (issue 10, part 6)
+
+
+def test_a_number_or_a_domain_is_never_cut_as_a_sentence() -> None:
+    from relay.render import _cut
+
+    part, rest = _cut("…and it costs 3.14 billion euros this year", lambda s: len(s) <= 58, sentences=True)
+    assert "3." not in part or "3.14" in part
+    assert not rest.startswith("14")
+
+
+def test_a_reply_never_cuts_a_url_into_a_link_to_somewhere_else() -> None:
+    summary = "数" * 483 + " https://bank.example.com.au/login 之后的文字 " + "数" * 400
+    post = thread(summary, platform="bluesky", template="news-en", most=5)
+    uris = [f["features"][0]["uri"] for p in (post, *post.thread) for f in p.facets if "uri" in f["features"][0]]
+    assert "https://bank.example.com.au/login" in uris
+    assert all(uri in (LINK, "https://bank.example.com.au/login") for uri in uris), uris
+
+
+def test_cjk_and_french_quotes_end_sentences() -> None:
+    from relay.render import _cut
+
+    assert _cut("数据主权。数据主权！数据主权数据主权数据主权数据主权", lambda s: len(s) <= 16, sentences=True)[0] == (
+        "数据主权。数据主权！"
+    )
+    _, rest = _cut("Il a dit « Non. » Puis il est parti.", lambda s: len(s) <= 30, sentences=True)
+    assert not rest.startswith("»")
+
+
+def test_mastodon_counts_a_short_url_of_another_scheme_as_23() -> None:
+    from relay.text import mastodon_length
+
+    assert mastodon_length("voir gemini://a.bc") == len("voir ") + 23
+    summary = " ".join(SENTENCES) + " voir gemini://x.fr" * 120
+    post = thread(summary, most=4)
+    assert all(mastodon_length(p.text) <= 500 for p in (post, *post.thread))
+
+
+def test_a_long_summary_is_cut_from_its_start_only() -> None:
+    import time
+
+    summary = " ".join(f"https://example{n}.org/{'a' * 60}" for n in range(250))[:20000]
+    started = time.process_time()
+    post = thread(summary, platform="bluesky", template="news-en", most=10)
+    assert len(post.thread) == 9
+    assert time.process_time() - started < 30  # a bound for a hung loop, not a benchmark
+
+
+def test_leftover_replies_of_a_failed_root_or_waiting_behind_a_retry_are_never_due(
+    tmp_path: Path, store: Store
+) -> None:
+    delivery_id = queue_long(store, "Un long article")
+    refused = PublishError("HTTP 422", transient=False)
+    run(config(tmp_path), store, Clock(), ScriptedTarget(publish=[refused]))
+    delivery = store.delivery(delivery_id)
+    assert delivery is not None and delivery.state == DeliveryState.FAILED
+    later = epoch(NOW) + 30 * 86400
+    assert not store.has_due_deliveries(later)  # its replies, queued with it, wait for it
+    assert store.unfinished_threads("m", later) == []
+    # a thread whose first reply waits for its retry: the replies after it wait too
+    second = queue_long(store, "Un autre", summary=" ".join(SENTENCES * 3))
+    down = PublishError("HTTP 503", transient=True)
+    run(config(tmp_path), store, Clock(), ScriptedTarget(publish=[Receipt("1", "u1"), down]))
+    assert [p.state for p in store.thread_parts(second)][:2] == ["queued", "queued"]
+    assert not store.has_due_deliveries(epoch(NOW) + 10)
+    assert store.has_due_deliveries(epoch(NOW) + 3600)

@@ -275,3 +275,21 @@ def test_history_shows_a_thread_and_a_reply_that_failed(
     assert len(mastodon_mock.statuses(token)) == 1
     relay("run", "-c", str(config), env={"TOKEN": token}, now=NOW + timedelta(hours=2))
     assert len(mastodon_mock.statuses(token)) == 1  # a reply that failed for good is not retried
+    # until the user asks: `relay queue retry ID` queues the failed replies again
+    retried = relay("queue", "retry", str(json.loads(relay("history", "--format", "json").output)[0]["id"]))
+    assert retried.exit_code == 0 and "thread replies queued again" in retried.output, retried.output
+    assert relay("run", "-c", str(config), env={"TOKEN": token}, now=NOW + timedelta(hours=3)).exit_code == 0
+    assert len(mastodon_thread(mastodon_mock, token)) == len(mastodon_mock.statuses(token)) > 2
+    history = relay("history").output
+    assert "failed" not in history and f"(thread: {len(mastodon_mock.statuses(token))} of" in history
+
+
+def test_check_does_not_warn_when_the_accounts_limit_is_high(tmp_path: Path) -> None:
+    path = tmp_path / "feeds.yaml"
+    path.write_text(
+        "accounts:\n  masto:\n    platform: mastodon\n    instance: https://m.example\n    token: ${TOKEN}\n"
+        "    max_characters: 5000\n"
+        "feeds:\n  - name: santenathon\n    url: https://santenathon.example/feed\n    thread: 3\n"
+    )
+    result = relay("check", "-c", str(path), env={"TOKEN": "x"})
+    assert result.exit_code == 0 and "does not show item.summary" not in result.output, result.output

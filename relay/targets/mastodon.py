@@ -183,6 +183,12 @@ class MastodonTarget:
         )
         return Receipt(remote_id=str(_get(status, "id")), url=str(_get(status, "url") or _get(status, "uri") or ""))
 
+    def direct_message(self, text: str, *, idempotency_key: str) -> Receipt:
+        """A direct-visibility status (relay.alerts: the owner, mentioned in text, hears of a
+        problem); the text is relay's own, its mentions already chosen."""
+        status = self._call(self.api.status_post, text, visibility="direct", idempotency_key=idempotency_key)
+        return Receipt(remote_id=str(_get(status, "id")), url=str(_get(status, "url") or _get(status, "uri") or ""))
+
     def _original(self, post: Post) -> str | None:
         """The original's id on this account's instance: its own id when the status is
         there, else found with GET /api/v2/search?resolve=true (the read:search scope). None

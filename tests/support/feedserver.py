@@ -32,6 +32,8 @@ class QuietServer(ThreadingHTTPServer):
 class Request:
     path: str
     headers: dict[str, str]
+    method: str = "GET"
+    body: bytes = b""  # a POST's (an alert's ping)
 
 
 @dataclass
@@ -56,7 +58,11 @@ class FeedServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.do_GET(self.rfile.read(min(length, 1_000_000)) if length else b"", "POST")
+
+            def do_GET(self, body: bytes = b"", method: str = "GET") -> None:
                 path = self.path.split("?")[0]
                 with server.lock:
                     server.hits[path] = server.hits.get(path, 0) + 1
@@ -66,7 +72,8 @@ class FeedServer:
                 if handler is None:
                     response = Response(404, b"not found")
                 else:
-                    response = handler(Request(self.path, {k.lower(): v for k, v in self.headers.items()}))
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    response = handler(Request(self.path, headers, method, body))
                 if response.delay:
                     time.sleep(response.delay)
                 try:
