@@ -26,7 +26,6 @@ from urllib.parse import unquote, urlsplit
 from relay.config import Alerts, Config
 from relay.models import DeliveryState
 from relay.store import Store
-from relay.text import defuse_mentions, truncate
 
 if TYPE_CHECKING:
     from relay.context import Context
@@ -47,6 +46,8 @@ class Problem:
 
 def problems(config: Config | None, store: Store, now: float) -> list[Problem]:
     """Every problem the state shows now, critical ones first."""
+    from relay.text import truncate
+
     after = (config.alerts if config else Alerts()).feed_failing_after.total_seconds()
     names = {feed.name for feed in config.feeds} if config else None
     found: list[Problem] = []
@@ -108,7 +109,9 @@ def check_line(config: Config | None, store: Store, now: float) -> tuple[int, st
 def note_run(store: Store, report: RunReport, now: float) -> None:
     """What a run saw that the state keeps nowhere else: accounts stopped (and back), and
     that it took the lock."""
-    store.clear_condition("lock")
+    conditions = store.conditions()
+    if "lock" in conditions:
+        store.clear_condition("lock")
     delivery = report.delivery
     if delivery is None:
         return
@@ -116,7 +119,8 @@ def note_run(store: Store, report: RunReport, now: float) -> None:
         store.set_condition(f"account:{name}", f"account {name} stopped: {reason}", now)
     posted = {event.account for event in delivery.events if event.outcome == "posted"}
     for name in posted - set(delivery.stopped):
-        store.clear_condition(f"account:{name}")
+        if f"account:{name}" in conditions:
+            store.clear_condition(f"account:{name}")
 
 
 def note_locked(store: Store, now: float) -> None:
@@ -234,6 +238,7 @@ def _email(config: Config, subject: str, body: str) -> str | None:
 def _direct_message(config: Config, store: Store, context: Context, subject: str, body: str, now: float) -> str | None:
     from relay.targets.base import PublishError
     from relay.targets.mastodon import MastodonTarget
+    from relay.text import defuse_mentions, truncate
 
     alerts = config.alerts
     account = config.accounts[alerts.dm_account]

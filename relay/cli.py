@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -314,13 +315,15 @@ def _run(config: Config, state_dir: Path, feeds: list[Feed], *, dry_run: bool, v
     from relay.pipeline import run_once
 
     run_context = context(config, dry_run=dry_run, state_dir=state_dir)
-    warnings = [] if dry_run else [w for w in [alerts.ping_start(config, run_context)] if w]
+    notifying = config.alerts.notifies and not dry_run
+    warnings = [w for w in [alerts.ping_start(config, run_context)] if w] if notifying else []
     with dry_run_state(state_dir) if dry_run else contextlib.closing(open_store(state_dir)) as store:
         report = run_once(config, store, run_context, feeds)
         if not dry_run:
             now = run_context.clock().timestamp()
             alerts.note_run(store, report, now)
-            warnings += alerts.notify(config, store, run_context, run_failed=report.failed, now=now)
+            if notifying:
+                warnings += alerts.notify(config, store, run_context, run_failed=report.failed, now=now)
     lines = show.run_lines(report, state_dir, verbose=verbose, quiet=quiet, dry_run=dry_run)
     _echo(config, lines + [(f"warning: {line}", True) for line in warnings])
     return report.failed
@@ -333,10 +336,128 @@ def _locked(config: Config, state_dir: Path) -> None:
     with contextlib.closing(open_store(state_dir)) as store:
         when = now().timestamp()
         alerts.note_locked(store, when)
+        if not config.alerts.notifies:
+            return
         warnings = alerts.notify(
             config, store, context(config, state_dir=state_dir), run_failed=False, now=when, ping=False
         )
     _echo(config, [(f"warning: {line}", True) for line in warnings])
+
+
+@cli.command()
+@common_options
+@click.argument("text", required=False)
+@click.option("--template", "template_name", metavar="NAME", help="Render this template (e.g. appel) instead of TEXT.")
+@click.option("--link", metavar="URL", default="", help="The link the post carries (the template's item.link).")
+@click.option(
+    "--var",
+    "variables",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A template variable (vars.KEY); appel uses action and why.",
+)
+@click.option(
+    "--to", "to", multiple=True, metavar="ACCOUNT", help="Only this account (repeatable; default: every account)."
+)
+@click.option(
+    "--at", "at_text", metavar='"YYYY-MM-DD HH:MM"', help="Post then, not now (the pacing timezone, else the system's)."
+)
+@click.option(
+    "--now", "skip_interval", is_flag=True, help="Skip min_interval (never max_per_day or the posting window)."
+)
+@click.option("--dry-run", is_flag=True, help="Show the post exactly as preview would; queue and send nothing.")
+def post(
+    config_path: Path,
+    state_dir: Path,
+    verbose: bool,
+    quiet: bool,
+    text: str | None,
+    template_name: str | None,
+    link: str,
+    variables: tuple[str, ...],
+    to: tuple[str, ...],
+    at_text: str | None,
+    skip_interval: bool,
+    dry_run: bool,
+) -> None:
+    """Post a call to action once to every account (or --to ones), through the outbox:
+    exactly once (the same call again is not queued twice), paced, kept in history.
+
+    \b
+    Examples:
+      relay post "Rassemblement samedi 14h devant le ministère de la Santé" --link https://…
+      relay post --template appel --link https://www.mesopinions.com/petition/… \\
+        --var action="Signez la pétition contre l'hébergement du Health Data Hub chez Microsoft" \\
+        --var why="Nos données de santé doivent rester sous juridiction européenne." --dry-run
+      relay post --template appel --link https://… --var action=… --at "2026-12-01 09:00"
+    """
+    from relay import show
+    from relay.calls import TEXT_TEMPLATE, Call, call_key
+    from relay.config import parse_moment
+    from relay.pipeline import plan_call, send_call
+
+    config = load(config_path)
+    problems = []
+    if bool(text) == bool(template_name):
+        problems.append("relay post: give the TEXT to post, or --template NAME (not both)")
+    if link and not re.match(r"^https?://[^/\s]+", link):
+        problems.append(f"relay post: --link {link!r} is not an http(s) URL")
+    pairs = []
+    for variable in variables:
+        key, sep, value = variable.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"relay post: --var {variable!r} is not KEY=VALUE")
+        pairs.append((key.strip(), value))
+    unknown = [name for name in to if name not in config.accounts]
+    if unknown:
+        problems.append(f"relay post: --to {unknown[0]!r} is not an account of {config.path.name}")
+    at = None
+    if at_text:
+        at = parse_moment(at_text, config.accounts[next(iter(config.accounts))].pacing if config.accounts else None)
+        if at is None:
+            problems.append(f'relay post: --at {at_text!r} is not a date and time like "2026-12-01 09:00"')
+    if template_name:
+        from relay.catalog import available, exists
+
+        if not exists(available(config.template_dirs), template_name):
+            problems.append(f"relay post: no template {template_name!r} (built in: appel, message, news, petition)")
+    if problems:
+        raise ConfigError(problems)
+    accounts = list(to or config.accounts)
+    call = Call(
+        template=template_name or TEXT_TEMPLATE,
+        text=text or "",
+        link=link,
+        vars=tuple(pairs),
+        language=config.language,
+        hashtags=config.hashtags,
+        now=skip_interval,
+    )
+    key = call_key(call, accounts, at)
+    if dry_run:
+        planned = [dataclasses.asdict(p) for p in plan_call(config, None, call, key, accounts)]
+        lines = show.preview_lines(
+            {name: config.accounts[name] for name in accounts}, [], planned, verbose=True, quiet=False
+        )
+        _echo(config, lines)
+        return
+    with run_lock(state_dir), contextlib.closing(open_store(state_dir)) as store:
+        new, ids, report = send_call(config, store, context(config, state_dir=state_dir), call, key, accounts, at)
+        waiting = [d for d in store.deliveries(ids=ids) if d.state in (DeliveryState.QUEUED, DeliveryState.SENDING)]
+    listed = ", ".join(f"#{i}" for i in ids)
+    if not new:
+        click.echo(f"already queued: deliveries {listed} (see `relay queue list` and `relay history`)")
+        return
+    if report is None:
+        assert at is not None
+        click.echo(f"scheduled for {at:%Y-%m-%d %H:%M %Z}: deliveries {listed}")
+        return
+    _echo(config, show.run_lines(report, state_dir, verbose=True, quiet=False, dry_run=False))
+    for delivery in waiting:
+        why = report.delivery.pacing.get(delivery.account, "") if report.delivery else ""
+        click.echo(f"queued: #{delivery.id} to {delivery.account} waits ({why or 'pacing'}); `relay run` posts it")
+    if report.failed:
+        sys.exit(ExitCode.PARTIAL)
 
 
 @cli.command()

@@ -13,7 +13,7 @@ import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -160,6 +160,23 @@ class Alerts:
 
 
 @dataclass(frozen=True)
+class Campaign:
+    """A recurring call to action (relay.calls): posted at start, start + every, … until
+    `until`, each occurrence once."""
+
+    name: str
+    template: str  # "message" for text
+    text: str
+    link: str
+    vars: tuple[tuple[str, str], ...]
+    every: timedelta
+    start: datetime  # `from:`
+    until: datetime | None
+    to: tuple[str, ...]
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     feeds: tuple[Feed, ...]
@@ -168,6 +185,10 @@ class Config:
     warnings: tuple[str, ...] = field(default=())
     network: Network = Network()
     alerts: Alerts = Alerts()
+    campaigns: tuple[Campaign, ...] = ()
+    # what a call to action (relay post, campaigns:) takes from defaults:
+    language: str = "fr"
+    hashtags: tuple[str, ...] = ()
     # (value, variable) for every value substituted from ${VAR}, longest first
     secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
@@ -543,7 +564,8 @@ _ACCOUNT_STRINGS = ("instance", "token", "handle", "app_password", "service", "v
 _SECRET_KEYS = ("token", "app_password")
 _PACING_KEYS = {"max_per_run", "min_interval", "max_per_day", "hours", "days", "timezone"}
 _NETWORK_KEYS = {"allow_private"}
-_TOP_KEYS = {"defaults", "accounts", "pacing", "feeds", "templates", "network", "alerts"}
+_TOP_KEYS = {"defaults", "accounts", "pacing", "feeds", "templates", "network", "alerts", "campaigns"}
+_CAMPAIGN_KEYS = {"name", "template", "text", "link", "vars", "every", "from", "until", "to"}
 _ALERTS_KEYS = {"ping", "email", "mastodon_dm", "feed_failing_after"}
 _FEED_MINIMUMS = (("backfill", 0), ("max_bytes", 1024), ("flood_threshold", 1), ("flood_threshold_day", 1))
 _SERVICE_URL = re.compile(r"^https?://[^/\s]+")
@@ -607,6 +629,7 @@ def load_config(
     defaults, written_defaults = _defaults(check, data)
     feeds = _feeds(check, data, defaults, written_defaults, accounts, secrets)
     template_dirs = _template_dirs(check, data, path.parent)
+    campaigns = _campaigns(check, data, accounts, pacing)
     config = Config(
         path,
         feeds,
@@ -615,6 +638,9 @@ def load_config(
         tuple(check.warnings),
         network=network,
         alerts=alerts,
+        campaigns=campaigns,
+        language=str(defaults.get("language") or "fr"),
+        hashtags=tuple(str(tag).lstrip("#") for tag in defaults.get("hashtags") or () if isinstance(tag, str)),
         secrets=secrets.pairs(),
     )
     if template_exists is not None:
@@ -846,6 +872,103 @@ def _network(check: _Checker, data: _Lined) -> Network:
         check.error(raw.key_lines["allow_private"], "network.allow_private", "must be true or false")
         allow_private = False
     return Network(allow_private=allow_private)
+
+
+def _campaigns(check: _Checker, data: _Lined, accounts: Mapping[str, Account], pacing: Pacing) -> tuple[Campaign, ...]:
+    raw = data.get("campaigns")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        check.error(
+            data.key_lines["campaigns"],
+            "campaigns",
+            "must be a list of campaigns (name, template or text, link, every, from, until)",
+        )
+        return ()
+    campaigns: list[Campaign] = []
+    names: set[str] = set()
+    for index, entry in enumerate(raw):
+        where = f"campaigns[{index}]"
+        if not isinstance(entry, _Lined):
+            check.error(data.key_lines["campaigns"], where, "must be a mapping")
+            continue
+        _unknown_keys(check, entry, _CAMPAIGN_KEYS, where)
+        section = _Section(
+            check,
+            where,
+            {
+                "template": "",
+                "text": "",
+                "link": "",
+                "vars": {},
+                "every": None,
+                "from": None,
+                "until": None,
+                "to": None,
+                **entry,
+            },
+            entry.line,
+            (entry,),
+        )
+        name = str(entry.get("name") or "")
+        if not _TEMPLATE_NAME.fullmatch(name) or name in names:
+            section.error("name", f"{_show(name)} must be a unique name of letters, digits, - and _")
+        names.add(name)
+        template, text = str(section.values["template"] or ""), str(section.values["text"] or "")
+        if bool(template) == bool(text):
+            section.error("template", 'write either template: NAME or text: "…"')
+        link = str(section.values["link"] or "")
+        if link and not re.match(r"^https?://[^/\s]+", link):
+            section.error("link", f"{_show(link)} is not an http(s) URL")
+        variables = section.values["vars"]
+        if not isinstance(variables, dict) or not all(isinstance(v, str | int | float) for v in variables.values()):
+            section.error("vars", 'must be a mapping of names to text, like {action: "Signez", why: "…"}')
+            variables = {}
+        every = _duration(section, "every", timedelta(days=7), positive=True)
+        start = _moment(section, "from", pacing)
+        until = _moment(section, "until", pacing) if section.values["until"] is not None else None
+        if start is not None and until is not None and until < start:
+            section.error("until", "is before from")
+        to = _feed_accounts(section, accounts)
+        if start is not None:
+            campaigns.append(
+                Campaign(
+                    name=name,
+                    template=template or "message",
+                    text=text,
+                    link=link,
+                    vars=tuple((str(k), str(v)) for k, v in variables.items()),
+                    every=every,
+                    start=start,
+                    until=until,
+                    to=to,
+                    line=entry.line,
+                )
+            )
+    return tuple(campaigns)
+
+
+def _moment(section: _Section, key: str, pacing: Pacing) -> datetime | None:
+    """A date and time ("2026-12-01 09:00", or a date) on the posting window's clock, else
+    the system's; an ISO time with its offset as written."""
+    value = section.values.get(key)
+    moment = parse_moment(str(value) if value is not None else "", pacing)
+    if moment is None:
+        section.error(key, f'{_show(value)} is not a date and time like "2026-12-01 09:00"')
+    return moment
+
+
+def parse_moment(value: str, pacing: Pacing | None = None) -> datetime | None:
+    from relay.window import system_zone
+
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        zone = pacing.window.zone if pacing and pacing.window else system_zone()[0]
+        moment = moment.replace(tzinfo=zone)
+    return moment
 
 
 def _alerts(check: _Checker, data: _Lined, secrets: _Secrets, accounts: Mapping[str, Account]) -> Alerts:

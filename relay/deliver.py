@@ -14,6 +14,7 @@ from enum import Enum, StrEnum
 from typing import TYPE_CHECKING
 
 from relay import schedule
+from relay.calls import POST_FEED, call_feed, call_of, campaign_feed, is_call
 from relay.config import PRIORITIES, Account, Config, Feed, Pacing
 from relay.errors import RenderError
 from relay.models import DeliveryState, item_from_payload
@@ -98,8 +99,10 @@ def deliver(
     renderer = renderer or _renderer(config)
     report = DeliveryReport()
     feeds = {feed.name: feed for feed in config.feeds}
+    # calls to action go first, as a high-priority feed's items do
+    calls = (POST_FEED, *(campaign_feed(campaign.name) for campaign in config.campaigns))
     for name in sorted(targets):
-        _deliver_account(store, targets[name], renderer, config.accounts[name], feeds, clock, report)
+        _deliver_account(store, targets[name], renderer, config.accounts[name], feeds, clock, report, calls)
     return report
 
 
@@ -111,6 +114,7 @@ def _deliver_account(
     feeds: dict[str, Feed],
     clock: Callable[[], datetime],
     report: DeliveryReport,
+    calls: tuple[str, ...] = (),
 ) -> None:
     from relay.targets import post_rules
 
@@ -130,11 +134,11 @@ def _deliver_account(
     budget, why, posted_last_day = account_budget(store, account, now)
     left_today = account.pacing.max_per_day - posted_last_day
     # urgent: true feeds skip min_interval, never max_per_day or the posting window
-    urgent = {f.name for f in feeds.values() if f.urgent and name in f.to}
     urgent_budget = budget
-    if urgent and not budget:
+    if not budget:  # an urgent feed's or a `relay post --now` call's items may still go
         urgent_budget = account_budget(store, dataclasses.replace(account, pacing=no_interval(account.pacing)), now)[0]
     levels = {f.name: PRIORITIES.index(f.priority) for f in feeds.values() if f.priority != "normal" and name in f.to}
+    levels.update(dict.fromkeys(calls, 0))
     # deliveries that fail before any send (render errors) do not use the budget
     most = max(budget, urgent_budget)
     due = store.due_deliveries(name, epoch(now), most + 100, levels) if most else []
@@ -150,7 +154,10 @@ def _deliver_account(
     for delivery in due:
         if sent >= most:
             break
-        if sent >= (urgent_budget if delivery.feed in urgent else budget):
+        feed = feeds.get(delivery.feed)
+        if feed is None and is_call(delivery.feed) and (call := call_of(delivery.payload)) is not None:
+            feed = call_feed(delivery.feed, call, name)
+        if sent >= (urgent_budget if feed is not None and feed.urgent else budget):
             continue  # only an urgent feed's items may go now
         if delivery.state == DeliveryState.QUEUED and schedule.over_day_share(
             delivery.feed, posts_today, max_per_day=account.pacing.max_per_day, left_today=left_today
@@ -159,7 +166,6 @@ def _deliver_account(
             continue
         attempt = _Attempt(store, delivery, account, report)
         before = len(report.events)
-        feed = feeds.get(delivery.feed)
         if feed is None:
             store.mark_failed(delivery.id, f"feed {delivery.feed!r} is no longer in the configuration")
             attempt.event(Outcome.FAILED, "feed removed")
@@ -262,7 +268,12 @@ def _deliver_one(
     else:
         try:
             feed_title = str(json.loads(delivery.payload).get("feed_title") or "")
-            post = renderer.render(item_from_payload(delivery.payload), feed, attempt.account, rules, feed_title)
+            item = item_from_payload(delivery.payload)
+            call = call_of(delivery.payload) if is_call(delivery.feed) else None
+            if call is not None:  # the user's own words: their URLs stay, and --var is theirs
+                post = renderer.render(item, feed, attempt.account, rules, variables=dict(call.vars), trusted=True)
+            else:
+                post = renderer.render(item, feed, attempt.account, rules, feed_title)
         except RenderError as exc:
             store.mark_failed(delivery.id, f"render: {exc}")
             attempt.event(Outcome.FAILED, f"render: {exc}")

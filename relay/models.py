@@ -102,6 +102,7 @@ def item_from_payload(payload: str) -> Item:
     data["tags"] = tuple(data["tags"])
     data["images"] = tuple(tuple(image) for image in data.get("images", ()))
     data.pop("feed_title", None)
+    data.pop("call", None)  # a call to action's own (relay.calls)
     return Item(**data)
 
 

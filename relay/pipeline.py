@@ -23,6 +23,7 @@ from relay.store import Store, epoch
 if TYPE_CHECKING:
     import httpx
 
+    from relay.calls import Call
     from relay.decide import ItemDecision
     from relay.deliver import DeliveryReport
     from relay.poll import FeedPoll, FeedReport
@@ -39,6 +40,7 @@ class RunReport:
     start_errors: list[str] = field(default_factory=list)  # "account X: cannot start: ..."
     target_warnings: list[str] = field(default_factory=list)
     delivery: DeliveryReport | None = None
+    campaigns: list[str] = field(default_factory=list)  # the campaigns whose occurrence was queued
 
     @property
     def failed(self) -> bool:
@@ -65,6 +67,16 @@ def run_once(config: Config, store: Store, context: Context, feeds: Sequence[Fee
             ):
                 recorder.record(feed_poll)
                 report.polled.append(feed_poll.report)
+    if config.campaigns:
+        from relay.calls import due_campaigns, queue_campaigns
+
+        if due_occurrences := due_campaigns(store, config, now):
+            from relay.poll import delivery_key
+            from relay.targets import record_key
+
+            report.campaigns = queue_campaigns(
+                store, config, due_occurrences, now, record_key=record_key, delivery_key=delivery_key
+            )
     if not store.has_due_deliveries(epoch(now)):
         return report
     from relay.deliver import deliver, one_line
@@ -191,8 +203,30 @@ def plan(
         for name, account in config.accounts.items()
         if not all_items and (why := window_closed(account.pacing, now.timestamp()))
     }
+    if config.campaigns and not all_items:
+        # the campaigns' occurrences the next run queues, first in its outbox
+        from relay.calls import campaign_call, campaign_feed, due_campaigns
+
+        for campaign, key in due_campaigns(store, config, now) if store else _every_occurrence(config, now):
+            for post in plan_call(
+                config, store, campaign_call(config, campaign), key, campaign.to, campaign_feed(campaign.name)
+            ):
+                posts.insert(0, post)
+                published.insert(0, float("-inf"))
     _pace(config, posts, published, budgets, waiting, later)
     return Plan([feed_poll.report for feed_poll in polls], posts)
+
+
+def _every_occurrence(config: Config, now: datetime) -> list[tuple[Any, str]]:
+    """Without a state, every campaign's occurrence due now."""
+    from relay.calls import occurrence
+
+    due = []
+    for campaign in config.campaigns:
+        when = occurrence(campaign, now)
+        if when is not None:
+            due.append((campaign, f"campaign:{campaign.name}:{when.isoformat()}"))
+    return due
 
 
 def _preview_embed(post: Post) -> dict[str, Any] | None:
@@ -222,7 +256,9 @@ def _pace(
     feeds = {feed.name: feed for feed in config.feeds}
 
     def level(feed: str) -> int:
-        return PRIORITIES.index(feeds[feed].priority) if feed in feeds else 1
+        if feed in feeds:
+            return PRIORITIES.index(feeds[feed].priority)
+        return 0 if feed.startswith("@") else 1  # a call to action goes first
 
     turns: dict[int, int] = {}
     per_feed: dict[tuple[str, str], list[int]] = {}
@@ -459,3 +495,104 @@ def _http_client(context: Context) -> httpx.Client:
     from relay.fetch import make_client
 
     return make_client()
+
+
+def plan_call(
+    config: Config, store: Store | None, call: Call, key: str, to: Sequence[str], feed: str = ""
+) -> list[PlannedPost]:
+    """`relay post --dry-run`, and a campaign's occurrence in preview: the call rendered for
+    each account, as preview shows posts."""
+    from relay.calls import POST_FEED, call_feed, call_item
+    from relay.render import Renderer
+    from relay.targets import known_limits, post_rules
+
+    feed = feed or POST_FEED
+    renderer = Renderer(config)
+    item = call_item(feed, key, call)
+    planned = []
+    for name in to:
+        account = config.accounts[name]
+        post = PlannedPost(
+            feed=feed,
+            key=key,
+            title=item.title,
+            link=item.link or None,
+            account=name,
+            platform=account.platform,
+            text=None,
+            length=None,
+            limit=None,
+            facets=[],
+            embed=None,
+            language=call.language,
+            language_source="default",
+            action="post",
+            reason=None,
+        )
+        try:
+            rendered = renderer.render(
+                item,
+                call_feed(feed, call, name),
+                account,
+                post_rules(account, known_limits(account, store)),
+                variables=dict(call.vars),
+                trusted=True,
+            )
+        except RenderError as exc:
+            post = dataclasses.replace(post, action="skip", reason=f"render: {exc}")
+        else:
+            post = dataclasses.replace(
+                post,
+                text=rendered.text,
+                length=rendered.length,
+                limit=rendered.limit,
+                facets=list(rendered.facets),
+                embed=_preview_embed(rendered),
+            )
+        planned.append(post)
+    return planned
+
+
+def send_call(
+    config: Config, store: Store, context: Context, call: Call, key: str, to: Sequence[str], at: datetime | None
+) -> tuple[bool, list[int], RunReport | None]:
+    """`relay post`: queue the call once for each account, then deliver what is due for
+    those accounts now (unless it is for later): (new, its deliveries, the delivery's report)."""
+    from relay.calls import POST_FEED, queue_call
+    from relay.poll import delivery_key
+    from relay.targets import record_key
+
+    now = context.clock()
+    new, ids = queue_call(
+        store,
+        config,
+        POST_FEED,
+        key,
+        call,
+        to,
+        now=now,
+        not_before=at if at and at > now else None,
+        record_key=record_key,
+        delivery_key=delivery_key,
+    )
+    if not new or (at is not None and at > now):
+        return new, ids, None
+    from relay.deliver import deliver, one_line
+    from relay.targets import make_target
+
+    report = RunReport(first_run=False)
+    targets = {}
+    for name in to:
+        try:
+            targets[name] = make_target(config.accounts[name], store, context)
+        except sqlite3.Error:
+            raise
+        except Exception as exc:
+            report.start_errors.append(f"account {name}: cannot start: {one_line(exc)}")
+    try:
+        report.delivery = deliver(config, store, targets, context.clock)
+    finally:
+        for target in targets.values():
+            target.close()
+    report.target_warnings = [warning for target in targets.values() for warning in target.warnings]
+    return new, ids, report

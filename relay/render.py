@@ -184,6 +184,8 @@ def render_post(
     credit: str = "",
     bluesky_embed: str = "images",
     thread: int = 1,
+    variables: Mapping[str, str] | None = None,
+    trusted: bool = False,
 ) -> Post:
     """Render and fit one item for one account. Raises RenderError. With thread > 1, an
     item whose summary would be cut is posted as a thread of at most that many posts (see
@@ -208,20 +210,28 @@ def render_post(
                 credit=credit,
                 bluesky_embed=bluesky_embed,
             )
-            return _render_post(template, rules, draft, thread)
+            return _render_post(template, rules, draft, thread, variables or {}, trusted)
         except _TooLong:
             if optional_hashtags <= 0:
                 raise
             hashtags, optional_hashtags = hashtags[:-1], optional_hashtags - 1
 
 
-def _render_post(template: jinja2.Template, rules: PostRules, draft: Draft, thread: int = 1) -> Post:
+def _render_post(
+    template: jinja2.Template,
+    rules: PostRules,
+    draft: Draft,
+    thread: int = 1,
+    variables: Mapping[str, str] | None = None,
+    trusted: bool = False,
+) -> Post:
+    """trusted: the text is the user's own (a call to action), not a feed's: its URLs stay."""
     item, feed = draft.item, draft.feed
     if item.link is None:
         raise RenderError(item.skip_reason or "no link")
     link = item.link
     # Where the first URL in the text makes the card, feed text brings none of its own.
-    clean = _unchanged if rules.keeps_feed_urls else remove_urls
+    clean = _unchanged if rules.keeps_feed_urls or trusted else remove_urls
     title, summary = clean(item.title), clean(item.summary)
     author = clean(item.author) if item.author is not None else None
     tags = [t for t in (clean(tag) for tag in item.tags) if t]
@@ -246,6 +256,7 @@ def _render_post(template: jinja2.Template, rules: PostRules, draft: Draft, thre
             "feed": {"name": feed.name, "title": feed_title, "url": feed.url},
             "hashtags": list(draft.hashtags),
             "credit": draft.credit,
+            "vars": dict(variables or {}),  # a call to action's --var / vars: (relay.calls)
             "platform": rules.platform,
             "account": draft.account,
         }
@@ -806,7 +817,17 @@ class Renderer:
         self.config = config
         self.env = make_environment(config.template_dirs)
 
-    def render(self, item: Item, feed: Feed, account: Account, rules: PostRules, feed_title: str = "") -> Post:
+    def render(
+        self,
+        item: Item,
+        feed: Feed,
+        account: Account,
+        rules: PostRules,
+        feed_title: str = "",
+        *,
+        variables: Mapping[str, str] | None = None,
+        trusted: bool = False,
+    ) -> Post:
         template = find_template(self.env, feed.template, rules.platform)
         hashtags, from_categories = post_hashtags(item, feed)
         action = post_action(item, feed, account.name, rules.platform)
@@ -826,6 +847,8 @@ class Renderer:
             images=feed.images,
             visibility=feed.visibility,
             thread=feed.thread if action == "post" else 1,
+            variables=variables,
+            trusted=trusted,
         )
         if action == "post":
             return post

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relay.config import Account, Config
+from relay.config import Account, Campaign, Config
 from relay.models import SENT_ACTIONS, DeliveryState
 from relay.store import Delivery, Store, ThreadPart
 
@@ -240,7 +240,30 @@ def status_json(
         )
     held = [delivery_json(d) for d in store.deliveries(states=[DeliveryState.HELD])]
     failed = [delivery_json(d) for d in store.deliveries(states=[DeliveryState.FAILED])]
-    return {"feeds": feeds, "accounts": accounts, "held": held, "failed": failed}
+    campaigns = [
+        _campaign_json(campaign, now or datetime.now(UTC)) for campaign in (config.campaigns if config else ())
+    ]
+    return {"feeds": feeds, "accounts": accounts, "held": held, "failed": failed, "campaigns": campaigns}
+
+
+def _short(seconds: float) -> str:
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _campaign_json(campaign: Campaign, now: datetime) -> dict[str, Any]:
+    from relay.calls import next_occurrence
+
+    upcoming = next_occurrence(campaign, now)
+    return {
+        "name": campaign.name,
+        "every": _short(campaign.every.total_seconds()),
+        "from": campaign.start.isoformat(),
+        "until": campaign.until.isoformat() if campaign.until else None,
+        "next": upcoming.isoformat() if upcoming else None,
+    }
 
 
 def _window_json(account: Account | None, now: datetime) -> dict[str, Any] | None:
@@ -277,6 +300,9 @@ def status_lines(store: Store, status: dict[str, Any]) -> list[str]:
             shown = "open" if window["open"] else f"closed, opens {window['opens']}"
             line += f"; posting window {window['window']}: {shown}"
         lines.append(line)
+    for campaign in status.get("campaigns") or []:
+        upcoming = campaign["next"][:16].replace("T", " ") if campaign["next"] else "none (over)"
+        lines.append(f"campaign {campaign['name']}: every {campaign['every']}, next {upcoming}")
     if held:
         lines.append(f"held ({len(held)}): release with `relay queue release FEED`, drop with `relay queue drop ID`")
         lines += [f"  #{d['id']} {d['account']} {d['feed']}: {d['title'][:70]}" for d in held[:50]]

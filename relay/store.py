@@ -638,12 +638,20 @@ class Store:
         return int(cursor.lastrowid or 0)
 
     def insert_delivery(
-        self, item_id: int, account: str, state: str, idempotency_key: str, rkey: str | None, now: float
+        self,
+        item_id: int,
+        account: str,
+        state: str,
+        idempotency_key: str,
+        rkey: str | None,
+        now: float,
+        *,
+        not_before: float | None = None,  # a call to action scheduled for later (relay post --at)
     ) -> None:
         self.db.execute(
             "INSERT INTO deliveries (item_id, account, state, idempotency_key, rkey, queued_at, next_attempt_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (item_id, account) DO NOTHING",
-            (item_id, account, state, idempotency_key, rkey, now, now),
+            (item_id, account, state, idempotency_key, rkey, now, not_before if not_before is not None else now),
         )
 
     _DELIVERY_COLUMNS = (

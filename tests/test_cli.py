@@ -228,8 +228,9 @@ def test_a_cron_run_with_nothing_due_imports_only_what_it_uses(tmp_path: Path) -
 
 
 def test_preview_paces_in_the_order_run_sends(tmp_path: Path) -> None:
-    """max_per_run 3 and four feeds with new items on a first run: run sends each feed's
-    oldest item, one per feed in turn, feeds by name; preview says which wait."""
+    """max_per_run 3, a campaign's call to action and four feeds with new items on a first
+    run: run sends the call first, then each feed's oldest item, one per feed in turn, feeds
+    by name; preview says which wait."""
     result = invoke("preview", "-c", str(EXAMPLE), "--format", "json")
     posts = json.loads(result.output)["posts"]
     later = {
@@ -240,6 +241,6 @@ def test_preview_paces_in_the_order_run_sends(tmp_path: Path) -> None:
         for p in posts
         if p["account"] == "mastodon" and p["action"] in ("post", "quote", "boost") and not p["reason"]
     }
-    assert {feed for feed, _ in now} == {"allie-bsky", "framablog", "petition"}
-    assert ("petition", "La pétition est lanc") in now  # the petition's oldest
+    assert {feed for feed, _ in now} == {"@campaign:petition-hdh", "allie-bsky", "framablog"}
+    assert ("petition", "La pétition est lanc") in later  # the petition's oldest, in the next turn
     assert {feed for feed, _ in later} == {"santenathon", "petition"}

@@ -1,0 +1,181 @@
+"""Calls to action (issue 11, part 3): `relay post` (text or a template such as the French
+`appel`, --dry-run, --at, --now) and `campaigns:` in feeds.yaml, through the outbox against
+mastodon-mock and the reference PDS: exactly once, paced, in history; a campaign's
+occurrence posted once even when runs are missed, late rather than several times."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.relayrun import relay
+from tests.support.servers import MastodonMock, Pds
+
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+PETITION = "https://www.mesopinions.com/petition/sante/hdh-microsoft"
+ACTION = "Signez la pétition contre l'hébergement du Health Data Hub chez Microsoft"
+WHY = "Nos données de santé doivent rester sous juridiction européenne, hors du Cloud Act."
+
+
+def write(tmp_path: Path, accounts: str, extra: str = "", pacing: str = "  min_interval: 0s\n") -> Path:
+    path = tmp_path / "feeds.yaml"
+    path.write_text(
+        "defaults:\n  hashtags: [HealthDataHub]\n"
+        f"pacing:\n  max_per_run: 3\n  max_per_day: 10\n{pacing}"
+        f"accounts:\n{accounts}feeds: []\n{extra}"
+    )
+    return path
+
+
+def masto(mock: MastodonMock) -> str:
+    return f"  masto:\n    platform: mastodon\n    instance: {mock.url}\n    token: ${{TOKEN}}\n"
+
+
+def appel(config: Path, *extra: str, env: dict[str, str] | None = None, now: datetime = NOW) -> Any:
+    args = ["post", "-c", str(config), "--template", "appel", "--link", PETITION, "--var", f"action={ACTION}"]
+    return relay(*args, "--var", f"why={WHY}", *extra, env=env, now=now)
+
+
+def test_dry_run_shows_the_post_as_preview_would_and_queues_nothing(tmp_path: Path) -> None:
+    config = write(tmp_path, "  masto:\n    platform: mastodon\n    instance: https://m.example\n    token: ${TOKEN}\n")
+    result = appel(config, "--dry-run", env={"TOKEN": "x"})
+    assert result.exit_code == 0, result.output
+    assert "== masto (mastodon): 1 to post" in result.output
+    assert f"   | 📣 {ACTION}" in result.output and f"   | 👉 {PETITION}" in result.output
+    assert "   | #HealthDataHub" in result.output
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.mastodon
+def test_a_call_is_posted_once_and_kept_in_history(tmp_path: Path, mastodon_mock: MastodonMock) -> None:
+    token = mastodon_mock.new_user(f"appel{uuid.uuid4().hex[:8]}")
+    config = write(tmp_path, masto(mastodon_mock))
+    env = {"TOKEN": token}
+    result = appel(config, env=env)
+    assert result.exit_code == 0, result.output
+    assert "posted to masto: @post:" in result.output
+    [status] = mastodon_mock.statuses(token)
+    assert ACTION.replace("'", "&#39;") in status["content"] or ACTION in status["content"]
+    again = appel(config, env=env)  # the same command by mistake
+    assert "already queued: deliveries #1" in again.output
+    assert len(mastodon_mock.statuses(token)) == 1
+    history = json.loads(relay("history", "--format", "json").output)
+    assert [(h["feed"], h["title"]) for h in history] == [("@post", ACTION)]
+
+
+@pytest.mark.mastodon
+def test_a_text_call_keeps_its_own_urls_and_mentions_nobody(tmp_path: Path, mastodon_mock: MastodonMock) -> None:
+    token = mastodon_mock.new_user(f"texte{uuid.uuid4().hex[:8]}")
+    config = write(tmp_path, masto(mastodon_mock))
+    text = "Rassemblement samedi 14h devant le ministère, avec @ministre@gouv.example : https://rdv.example/samedi"
+    result = relay("post", "-c", str(config), text, env={"TOKEN": token}, now=NOW)
+    assert result.exit_code == 0, result.output
+    [status] = mastodon_mock.statuses(token)
+    assert "rdv.example/samedi" in status["content"] and status["mentions"] == []
+
+
+@pytest.mark.mastodon
+def test_at_schedules_and_now_skips_min_interval_but_not_max_per_day(
+    tmp_path: Path, mastodon_mock: MastodonMock
+) -> None:
+    token = mastodon_mock.new_user(f"plus{uuid.uuid4().hex[:8]}")
+    config = write(tmp_path, masto(mastodon_mock), pacing="  min_interval: 1h\n  timezone: Europe/Paris\n")
+    env = {"TOKEN": token}
+    scheduled = appel(config, "--at", "2026-12-02 10:00", env=env)
+    assert scheduled.output.startswith("scheduled for 2026-12-02 10:00 CET: deliveries #1")
+    relay("run", "-c", str(config), env=env, now=NOW + timedelta(hours=2))
+    assert mastodon_mock.statuses(token) == []
+    relay("run", "-c", str(config), env=env, now=datetime(2026, 12, 2, 9, 1, tzinfo=UTC))  # 10:01 in Paris
+    assert len(mastodon_mock.statuses(token)) == 1
+    later = datetime(2026, 12, 2, 9, 10, tzinfo=UTC)
+    waits = relay("post", "-c", str(config), "Deuxième appel", env=env, now=later)
+    assert "queued: #2 to masto waits (min_interval: next post in" in waits.output
+    assert len(mastodon_mock.statuses(token)) == 1
+    urgent = relay("post", "-c", str(config), "Troisième appel", "--now", env=env, now=later)
+    assert "posted to masto" in urgent.output and len(mastodon_mock.statuses(token)) == 2
+
+
+@pytest.mark.mastodon
+def test_a_campaign_posts_each_occurrence_once_and_a_missed_one_once_late(
+    tmp_path: Path, mastodon_mock: MastodonMock
+) -> None:
+    token = mastodon_mock.new_user(f"camp{uuid.uuid4().hex[:8]}")
+    campaign = (
+        "campaigns:\n  - name: petition-hdh\n    template: appel\n"
+        f'    link: {PETITION}\n    vars:\n      action: "{ACTION}"\n      why: "{WHY}"\n'
+        '    every: 7d\n    from: "2026-12-01 09:00"\n    until: "2026-12-31 23:59"\n'
+    )
+    config = write(tmp_path, masto(mastodon_mock), campaign, pacing="  min_interval: 0s\n  timezone: Europe/Paris\n")
+    env = {"TOKEN": token}
+    start = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)  # 09:00 in Paris
+    preview = relay("preview", "-c", str(config), env=env, now=start + timedelta(minutes=5))
+    assert "-- [post] @campaign:petition-hdh:" in preview.output
+    for hours in (-1, 0.1, 1, 2):  # before it starts, then three runs the first day
+        relay("run", "-c", str(config), env=env, now=start + timedelta(hours=hours))
+    assert len(mastodon_mock.statuses(token)) == 1
+    status = relay("status", "-c", str(config), env=env, now=start + timedelta(hours=2)).output
+    assert "campaign petition-hdh: every 1w, next 2026-12-08 09:00" in status
+    # no run for two weeks: the occurrence of the 15th goes out once, the 8th's never
+    relay("run", "-c", str(config), env=env, now=start + timedelta(days=16))
+    relay("run", "-c", str(config), env=env, now=start + timedelta(days=16, hours=1))
+    assert len(mastodon_mock.statuses(token)) == 2
+    relay("run", "-c", str(config), env=env, now=start + timedelta(days=40))  # over
+    assert len(mastodon_mock.statuses(token)) == 2
+    history = json.loads(relay("history", "--format", "json").output)
+    assert {h["feed"] for h in history} == {"@campaign:petition-hdh"}
+
+
+@pytest.mark.bluesky
+def test_a_text_call_on_bluesky_without_a_link_has_no_card(tmp_path: Path, pds: Pds) -> None:
+    me = pds.account("mia.test")
+    accounts = f"  sky:\n    platform: bluesky\n    handle: mia.test\n    app_password: ${{PASSWORD}}\n    service: {pds.url}\n"
+    config = write(tmp_path, accounts)
+    tag = uuid.uuid4().hex[:6]
+    result = relay("post", "-c", str(config), f"Écrivez à votre CPAM et à la CNIL {tag}", env={"PASSWORD": "mia-pass"})
+    assert result.exit_code == 0, result.output
+    [record] = [r for r in pds.records(me["did"]) if tag in r["value"]["text"]]
+    assert "embed" not in record["value"]
+    assert [f["features"][0]["tag"] for f in record["value"]["facets"]] == ["HealthDataHub"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "give the TEXT to post, or --template NAME"),
+        (("x", "--template", "appel"), "give the TEXT to post, or --template NAME"),
+        (("--template", "nope"), "no template 'nope'"),
+        (("x", "--link", "ftp://x"), "--link 'ftp://x' is not an http(s) URL"),
+        (("x", "--to", "ghost"), "--to 'ghost' is not an account"),
+        (("x", "--at", "demain"), "--at 'demain' is not a date and time"),
+        (("x", "--var", "novalue"), "--var 'novalue' is not KEY=VALUE"),
+    ],
+)
+def test_bad_calls_are_refused_with_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    config = write(tmp_path, "  masto:\n    platform: mastodon\n    instance: https://m.example\n    token: ${TOKEN}\n")
+    result = relay("post", "-c", str(config), *args, env={"TOKEN": "x"})
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_campaign_keys_are_checked(tmp_path: Path) -> None:
+    campaigns = (
+        "campaigns:\n  - name: a\n    template: appel\n    text: both\n    every: often\n    from: tomorrow\n"
+        "  - name: b\n    text: x\n    link: ftp://x\n    every: 7d\n    from: 2026-12-10\n    until: 2026-12-01\n"
+    )
+    config = write(
+        tmp_path, "  masto:\n    platform: mastodon\n    instance: https://m.example\n    token: ${TOKEN}\n", campaigns
+    )
+    result = relay("check", "-c", str(config), env={"TOKEN": "x"})
+    assert result.exit_code == 2
+    for expected in (
+        "campaigns[0].template: write either template: NAME or text:",
+        "campaigns[0].every: 'often' is not a duration",
+        "campaigns[0].from: 'tomorrow' is not a date and time",
+        "campaigns[1].link: 'ftp://x' is not an http(s) URL",
+        "campaigns[1].until: is before from",
+    ):
+        assert expected in result.output, (expected, result.output)
