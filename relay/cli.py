@@ -24,7 +24,6 @@ from relay.edge import (
     config_for_masking,
     context,
     default_state_dir,
-    dry_run_state,
     load,
     now,
     open_existing,
@@ -311,37 +310,17 @@ def run(
 
 
 def _run(config: Config, state_dir: Path, feeds: list[Feed], *, dry_run: bool, verbose: bool, quiet: bool) -> bool:
-    from relay import alerts, show
-    from relay.pipeline import run_once
+    from relay.watch import run_cycle
 
-    run_context = context(config, dry_run=dry_run, state_dir=state_dir)
-    notifying = config.alerts.notifies and not dry_run
-    warnings = [w for w in [alerts.ping_start(config, run_context)] if w] if notifying else []
-    with dry_run_state(state_dir) if dry_run else contextlib.closing(open_store(state_dir)) as store:
-        report = run_once(config, store, run_context, feeds)
-        if not dry_run:
-            now = run_context.clock().timestamp()
-            alerts.note_run(store, report, now)
-            if notifying:
-                warnings += alerts.notify(config, store, run_context, run_failed=report.failed, now=now)
-    lines = show.run_lines(report, state_dir, verbose=verbose, quiet=quiet, dry_run=dry_run)
-    _echo(config, lines + [(f"warning: {line}", True) for line in warnings])
-    return report.failed
+    lines, failed = run_cycle(config, state_dir, feeds, dry_run=dry_run, verbose=verbose, quiet=quiet)
+    _echo(config, lines)
+    return failed
 
 
 def _locked(config: Config, state_dir: Path) -> None:
-    """Another run holds the lock: noted, and told once it has lasted more than an hour."""
-    from relay import alerts
+    from relay.watch import note_locked
 
-    with contextlib.closing(open_store(state_dir)) as store:
-        when = now().timestamp()
-        alerts.note_locked(store, when)
-        if not config.alerts.notifies:
-            return
-        warnings = alerts.notify(
-            config, store, context(config, state_dir=state_dir), run_failed=False, now=when, ping=False
-        )
-    _echo(config, [(f"warning: {line}", True) for line in warnings])
+    _echo(config, note_locked(config, state_dir))
 
 
 @cli.command()
@@ -683,3 +662,87 @@ def cron(
     new = existing + ("" if existing.endswith("\n") or not existing else "\n") + line + "\n"
     subprocess.run(["crontab", "-"], input=new, text=True, check=True)  # noqa: S607
     click.echo(f"added to crontab: {line}")
+
+
+@cli.command()
+@common_options
+def watch(config_path: Path, state_dir: Path, verbose: bool, quiet: bool) -> None:
+    """Run relay as a service, for hosts without cron: the same code as `relay run`, at each
+    feed's `every`, each account's next allowed post and each campaign's next occurrence,
+    asleep in between. One line per action on stderr. feeds.yaml is reloaded when it
+    changes (at least every 5 minutes, at once on SIGHUP); a new file that does not load
+    keeps the old one and is reported by the alerts. SIGTERM or SIGINT: the delivery under
+    way ends, then it exits 0. It takes the same lock as `relay run`.
+
+    \b
+    Example:
+      relay watch -c ~/relay/feeds.yaml
+    """
+    from relay.watch import Watcher
+
+    sys.exit(Watcher(config_path.resolve(), state_dir.resolve(), _echo).run())
+
+
+@cli.command()
+@common_options
+@click.option("--install", is_flag=True, help="Write the units to ~/.config/systemd/user (their files are replaced).")
+def systemd(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, install: bool) -> None:
+    """Print systemd user units: relay-watch.service (relay watch, always running), or
+    relay-run.service with relay-run.timer (relay run every 5 minutes). Enable one of
+    the two; --install writes all three files.
+
+    \b
+    Example:
+      relay systemd -c ~/relay/feeds.yaml --install
+      systemctl --user daemon-reload && systemctl --user enable --now relay-watch.service
+    """
+    from relay.edge import user_config_dir
+
+    beside_python = Path(sys.executable).parent / "relay"
+    executable = str(beside_python) if beside_python.exists() else shutil.which("relay") or f"{sys.executable} -m relay"
+    arguments = f"-c {shlex.quote(str(config_path.resolve()))} --state-dir {shlex.quote(str(state_dir.resolve()))}"
+    units = systemd_units(executable, arguments, config_path.resolve().parent)
+    if not install:
+        for name, text in units.items():
+            click.echo(f"# {name}\n{text}")
+        return
+    folder = user_config_dir() / "systemd" / "user"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in units.items():
+        (folder / name).write_text(text, encoding="utf-8")
+        click.echo(f"wrote {folder / name}")
+    click.echo(
+        "then either: systemctl --user daemon-reload && systemctl --user enable --now relay-watch.service\n"
+        "or:          systemctl --user daemon-reload && systemctl --user enable --now relay-run.timer\n"
+        "(and `loginctl enable-linger` so they run while you are logged out)"
+    )
+
+
+def systemd_units(executable: str, arguments: str, folder: Path) -> dict[str, str]:
+    service = (
+        "[Unit]\nDescription=relay: {what}\nAfter=network-online.target\nWants=network-online.target\n\n"
+        "[Service]\nType={kind}\nWorkingDirectory={folder}\nExecStart={executable} {command} {arguments}\n{extra}"
+    )
+    return {
+        "relay-watch.service": service.format(
+            what="relay feeds to Mastodon and Bluesky (relay watch)",
+            kind="simple",
+            folder=folder,
+            executable=executable,
+            command="watch",
+            arguments=arguments,
+            extra="Restart=on-failure\nRestartSec=60\nKillSignal=SIGTERM\nTimeoutStopSec=120\n\n"
+            "[Install]\nWantedBy=default.target\n",
+        ),
+        "relay-run.service": service.format(
+            what="one relay run (started by relay-run.timer)",
+            kind="oneshot",
+            folder=folder,
+            executable=executable,
+            command="run",
+            arguments=arguments,
+            extra="SuccessExitStatus=3\n",  # another run held the lock: not a failure
+        ),
+        "relay-run.timer": "[Unit]\nDescription=relay run every 5 minutes\n\n"
+        "[Timer]\nOnCalendar=*:0/5\nPersistent=true\n\n[Install]\nWantedBy=timers.target\n",
+    }

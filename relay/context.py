@@ -29,3 +29,5 @@ class Context:
     state_dir: Path | None = None  # where the state lives (the store is opened from it)
     # how feeds are fetched: None is relay's guarded client (relay.fetch.make_client)
     http_client: Callable[[], httpx.Client] | None = None
+    # relay watch, asked to stop (SIGTERM, SIGINT): the current delivery ends, no other starts
+    stopping: Callable[[], bool] = lambda: False

@@ -94,15 +94,20 @@ def deliver(
     clock: Callable[[], datetime],
     *,
     renderer: Renderer | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> DeliveryReport:
-    """Send what the outbox holds, oldest first, within each account's pacing."""
+    """Send what the outbox holds, oldest first, within each account's pacing; stopping
+    (relay watch, asked to stop) is asked before each delivery."""
     renderer = renderer or _renderer(config)
     report = DeliveryReport()
     feeds = {feed.name: feed for feed in config.feeds}
     # calls to action go first, as a high-priority feed's items do
     calls = (POST_FEED, *(campaign_feed(campaign.name) for campaign in config.campaigns))
+    stop = stopping or (lambda: False)
     for name in sorted(targets):
-        _deliver_account(store, targets[name], renderer, config.accounts[name], feeds, clock, report, calls)
+        if stop():
+            break
+        _deliver_account(store, targets[name], renderer, config.accounts[name], feeds, clock, report, calls, stop)
     return report
 
 
@@ -115,6 +120,7 @@ def _deliver_account(
     clock: Callable[[], datetime],
     report: DeliveryReport,
     calls: tuple[str, ...] = (),
+    stopping: Callable[[], bool] = lambda: False,
 ) -> None:
     from relay.targets import post_rules
 
@@ -152,7 +158,7 @@ def _deliver_account(
     posts_today = {f: n for f, n in store.feed_activity(name, epoch(now) - 86400).items() if f not in held}
     sent = 0
     for delivery in due:
-        if sent >= most:
+        if sent >= most or stopping():
             break
         feed = feeds.get(delivery.feed)
         if feed is None and is_call(delivery.feed) and (call := call_of(delivery.payload)) is not None:

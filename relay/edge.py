@@ -29,6 +29,11 @@ def default_state_dir() -> Path:
     return Path(platformdirs.user_state_dir("relay", appauthor=False))
 
 
+def user_config_dir() -> Path:
+    """~/.config (XDG_CONFIG_HOME): where systemd user units go."""
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+
+
 def state_failure(exc: Exception, state_dir: Path) -> str | None:
     """One line for a failure of the state (SQLite or the disk under it); None for others."""
     if "sqlite3" not in sys.modules and not isinstance(exc, OSError):
@@ -54,11 +59,20 @@ def load(config_path: Path, *, check_templates: bool = True) -> Config:
 
 
 def now() -> datetime:
-    """The one place RELAY_NOW is read: tests pin the clock of a run with it."""
+    """The one place the test clocks are read: RELAY_NOW pins the clock of a run; the file
+    RELAY_CLOCK_FILE holds the time of a `relay watch` that a test moves forward."""
+    clock_file = os.environ.get("RELAY_CLOCK_FILE")
+    if clock_file:
+        return datetime.fromisoformat(Path(clock_file).read_text(encoding="utf-8").strip())
     override = os.environ.get("RELAY_NOW")
     if override:
         return datetime.fromisoformat(override)
     return datetime.now(UTC)
+
+
+def test_clock() -> bool:
+    """Whether time is the test's (relay watch then waits for the clock file, not the wall)."""
+    return bool(os.environ.get("RELAY_CLOCK_FILE"))
 
 
 def context(config: Config, *, dry_run: bool = False, state_dir: Path | None = None) -> Context:

@@ -91,7 +91,7 @@ def run_once(config: Config, store: Store, context: Context, feeds: Sequence[Fee
         except Exception as exc:  # an SDK refusing its settings stops that account only
             report.start_errors.append(f"account {name}: cannot start: {one_line(exc)}")
     try:
-        report.delivery = deliver(config, store, targets, context.clock)
+        report.delivery = deliver(config, store, targets, context.clock, stopping=context.stopping)
     finally:
         for target in targets.values():
             target.close()

@@ -1017,6 +1017,25 @@ class Store:
         )
         return {row[0] for row in rows}
 
+    def next_delivery_at(self, account: str) -> float | None:
+        """When the account's next delivery (or a thread's reply) is due: relay watch wakes then."""
+        row = self.db.execute(
+            "SELECT MIN(t) FROM (SELECT MIN(next_attempt_at) AS t FROM deliveries"
+            "  WHERE account = ? AND state IN ('queued', 'sending')"
+            " UNION ALL SELECT MIN(p.next_attempt_at) FROM thread_parts p JOIN deliveries d ON d.id = p.delivery_id"
+            "  WHERE d.account = ? AND d.state = 'posted' AND p.state IN ('queued', 'sending'))",
+            (account, account),
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def posted_times(self, account: str, since: float) -> list[float]:
+        rows = self.db.execute(
+            "SELECT posted_at FROM deliveries WHERE account = ? AND state = 'posted' AND posted_at >= ?"
+            " ORDER BY posted_at",
+            (account, since),
+        )
+        return [float(row[0]) for row in rows]
+
     def last_posted_at(self, account: str) -> float | None:
         row = self.db.execute(
             "SELECT MAX(posted_at) FROM deliveries WHERE account = ? AND state = 'posted'", (account,)
