@@ -14,14 +14,8 @@ failed run. `relay status --check` reads the same problems, for a monitoring pro
 
 from __future__ import annotations
 
-import hashlib
-import smtplib
-import ssl
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.utils import make_msgid
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
 
 from relay.config import Alerts, Config
 from relay.models import DeliveryState
@@ -106,12 +100,16 @@ def check_line(config: Config | None, store: Store, now: float) -> tuple[int, st
     return worst, f"{label}: {len(found)} problem{'s' if len(found) > 1 else ''}: {shown}{more}"
 
 
-def note_run(store: Store, report: RunReport, now: float) -> None:
-    """What a run saw that the state keeps nowhere else: accounts stopped (and back), and
-    that it took the lock."""
+def note_run(
+    store: Store, report: RunReport, now: float, config: Config | None = None, *, config_loaded: bool = True
+) -> None:
+    """What a run saw that the state keeps nowhere else: accounts stopped (and back), that
+    it took the lock, and that feeds.yaml loads (relay watch reports when it does not)."""
     conditions = store.conditions()
-    if "lock" in conditions:
-        store.clear_condition("lock")
+    for key in conditions:
+        gone = key.startswith("account:") and config is not None and key.split(":", 1)[1] not in config.accounts
+        if key == "lock" or (key == "config" and config_loaded) or gone:
+            store.clear_condition(key)
     delivery = report.delivery
     if delivery is None:
         return
@@ -202,12 +200,25 @@ def _ping(config: Config, context: Context, url: str, body: str | None) -> str |
                 )
         if response.status_code >= 400:
             return config.redact(f"alerts: ping {url}: HTTP {response.status_code}")
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # a ping that fails, however, never fails the run
         return config.redact(f"alerts: ping {url}: {type(exc).__name__}: {exc}")
     return None
 
 
 def _email(config: Config, subject: str, body: str) -> str | None:
+    try:
+        return _send_email(config, subject, body)
+    except Exception as exc:  # an email that cannot be sent never fails the run
+        return config.redact(f"alerts: email to {config.alerts.email_to}: {type(exc).__name__}: {exc}")
+
+
+def _send_email(config: Config, subject: str, body: str) -> str | None:
+    import smtplib
+    import ssl
+    from email.message import EmailMessage
+    from email.utils import make_msgid
+    from urllib.parse import unquote, urlsplit
+
     alerts = config.alerts
     parts = urlsplit(alerts.email_url)
     host, port = parts.hostname or "", parts.port
@@ -236,6 +247,8 @@ def _email(config: Config, subject: str, body: str) -> str | None:
 
 
 def _direct_message(config: Config, store: Store, context: Context, subject: str, body: str, now: float) -> str | None:
+    import hashlib
+
     from relay.targets.base import PublishError
     from relay.targets.mastodon import MastodonTarget
     from relay.text import defuse_mentions, truncate

@@ -110,6 +110,7 @@ def queue_call(
     not_before: datetime | None,
     record_key: Callable[[Account, datetime], str | None],
     delivery_key: Callable[[str, str, str], str],
+    published: datetime | None = None,  # a campaign's occurrence: the time it is for
 ) -> tuple[bool, list[int]]:
     """Queue a call for each account of `to`, once: (whether it is new, its deliveries)."""
     item = call_item(feed, key, call)
@@ -118,7 +119,14 @@ def queue_call(
     with store.transaction():
         new = not store.known_keys(feed, [key_hash])
         item_id = store.insert_item(
-            feed, key_hash, None, item.title or item.summary[:200], call.link or None, None, epoch(now), payload
+            feed,
+            key_hash,
+            None,
+            item.title or item.summary[:200],
+            call.link or None,
+            epoch(published) if published else None,
+            epoch(now),
+            payload,
         )
         if new:
             for name in to:
@@ -135,20 +143,35 @@ def queue_call(
     return new, ids
 
 
-def occurrence(campaign: Campaign, now: datetime) -> datetime | None:
-    """The campaign's latest occurrence due at now: one missed by runs that did not happen
-    is posted once, late; none once the campaign is over (now past until)."""
+def _step(campaign: Campaign, now: datetime) -> int:
+    """How many `every` have passed since `from`, on the wall clock of from's zone: a weekly
+    call at 09:00 stays at 09:00 across daylight saving."""
+    zone = campaign.start.tzinfo
+    elapsed = now.astimezone(zone).replace(tzinfo=None) - campaign.start.replace(tzinfo=None)
+    step = int(elapsed / campaign.every)
+    if _at(campaign, step) > now:  # the wall clock's hour skipped or repeated
+        step -= 1
+    return step
+
+
+def _at(campaign: Campaign, step: int) -> datetime:
+    return (campaign.start.replace(tzinfo=None) + step * campaign.every).replace(tzinfo=campaign.start.tzinfo)
+
+
+def occurrence(campaign: Campaign, now: datetime) -> tuple[int, datetime] | None:
+    """The campaign's latest occurrence due at now, and its number: one missed by runs
+    that did not happen is posted once, late; none once the campaign is over (now past
+    until)."""
     if now < campaign.start or (campaign.until is not None and now > campaign.until):
         return None
-    steps = int((now - campaign.start) / campaign.every)
-    return campaign.start + steps * campaign.every
+    step = _step(campaign, now)
+    return (step, _at(campaign, step)) if step >= 0 else None
 
 
 def next_occurrence(campaign: Campaign, now: datetime) -> datetime | None:
     if now < campaign.start:
         return campaign.start
-    steps = int((now - campaign.start) / campaign.every) + 1
-    when = campaign.start + steps * campaign.every
+    when = _at(campaign, _step(campaign, now) + 1)
     return when if campaign.until is None or when <= campaign.until else None
 
 
@@ -163,23 +186,30 @@ def campaign_call(config: Config, campaign: Campaign) -> Call:
     )
 
 
-def due_campaigns(store: Store, config: Config, now: datetime) -> list[tuple[Campaign, str]]:
-    """The campaigns whose occurrence due now is not queued yet, with that occurrence's key."""
+def due_campaigns(store: Store, config: Config, now: datetime) -> list[tuple[Campaign, str, datetime]]:
+    """The campaigns whose occurrence due now is not queued yet, with that occurrence's key:
+    its number, which a time zone read differently does not change; and never a second one
+    within half an `every` of the last (an edited `from` or `every` starts no extra post)."""
     due = []
     for campaign in config.campaigns:
-        when = occurrence(campaign, now)
-        if when is None:
+        found = occurrence(campaign, now)
+        if found is None:
             continue
-        key = f"campaign:{campaign.name}:{when.isoformat()}"
-        if not store.known_keys(campaign_feed(campaign.name), [fingerprint(key)]):
-            due.append((campaign, key))
+        feed = campaign_feed(campaign.name)
+        key = f"campaign:{campaign.name}:{found[0]}"
+        if store.known_keys(feed, [fingerprint(key)]):
+            continue
+        last = store.last_published_at(feed)  # the time the last occurrence queued was for
+        if last is not None and found[1].timestamp() - last < campaign.every.total_seconds() / 2:
+            continue
+        due.append((campaign, key, found[1]))
     return due
 
 
 def queue_campaigns(
     store: Store,
     config: Config,
-    due: Sequence[tuple[Campaign, str]],
+    due: Sequence[tuple[Campaign, str, datetime]],
     now: datetime,
     *,
     record_key: Callable[[Account, datetime], str | None],
@@ -187,7 +217,7 @@ def queue_campaigns(
 ) -> list[str]:
     """Queue each due occurrence (due_campaigns), once; the campaigns' names."""
     queued = []
-    for campaign, key in due:
+    for campaign, key, when in due:
         new, _ = queue_call(
             store,
             config,
@@ -199,6 +229,7 @@ def queue_campaigns(
             not_before=None,
             record_key=record_key,
             delivery_key=delivery_key,
+            published=when,
         )
         if new:
             queued.append(campaign.name)

@@ -392,7 +392,7 @@ def post(
         problems.append(f"relay post: --to {unknown[0]!r} is not an account of {config.path.name}")
     at = None
     if at_text:
-        at = parse_moment(at_text, config.accounts[next(iter(config.accounts))].pacing if config.accounts else None)
+        at = parse_moment(at_text, config.pacing)
         if at is None:
             problems.append(f'relay post: --at {at_text!r} is not a date and time like "2026-12-01 09:00"')
     if template_name:
@@ -422,10 +422,12 @@ def post(
         return
     with run_lock(state_dir), contextlib.closing(open_store(state_dir)) as store:
         new, ids, report = send_call(config, store, context(config, state_dir=state_dir), call, key, accounts, at)
-        waiting = [d for d in store.deliveries(ids=ids) if d.state in (DeliveryState.QUEUED, DeliveryState.SENDING)]
+        done = store.deliveries(ids=ids)
+        waiting = [d for d in done if d.state in (DeliveryState.QUEUED, DeliveryState.SENDING)]
     listed = ", ".join(f"#{i}" for i in ids)
     if not new:
-        click.echo(f"already queued: deliveries {listed} (see `relay queue list` and `relay history`)")
+        states = ", ".join(f"#{d.id} {d.state}" for d in done)
+        click.echo(f"already queued once: {states} (the same call is never queued twice; see `relay history`)")
         return
     if report is None:
         assert at is not None
@@ -437,6 +439,28 @@ def post(
         click.echo(f"queued: #{delivery.id} to {delivery.account} waits ({why or 'pacing'}); `relay run` posts it")
     if report.failed:
         sys.exit(ExitCode.PARTIAL)
+
+
+def _status_check(config_path: Path, state_dir: Path) -> None:
+    """`relay status --check`: exactly one line on stdout, whatever fails, and 0, 1 or 2."""
+    from relay.alerts import check_line
+
+    config = None
+    if config_path.exists():
+        try:
+            config = load(config_path, check_templates=False)
+        except RelayError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            click.echo(redact(None, f"CRITICAL: {config_path.name} does not load: {first}"))
+            sys.exit(2)
+    try:
+        store = open_existing(state_dir)
+    except RelayError as exc:
+        click.echo(redact(config, f"CRITICAL: {exc}"))
+        sys.exit(2)
+    code, line = check_line(config, store, now().timestamp())
+    click.echo(redact(config, line))
+    sys.exit(code)
 
 
 @cli.command()
@@ -459,14 +483,10 @@ def status(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, outpu
     """
     from relay import show
 
+    if check:
+        _status_check(config_path, state_dir)
     store = open_existing(state_dir)
     config = config_for_masking(config_path)
-    if check:
-        from relay.alerts import check_line
-
-        code, line = check_line(config, store, now().timestamp())
-        click.echo(redact(config, line))
-        sys.exit(code)
     data = show.status_json(store, lambda text: redact(config, text), config, now())
     if output_format == "json":
         click.echo(redact(config, json.dumps(data, ensure_ascii=False, indent=2)))

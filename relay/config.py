@@ -15,14 +15,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import yaml
 
 from relay.errors import ConfigError
 from relay.social import feed_url_of
-from relay.window import Window
+
+if TYPE_CHECKING:  # built when a posting window is written: a no-op run does not load it
+    from relay.window import Window
 
 PLATFORMS = ("mastodon", "bluesky")
 VISIBILITIES = ("public", "unlisted", "private")
@@ -186,6 +188,7 @@ class Config:
     network: Network = Network()
     alerts: Alerts = Alerts()
     campaigns: tuple[Campaign, ...] = ()
+    pacing: Pacing = Pacing()  # the top-level pacing: its window's clock reads `relay post --at`
     # what a call to action (relay post, campaigns:) takes from defaults:
     language: str = "fr"
     hashtags: tuple[str, ...] = ()
@@ -639,6 +642,7 @@ def load_config(
         network=network,
         alerts=alerts,
         campaigns=campaigns,
+        pacing=pacing,
         language=str(defaults.get("language") or "fr"),
         hashtags=tuple(str(tag).lstrip("#") for tag in defaults.get("hashtags") or () if isinstance(tag, str)),
         secrets=secrets.pairs(),
@@ -850,7 +854,7 @@ def _window_zone(section: _Section) -> str:
 def _window(hours: str, days: tuple[str, ...], timezone: str) -> Window:
     from zoneinfo import ZoneInfo
 
-    from relay.window import DAYS, parse_hours, system_zone
+    from relay.window import DAYS, Window, parse_hours, system_zone
 
     start, end = parse_hours(hours or "00:00-24:00") or parse_hours("00:00-24:00")  # type: ignore[misc]
     zone, zone_name = (ZoneInfo(timezone), timezone) if timezone else system_zone()

@@ -188,7 +188,7 @@ def plan(
         urgent = (
             budget or account_budget(store, dataclasses.replace(account, pacing=no_interval(account.pacing)), now)[0]
         )
-        budgets[name], waiting[name] = (budget, urgent), (store.waiting_by_feed(name) if store else {})
+        budgets[name], waiting[name] = (budget, urgent), (store.waiting_by_feed(name, epoch(now)) if store else {})
     posts = []
     published: list[float] = []
     for feed_poll in polls:
@@ -207,7 +207,7 @@ def plan(
         # the campaigns' occurrences the next run queues, first in its outbox
         from relay.calls import campaign_call, campaign_feed, due_campaigns
 
-        for campaign, key in due_campaigns(store, config, now) if store else _every_occurrence(config, now):
+        for campaign, key, _ in due_campaigns(store, config, now) if store else _every_occurrence(config, now):
             for post in plan_call(
                 config, store, campaign_call(config, campaign), key, campaign.to, campaign_feed(campaign.name)
             ):
@@ -217,15 +217,15 @@ def plan(
     return Plan([feed_poll.report for feed_poll in polls], posts)
 
 
-def _every_occurrence(config: Config, now: datetime) -> list[tuple[Any, str]]:
+def _every_occurrence(config: Config, now: datetime) -> list[tuple[Any, str, datetime]]:
     """Without a state, every campaign's occurrence due now."""
     from relay.calls import occurrence
 
     due = []
     for campaign in config.campaigns:
-        when = occurrence(campaign, now)
-        if when is not None:
-            due.append((campaign, f"campaign:{campaign.name}:{when.isoformat()}"))
+        found = occurrence(campaign, now)
+        if found is not None:
+            due.append((campaign, f"campaign:{campaign.name}:{found[0]}", found[1]))
     return due
 
 
@@ -268,17 +268,27 @@ def _pace(
     for indices in per_feed.values():
         for turn, index in enumerate(sorted(indices, key=lambda i: (published[i], i))):
             turns[index] = turn
+
+    def is_urgent(feed: str) -> bool:
+        return feed in feeds and feeds[feed].urgent
+
+    # as the run does: while min_interval holds the account (normal budget 0), only urgent
+    # items go, and only they use the budget
     taken: dict[str, int] = {}
     for index in sorted(turns, key=lambda i: (level(posts[i].feed), turns[i], posts[i].feed, i)):
         post = posts[index]
-        ahead = taken.get(post.account, 0) + sum(
-            count for feed, count in waiting.get(post.account, {}).items() if level(feed) <= level(post.feed)
-        )
-        taken[post.account] = taken.get(post.account, 0) + 1
         normal, urgent = budgets[post.account]
-        if ahead >= (urgent if post.feed in feeds and feeds[post.feed].urgent else normal):
+        counted = (lambda feed: True) if normal else is_urgent
+        ahead = taken.get(post.account, 0) + sum(
+            count
+            for feed, count in waiting.get(post.account, {}).items()
+            if level(feed) <= level(post.feed) and counted(feed)
+        )
+        if ahead >= (urgent if is_urgent(post.feed) else normal):
             reason = later.get(post.account, "queued now, posted in a later run (pacing)")
             posts[index] = dataclasses.replace(post, reason=reason)
+        else:
+            taken[post.account] = taken.get(post.account, 0) + 1
 
 
 def _planned(

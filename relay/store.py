@@ -698,7 +698,8 @@ class Store:
         """Something to send now: an in-doubt delivery, or a queued one whose time has come."""
         row = self.db.execute(
             "SELECT 1 FROM deliveries WHERE state = 'sending' OR (state = 'queued' AND next_attempt_at <= ?)"
-            f" UNION ALL SELECT 1 FROM deliveries d WHERE d.state = 'posted' AND {_NEXT_PART_DUE}"
+            " UNION ALL SELECT 1 FROM thread_parts p JOIN deliveries d ON d.id = p.delivery_id"
+            f" WHERE p.state IN ('queued', 'sending') AND d.state = 'posted' AND {_NEXT_PART_DUE}"
             " LIMIT 1",
             (now, now),
         ).fetchone()
@@ -744,13 +745,14 @@ class Store:
         )
         return [_delivery(row) for row in rows]
 
-    def waiting_by_feed(self, account: str) -> dict[str, int]:
-        """Deliveries queued or being sent to account, per feed: they go before anything new
-        of the same priority."""
+    def waiting_by_feed(self, account: str, now: float) -> dict[str, int]:
+        """Deliveries due to account (queued and their time come, or being sent), per feed:
+        they go before anything new of the same priority."""
         rows = self.db.execute(
             "SELECT i.feed, COUNT(*) FROM deliveries d JOIN items i ON i.id = d.item_id"
-            " WHERE d.account = ? AND d.state IN ('queued', 'sending') GROUP BY i.feed",
-            (account,),
+            " WHERE d.account = ? AND (d.state = 'sending' OR (d.state = 'queued' AND d.next_attempt_at <= ?))"
+            " GROUP BY i.feed",
+            (account, now),
         )
         return {feed: int(count) for feed, count in rows}
 
@@ -1016,6 +1018,11 @@ class Store:
             (account, since),
         )
         return {row[0] for row in rows}
+
+    def last_published_at(self, feed: str) -> float | None:
+        """The newest item's date (a campaign's: the time its last occurrence queued was for)."""
+        row = self.db.execute("SELECT MAX(published_at) FROM items WHERE feed = ?", (feed,)).fetchone()
+        return None if row[0] is None else float(row[0])
 
     def next_delivery_at(self, account: str) -> float | None:
         """When the account's next delivery (or a thread's reply) is due: relay watch wakes then."""

@@ -39,23 +39,33 @@ def run_cycle(
     verbose: bool,
     quiet: bool,
     stopping: Callable[[], bool] | None = None,
+    config_loaded: bool = True,
 ) -> tuple[list[Line], bool]:
-    """One `relay run` under the lock the caller holds: its lines and whether it failed."""
+    """One `relay run` under the lock the caller holds: its lines and whether it failed.
+    config_loaded: feeds.yaml loaded as it is now (relay watch may run on the previous one)."""
     import dataclasses
 
-    from relay import alerts, show
+    from relay import show
     from relay.pipeline import run_once
 
     run_context = context(config, dry_run=dry_run, state_dir=state_dir)
     if stopping is not None:
         run_context = dataclasses.replace(run_context, stopping=stopping)
     notifying = config.alerts.notifies and not dry_run
-    warnings = [w for w in [alerts.ping_start(config, run_context)] if w] if notifying else []
+    warnings: list[str] = []
+    if notifying:
+        from relay import alerts
+
+        warnings += [w for w in [alerts.ping_start(config, run_context)] if w]
     with dry_run_state(state_dir) if dry_run else contextlib.closing(open_store(state_dir)) as store:
         report = run_once(config, store, run_context, feeds)
-        if not dry_run:
+        # what the run saw for the alerts: nothing to note in a run that delivered nothing,
+        # when no condition is recorded (the no-op cron run loads no more than that)
+        if not dry_run and (notifying or report.delivery is not None or store.conditions()):
+            from relay import alerts
+
             moment = run_context.clock().timestamp()
-            alerts.note_run(store, report, moment)
+            alerts.note_run(store, report, moment, config, config_loaded=config_loaded)
             if notifying:
                 warnings += alerts.notify(config, store, run_context, run_failed=report.failed, now=moment)
     lines = show.run_lines(report, state_dir, verbose=verbose, quiet=quiet, dry_run=dry_run)
@@ -89,6 +99,7 @@ class Watcher:
         self.stop = False
         self.reload_asked = False
         self.sleeping = False
+        self.config_loads = True  # feeds.yaml loads as it is now
 
     def _signal(self, number: int, frame: FrameType | None) -> None:
         if number == signal.SIGHUP:
@@ -122,6 +133,11 @@ class Watcher:
                     break  # a new feeds.yaml may have feeds due now
                 if now() >= wake:
                     break
+                # work another command queued meanwhile (relay post --at, relay queue retry)
+                with contextlib.closing(open_store(self.state_dir)) as store:
+                    wake = min(wake, next_wake(config, store, now(), gap=0))
+                if now() >= wake:
+                    break
         self.log(config, "relay watch: stopped")
         return 0
 
@@ -136,6 +152,7 @@ class Watcher:
         try:
             fresh = load(self.config_path)
         except ConfigError as exc:
+            self.config_loads = False
             first = exc.problems[0] if exc.problems else str(exc)
             self.log(
                 config, f"relay watch: {first} (and {len(exc.problems) - 1} more); keeping the previous feeds.yaml"
@@ -147,6 +164,7 @@ class Watcher:
                     now().timestamp(),
                 )
             return config
+        self.config_loads = True
         with contextlib.closing(open_store(self.state_dir)) as store:
             if CONFIG_PROBLEM in store.conditions():
                 store.clear_condition(CONFIG_PROBLEM)
@@ -165,6 +183,7 @@ class Watcher:
                     verbose=True,
                     quiet=False,
                     stopping=lambda: self.stop,
+                    config_loaded=self.config_loads,
                 )
         except LockedError:
             self.echo(config, note_locked(config, self.state_dir))
@@ -183,7 +202,7 @@ class Watcher:
         seconds = min(MAX_SLEEP, (wake - now()).total_seconds())
         try:
             self.sleeping = True
-            if seconds > 0 and not self.stop:
+            if seconds > 0 and not self.stop and not self.reload_asked:
                 time.sleep(seconds)
         except _Wake:
             pass
@@ -191,7 +210,7 @@ class Watcher:
             self.sleeping = False
 
 
-def next_wake(config: Config, store: Store, moment: datetime) -> datetime:
+def next_wake(config: Config, store: Store, moment: datetime, *, gap: float = MIN_GAP) -> datetime:
     """When the next run has something to do: a feed due, an account allowed to post what
     waits for it, a campaign's next occurrence; at least MIN_GAP from now."""
     from relay.calls import next_occurrence
@@ -199,10 +218,13 @@ def next_wake(config: Config, store: Store, moment: datetime) -> datetime:
     at = moment.timestamp()
     times = [at + 86400]  # nothing scheduled: a run a day all the same
     states = store.feed_states()
+    stopped = store.conditions()
     for feed in config.feeds:
         state = states.get(feed.name)
         times.append(state.next_due_at if state and state.next_due_at is not None else at)
     for account in config.accounts.values():
+        if f"account:{account.name}" in stopped:
+            continue  # its credentials were refused: the next feed's run tries it again
         waiting = store.next_delivery_at(account.name)
         if waiting is not None:
             times.append(max(waiting, allowed_at(account, store, at)))
@@ -210,7 +232,7 @@ def next_wake(config: Config, store: Store, moment: datetime) -> datetime:
         upcoming = next_occurrence(campaign, moment)
         if upcoming is not None:
             times.append(upcoming.timestamp())
-    wake = max(min(times), at + MIN_GAP)
+    wake = max(min(times), at + gap)
     return datetime.fromtimestamp(wake, tz=moment.tzinfo)
 
 

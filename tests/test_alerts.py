@@ -269,3 +269,31 @@ def test_alerts_keys_are_checked(tmp_path: Path) -> None:
         "alerts.mastodon_dm.to: 'owner' is not a Mastodon handle",
     ):
         assert expected in result.output, (expected, result.output)
+
+
+def test_an_alert_that_cannot_be_sent_never_fails_the_run(tmp_path: Path, feed_server: FeedServer) -> None:
+    good = feed_server.feed(f"/ok-{uuid.uuid4().hex[:6]}.rss", numbered(1, now=NOW))
+    config = write(
+        tmp_path,
+        "  masto:\n    platform: mastodon\n    instance: https://m.example\n    token: ${TOKEN}\n",
+        f"  - name: news\n    url: {good}\n    backfill: 0\n",
+        "  ping: http://hc.example:abc/ping\n  email:\n    url: ${RELAY_SMTP_URL}\n    to: owner@example.org\n"
+        "  feed_failing_after: 1m\n",
+    )
+    env = {"TOKEN": "x", "RELAY_SMTP_URL": "smtps://relay:s3cret-smtp-pass@mail.example:abc"}
+    result = relay("run", "-c", str(config), env=env, now=NOW)
+    assert result.exit_code == 0, result.output
+    assert "warning: alerts: ping http://hc.example:abc/ping/start: InvalidURL" in result.output
+    assert "s3cret-smtp-pass" not in result.output
+
+
+def test_status_check_is_one_line_when_the_configuration_or_the_state_is_missing(tmp_path: Path) -> None:
+    config = tmp_path / "feeds.yaml"
+    config.write_text("feeds: [\n")
+    result = relay("status", "--check", "-c", str(config))
+    assert result.exit_code == 2 and result.output.startswith("CRITICAL: feeds.yaml does not load:")
+    assert len(result.output.strip().splitlines()) == 1
+    config.write_text("feeds: []\n")
+    result = relay("status", "--check", "-c", str(config))
+    assert result.exit_code == 2 and result.output.startswith("CRITICAL: ")
+    assert len(result.output.strip().splitlines()) == 1

@@ -62,7 +62,7 @@ def test_a_call_is_posted_once_and_kept_in_history(tmp_path: Path, mastodon_mock
     [status] = mastodon_mock.statuses(token)
     assert ACTION.replace("'", "&#39;") in status["content"] or ACTION in status["content"]
     again = appel(config, env=env)  # the same command by mistake
-    assert "already queued: deliveries #1" in again.output
+    assert "already queued once: #1 posted" in again.output
     assert len(mastodon_mock.statuses(token)) == 1
     history = json.loads(relay("history", "--format", "json").output)
     assert [(h["feed"], h["title"]) for h in history] == [("@post", ACTION)]
@@ -179,3 +179,38 @@ def test_campaign_keys_are_checked(tmp_path: Path) -> None:
         "campaigns[1].until: is before from",
     ):
         assert expected in result.output, (expected, result.output)
+
+
+# what a review found (issue 11)
+
+
+@pytest.mark.mastodon
+def test_a_campaign_read_in_another_time_zone_is_not_posted_twice(tmp_path: Path, mastodon_mock: MastodonMock) -> None:
+    token = mastodon_mock.new_user(f"tz{uuid.uuid4().hex[:8]}")
+    campaign = (
+        'campaigns:\n  - name: hdh\n    text: "Signez la pétition"\n    every: 7d\n    from: "2026-12-01 09:00"\n'
+    )
+    config = write(tmp_path, masto(mastodon_mock), campaign)
+    moment = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
+    for zone in ("UTC", "Europe/Paris", "America/Cayenne"):  # cron and a shell may not agree
+        relay("run", "-c", str(config), env={"TOKEN": token, "TZ": zone}, now=moment)
+    assert len(mastodon_mock.statuses(token)) == 1
+
+
+def test_a_weekly_campaign_keeps_its_wall_clock_hour_across_daylight_saving() -> None:
+    from zoneinfo import ZoneInfo
+
+    from relay.calls import next_occurrence, occurrence
+    from relay.config import Campaign
+
+    paris = ZoneInfo("Europe/Paris")
+    start = datetime(2026, 1, 5, 9, 0, tzinfo=paris)  # a Monday, in winter
+    campaign = Campaign("hdh", "message", "x", "", (), timedelta(days=7), start, None, ())
+    summer = datetime(2026, 7, 6, 9, 30, tzinfo=paris)
+    found = occurrence(campaign, summer)
+    assert found is not None and found[1] == datetime(2026, 7, 6, 9, 0, tzinfo=paris)
+    assert next_occurrence(campaign, summer) == datetime(2026, 7, 13, 9, 0, tzinfo=paris)
+    assert occurrence(campaign, datetime(2026, 7, 6, 8, 59, tzinfo=paris)) == (
+        25,
+        datetime(2026, 6, 29, 9, 0, tzinfo=paris),
+    )

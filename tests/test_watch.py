@@ -206,3 +206,21 @@ def test_systemd_prints_and_installs_units_that_verify(tmp_path: Path) -> None:
         check=False,
     )
     assert verified.returncode == 0, verified.stderr
+
+
+@pytest.mark.mastodon
+def test_watch_wakes_for_a_call_another_command_scheduled(
+    tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, watches: list[Watch]
+) -> None:
+    token = mastodon_mock.new_user(f"later{uuid.uuid4().hex[:8]}")
+    url = feed_server.feed(f"/later-{uuid.uuid4().hex[:6]}.rss", numbered(1, now=T0, prefix="actu"))
+    config = write(tmp_path, mastodon_mock, url, "  max_per_run: 3\n  min_interval: 0s\n  timezone: UTC\n")
+    watch = Watch(tmp_path, config, {"TOKEN": token})
+    watches.append(watch)
+    watch.wait_line("relay watch: next run 2026-11-30 09:10:00")
+    env = {"TOKEN": token, "RELAY_STATE_DIR": str(tmp_path / "state")}
+    scheduled = relay("post", "-c", str(config), "Rendez-vous samedi", "--at", "2026-11-30 09:03", env=env, now=T0)
+    assert scheduled.output.startswith("scheduled for 2026-11-30 09:03"), scheduled.output
+    watch.set(T0 + timedelta(minutes=5))  # its first look at the state since
+    watch.wait_for(lambda: len(mastodon_mock.statuses(token)) == 2, "the scheduled call is not posted")
+    assert watch.stop() == 0
