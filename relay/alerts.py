@@ -277,5 +277,6 @@ def _duration(seconds: float) -> str:
     if hours >= 48:
         return f"{hours // 24} days"
     if hours >= 1:
-        return f"{hours} hours"
-    return f"{int(seconds // 60)} minutes"
+        return f"{hours} hour{'s' if hours > 1 else ''}"
+    minutes = int(seconds // 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"

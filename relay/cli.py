@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -109,6 +110,9 @@ def cli() -> None:
       relay seed                  mark what the feeds hold today as already seen
       relay run                   one cron pass: poll, queue, post within pacing
       relay cron --install        run it every 5 minutes from cron
+      relay post --template appel post a call to action once, to every account
+      relay watch                 or run as a service, without cron (relay systemd)
+      relay status --check        one line for monitoring: exit 0 ok, 1 warning, 2 critical
 
     Exit codes: 0 success, 1 something failed but the run went on, 2 usage,
     configuration or state error, 3 another run holds the lock.
@@ -345,6 +349,7 @@ def _locked(config: Config, state_dir: Path) -> None:
     "--now", "skip_interval", is_flag=True, help="Skip min_interval (never max_per_day or the posting window)."
 )
 @click.option("--dry-run", is_flag=True, help="Show the post exactly as preview would; queue and send nothing.")
+@click.option("--again", is_flag=True, help="Post a call already posted once, again (never needed to retry one).")
 def post(
     config_path: Path,
     state_dir: Path,
@@ -358,6 +363,7 @@ def post(
     at_text: str | None,
     skip_interval: bool,
     dry_run: bool,
+    again: bool,
 ) -> None:
     """Post a call to action once to every account (or --to ones), through the outbox:
     exactly once (the same call again is not queued twice), paced, kept in history.
@@ -397,9 +403,15 @@ def post(
             problems.append(f'relay post: --at {at_text!r} is not a date and time like "2026-12-01 09:00"')
     if template_name:
         from relay.catalog import available, exists
+        from relay.config import builtin_templates, call_variables_problem
 
         if not exists(available(config.template_dirs), template_name):
-            problems.append(f"relay post: no template {template_name!r} (built in: appel, message, news, petition)")
+            problems.append(f"relay post: no template {template_name!r} (built in: {', '.join(builtin_templates())})")
+        elif problem := call_variables_problem(template_name, dict(pairs)):
+            problems.append(f"relay post: --var: {problem}")
+    moment = now()
+    if at is not None and at < moment - timedelta(minutes=1):
+        problems.append(f"relay post: --at {at_text!r} is in the past (leave --at out to post now)")
     if problems:
         raise ConfigError(problems)
     accounts = list(to or config.accounts)
@@ -412,9 +424,13 @@ def post(
         hashtags=config.hashtags,
         now=skip_interval,
     )
-    key = call_key(call, accounts, at)
+    key = call_key(call, accounts, at) + (f":again:{moment.isoformat()}" if again else "")
+    closed = _windows_closed(config, accounts, at or moment)
     if dry_run:
-        planned = [dataclasses.asdict(p) for p in plan_call(config, None, call, key, accounts)]
+        planned = [
+            dataclasses.asdict(p if p.account not in closed else dataclasses.replace(p, reason=closed[p.account]))
+            for p in plan_call(config, None, call, key, accounts)
+        ]
         lines = show.preview_lines(
             {name: config.accounts[name] for name in accounts}, [], planned, verbose=True, quiet=False
         )
@@ -425,34 +441,57 @@ def post(
         done = store.deliveries(ids=ids)
         waiting = [d for d in done if d.state in (DeliveryState.QUEUED, DeliveryState.SENDING)]
     listed = ", ".join(f"#{i}" for i in ids)
+    plural = "deliveries" if len(ids) > 1 else "delivery"
     if not new:
         states = ", ".join(f"#{d.id} {d.state}" for d in done)
-        click.echo(f"already queued once: {states} (the same call is never queued twice; see `relay history`)")
+        click.echo(f"already queued once: {states}; the same call is never queued twice (--again posts it again)")
         return
     if report is None:
         assert at is not None
-        click.echo(f"scheduled for {at:%Y-%m-%d %H:%M %Z}: deliveries {listed}")
+        click.echo(f"scheduled for {at:%Y-%m-%d %H:%M %Z}: {plural} {listed}")
+        for name, why in closed.items():
+            click.echo(f"{name}: {why}")
         return
-    _echo(config, show.run_lines(report, state_dir, verbose=True, quiet=False, dry_run=False))
+    lines = show.run_lines(report, state_dir, verbose=True, quiet=False, dry_run=False)
+    # what the call did, not the feeds' run: no "no feed is due", no pacing line
+    _echo(
+        config, [line for line in lines if not line[0].startswith(("no feed is due", "pacing ", "warning: no state"))]
+    )
     for delivery in waiting:
-        why = report.delivery.pacing.get(delivery.account, "") if report.delivery else ""
+        why = delivery.last_error or (report.delivery.pacing.get(delivery.account, "") if report.delivery else "")
         click.echo(f"queued: #{delivery.id} to {delivery.account} waits ({why or 'pacing'}); `relay run` posts it")
     if report.failed:
         sys.exit(ExitCode.PARTIAL)
+
+
+def _windows_closed(config: Config, accounts: list[str], when: datetime) -> dict[str, str]:
+    """The accounts whose posting window is closed at `when`: a call waits for it to open."""
+    from relay.schedule import window_closed
+
+    closed = {}
+    for name in accounts:
+        why = window_closed(config.accounts[name].pacing, when.timestamp())
+        if why:
+            closed[name] = f"queued now, posted once the posting window opens ({why.split(': ', 1)[1]})"
+    return closed
 
 
 def _status_check(config_path: Path, state_dir: Path) -> None:
     """`relay status --check`: exactly one line on stdout, whatever fails, and 0, 1 or 2."""
     from relay.alerts import check_line
 
-    config = None
-    if config_path.exists():
-        try:
-            config = load(config_path, check_templates=False)
-        except RelayError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            click.echo(redact(None, f"CRITICAL: {config_path.name} does not load: {first}"))
-            sys.exit(2)
+    if not config_path.exists():
+        click.echo(f"CRITICAL: {config_path}: no such file (give the probe -c /path/to/feeds.yaml)")
+        sys.exit(2)
+    try:
+        config = load(config_path, check_templates=False)
+    except RelayError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        click.echo(redact(None, f"CRITICAL: {config_path.name} does not load: {first}"))
+        sys.exit(2)
+    if not (state_dir / "relay.db").exists():
+        click.echo(f"WARNING: no state yet in {state_dir}: relay has not run yet")
+        sys.exit(1)
     try:
         store = open_existing(state_dir)
     except RelayError as exc:
@@ -700,12 +739,16 @@ def watch(config_path: Path, state_dir: Path, verbose: bool, quiet: bool) -> Non
     """
     from relay.watch import Watcher
 
-    sys.exit(Watcher(config_path.resolve(), state_dir.resolve(), _echo).run())
+    sys.exit(Watcher(config_path.resolve(), state_dir.resolve(), _echo, quiet=quiet).run())
 
 
 @cli.command()
 @common_options
-@click.option("--install", is_flag=True, help="Write the units to ~/.config/systemd/user (their files are replaced).")
+@click.option(
+    "--install",
+    is_flag=True,
+    help="Write the units to ~/.config/systemd/user ($XDG_CONFIG_HOME/systemd/user; their files are replaced).",
+)
 def systemd(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, install: bool) -> None:
     """Print systemd user units: relay-watch.service (relay watch, always running), or
     relay-run.service with relay-run.timer (relay run every 5 minutes). Enable one of
@@ -740,7 +783,7 @@ def systemd(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, inst
 
 def systemd_units(executable: str, arguments: str, folder: Path) -> dict[str, str]:
     service = (
-        "[Unit]\nDescription=relay: {what}\nAfter=network-online.target\nWants=network-online.target\n\n"
+        "[Unit]\nDescription=relay: {what}\n\n"
         "[Service]\nType={kind}\nWorkingDirectory={folder}\nExecStart={executable} {command} {arguments}\n{extra}"
     )
     return {

@@ -270,10 +270,17 @@ def _duration_text(value: str) -> timedelta | None:
 
 
 def _duration_hint(value: object) -> str:
-    match = re.match(r"^\s*(\d{1,9})\s*([a-zA-Z]+)", value) if isinstance(value, str) else None
+    match = re.match(r"^\s*(\d{1,9})\s*([^\W\d_]+)", value) if isinstance(value, str) else None
     if match:
-        unit = match.group(2).lower()[0]
-        if unit in _UNITS:
+        word = match.group(2).lower()
+        # French first: "1 semaine" is a week, "7 jours" days, "2 heures" hours
+        french = {"sem": "w", "j": "d", "jour": "d", "h": "h", "heure": "h", "min": "m", "mois": ""}
+        unit = next(
+            (u for prefix, u in sorted(french.items(), key=lambda p: -len(p[0])) if word.startswith(prefix)), None
+        )
+        if unit is None:
+            unit = word[0] if word[0] in _UNITS else None
+        if unit:
             return f" (try {match.group(1)}{unit})"
     return " (try 30s, 15m, 1h, 7d or 2w)"
 
@@ -697,6 +704,13 @@ def _template_dirs(check: _Checker, data: _Lined, base: Path) -> tuple[Path, ...
 
 
 def _check_templates(check: _Checker, config: Config, template_exists: Callable[[Config, str], bool]) -> None:
+    for index, campaign in enumerate(config.campaigns):
+        if not template_exists(config, campaign.template):
+            check.error(
+                campaign.line,
+                f"campaigns[{index}].template",
+                f"no template {_show(campaign.template)} (built in: {', '.join(builtin_templates())})",
+            )
     for index, feed in enumerate(config.feeds):
         if not template_exists(config, feed.template):
             looked_in = ", ".join(str(directory) for directory in config.template_dirs)
@@ -706,6 +720,30 @@ def _check_templates(check: _Checker, config: Config, template_exists: Callable[
                 f"no template {_show(feed.template)} (looked for {_field(feed.template)}.j2 in {looked_in}"
                 " and the built-ins)",
             )
+
+
+def builtin_templates() -> list[str]:
+    """The names of the built-in templates (news, news-en, petition, appel, message…)."""
+    from relay.catalog import BUILTIN_TEMPLATES
+
+    return sorted({path.name.split(".")[0] for path in BUILTIN_TEMPLATES.glob("*.j2")})
+
+
+CALL_VARIABLES = {"appel": ({"action"}, {"action", "why"})}  # a built-in call template: needed, known
+
+
+def call_variables_problem(template: str, variables: Mapping[str, str]) -> str | None:
+    """What is wrong with a call's variables for a built-in template that needs some."""
+    if template not in CALL_VARIABLES:
+        return None
+    needed, known = CALL_VARIABLES[template]
+    unknown = sorted(set(variables) - known)
+    if unknown:
+        return f"the template {template} knows {', '.join(sorted(known))}, not {', '.join(unknown)}"
+    missing = sorted(name for name in needed if not str(variables.get(name) or "").strip())
+    if missing:
+        return f"the template {template} needs {', '.join(missing)} (the action asked of your followers)"
+    return None
 
 
 def _unknown_keys(check: _Checker, mapping: _Lined, allowed: set[str], where: str) -> None:
@@ -915,9 +953,17 @@ def _campaigns(check: _Checker, data: _Lined, accounts: Mapping[str, Account], p
             (entry,),
         )
         name = str(entry.get("name") or "")
-        if not _TEMPLATE_NAME.fullmatch(name) or name in names:
-            section.error("name", f"{_show(name)} must be a unique name of letters, digits, - and _")
+        if not _TEMPLATE_NAME.fullmatch(name):
+            section.error("name", f"{_show(name)} must be a name of letters, digits, - and _")
+        elif name in names:
+            section.error("name", f"{_show(name)} is the name of another campaign: each needs its own")
         names.add(name)
+        for required in ("every", "from"):
+            if entry.get(required) is None:
+                section.error(
+                    required,
+                    "missing (required)" + (": like 7d" if required == "every" else ': like "2026-12-01 09:00"'),
+                )
         template, text = str(section.values["template"] or ""), str(section.values["text"] or "")
         if bool(template) == bool(text):
             section.error("template", 'write either template: NAME or text: "…"')
@@ -928,8 +974,19 @@ def _campaigns(check: _Checker, data: _Lined, accounts: Mapping[str, Account], p
         if not isinstance(variables, dict) or not all(isinstance(v, str | int | float) for v in variables.values()):
             section.error("vars", 'must be a mapping of names to text, like {action: "Signez", why: "…"}')
             variables = {}
-        every = _duration(section, "every", timedelta(days=7), positive=True)
-        start = _moment(section, "from", pacing)
+        every = (
+            _duration(section, "every", timedelta(days=7), positive=True)
+            if entry.get("every") is not None
+            else timedelta(days=7)
+        )
+        if every < MIN_CAMPAIGN_EVERY:
+            section.error(
+                "every",
+                f"{_show(section.values['every'])} is too often: a call repeated more than once an hour floods your followers",
+            )
+        if problem := call_variables_problem(template or "message", {str(k): str(v) for k, v in variables.items()}):
+            section.error("vars", problem)
+        start = _moment(section, "from", pacing) if entry.get("from") is not None else None
         until = _moment(section, "until", pacing) if section.values["until"] is not None else None
         if start is not None and until is not None and until < start:
             section.error("until", "is before from")
@@ -950,6 +1007,9 @@ def _campaigns(check: _Checker, data: _Lined, accounts: Mapping[str, Account], p
                 )
             )
     return tuple(campaigns)
+
+
+MIN_CAMPAIGN_EVERY = timedelta(hours=1)
 
 
 def _moment(section: _Section, key: str, pacing: Pacing) -> datetime | None:
@@ -1031,27 +1091,49 @@ def _alerts(check: _Checker, data: _Lined, secrets: _Secrets, accounts: Mapping[
     )
 
 
+def _smtp_url_ok(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("smtp", "smtps") and bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:
+        return False
+
+
 def _alert_email(check: _Checker, raw: _Lined, secrets: _Secrets) -> tuple[str, str, str]:
     """alerts.email: {url: ${RELAY_SMTP_URL}, to: ADDRESS, from: ADDRESS (optional)}."""
     where = "alerts.email"
     email = raw["email"]
-    if not isinstance(email, _Lined) or "url" not in email or "to" not in email or set(email) - {"url", "to", "from"}:
-        check.error(raw.key_lines["email"], where, "must be {url: ${RELAY_SMTP_URL}, to: ADDRESS, from: ADDRESS}")
+    if not isinstance(email, _Lined):
+        check.error(raw.key_lines["email"], where, "must be a mapping: {url: ${RELAY_SMTP_URL}, to: ADDRESS}")
+        return "", "", ""
+    _unknown_keys(check, email, {"url", "to", "from"}, where)
+    for key, what in (("url", "url: ${RELAY_SMTP_URL}"), ("to", "to: the address alerts go to")):
+        if key not in email:
+            check.error(email.line, f"{where}.{key}", f"missing ({what})")
+    if "url" not in email or "to" not in email:
         return "", "", ""
     written = str(email["url"])
     reference = _ENV_REF.fullmatch(written.strip())
     if reference is None:
-        check.error(email.key_lines["url"], f"{where}.url", "secrets never go in feeds.yaml: write ${RELAY_SMTP_URL}")
+        check.error(
+            email.key_lines["url"],
+            f"{where}.url",
+            "must be one ${VARIABLE} holding the whole URL (smtps://user:password@host:465), set in the"
+            " environment or .env: the password never goes in feeds.yaml",
+        )
         return "", "", ""
     missing: list[str] = []
     url = secrets.substitute(written.strip(), missing, in_url=True)
     for variable in missing:
         check.warn(email.key_lines["url"], f"{where}.url", f"${{{variable}}} is not set in the environment")
-    if url and not re.match(r"^smtps?://[^/\s]+", url):
+    if url and not _smtp_url_ok(url):
         check.error(
             email.key_lines["url"],
             f"{where}.url",
-            f"${{{reference.group(1)}}} is not an smtp:// or smtps:// URL",
+            f"${{{reference.group(1)}}} is not an smtp:// or smtps:// URL with a host (and a port, if any, in"
+            " digits); write special characters of the password percent-encoded (/ as %2F, @ as %40)",
         )
         url = ""
     addresses = []

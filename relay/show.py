@@ -135,6 +135,8 @@ def run_lines(report: RunReport, state_dir: Path, *, verbose: bool, quiet: bool,
         lines += [(f"warning: feed {feed.name}: {warning}", True) for warning in feed.warnings]
     if not report.polled and verbose:
         lines.append(("no feed is due", False))
+    if verbose:
+        lines += [(f"campaign {name}: its occurrence due now is queued", False) for name in report.campaigns]
     lines += [(f"relay: {line}", True) for line in report.start_errors]
     lines += [(f"warning: {warning}", True) for warning in report.target_warnings]
     delivered = report.delivery
@@ -263,6 +265,7 @@ def _campaign_json(campaign: Campaign, now: datetime) -> dict[str, Any]:
         "from": campaign.start.isoformat(),
         "until": campaign.until.isoformat() if campaign.until else None,
         "next": upcoming.isoformat() if upcoming else None,
+        "next_local": upcoming.strftime("%a %Y-%m-%d %H:%M %Z") if upcoming else None,  # on from's clock
     }
 
 
@@ -301,7 +304,7 @@ def status_lines(store: Store, status: dict[str, Any]) -> list[str]:
             line += f"; posting window {window['window']}: {shown}"
         lines.append(line)
     for campaign in status.get("campaigns") or []:
-        upcoming = campaign["next"][:16].replace("T", " ") if campaign["next"] else "none (over)"
+        upcoming = campaign["next_local"] or "none (over)"
         lines.append(f"campaign {campaign['name']}: every {campaign['every']}, next {upcoming}")
     if held:
         lines.append(f"held ({len(held)}): release with `relay queue release FEED`, drop with `relay queue drop ID`")

@@ -92,7 +92,15 @@ class _Wake(Exception):
 
 
 class Watcher:
-    def __init__(self, config_path: Path, state_dir: Path, echo: Callable[[Config | None, list[Line]], None]) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        state_dir: Path,
+        echo: Callable[[Config | None, list[Line]], None],
+        *,
+        quiet: bool = False,
+    ) -> None:
+        self.quiet = quiet  # -q: posts and problems only, not each feed's poll
         self.config_path = config_path
         self.state_dir = state_dir
         self.echo = echo
@@ -154,9 +162,8 @@ class Watcher:
         except ConfigError as exc:
             self.config_loads = False
             first = exc.problems[0] if exc.problems else str(exc)
-            self.log(
-                config, f"relay watch: {first} (and {len(exc.problems) - 1} more); keeping the previous feeds.yaml"
-            )
+            more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+            self.log(config, f"relay watch: {first}{more}; keeping the previous feeds.yaml")
             with contextlib.closing(open_store(self.state_dir)) as store:
                 store.set_condition(
                     CONFIG_PROBLEM,
@@ -180,8 +187,8 @@ class Watcher:
                     self.state_dir,
                     list(config.feeds),
                     dry_run=False,
-                    verbose=True,
-                    quiet=False,
+                    verbose=not self.quiet,
+                    quiet=self.quiet,
                     stopping=lambda: self.stop,
                     config_loaded=self.config_loads,
                 )

@@ -140,7 +140,7 @@ def test_ping_start_then_ok_then_fail_with_the_problems(
     name, body = pings.seen[-1]
     assert name == "/fail" and "feed broken failing for" in body and "HTTP 503" in body
     check = relay("status", "--check", "-c", str(config), env=env, now=NOW + timedelta(hours=2))
-    assert check.exit_code == 2 and check.output.startswith("CRITICAL: 1 problem: feed broken failing for 1 hours")
+    assert check.exit_code == 2 and check.output.startswith("CRITICAL: 1 problem: feed broken failing for 1 hour (")
 
 
 @pytest.mark.mastodon
@@ -264,7 +264,7 @@ def test_alerts_keys_are_checked(tmp_path: Path) -> None:
         "alerts.digest: unknown key",
         "alerts.feed_failing_after: 'soon' is not a duration",
         "alerts.ping: 'ftp://hc.example/x' is not an http(s) URL",
-        "alerts.email.url: secrets never go in feeds.yaml",
+        "alerts.email.url: must be one ${VARIABLE} holding the whole URL",
         "alerts.mastodon_dm.account: 'sky' is not a Mastodon account",
         "alerts.mastodon_dm.to: 'owner' is not a Mastodon handle",
     ):
@@ -280,11 +280,16 @@ def test_an_alert_that_cannot_be_sent_never_fails_the_run(tmp_path: Path, feed_s
         "  ping: http://hc.example:abc/ping\n  email:\n    url: ${RELAY_SMTP_URL}\n    to: owner@example.org\n"
         "  feed_failing_after: 1m\n",
     )
-    env = {"TOKEN": "x", "RELAY_SMTP_URL": "smtps://relay:s3cret-smtp-pass@mail.example:abc"}
+    env = {"TOKEN": "x", "RELAY_SMTP_URL": "smtps://relay:s3cret-smtp-pass@127.0.0.1:1"}
     result = relay("run", "-c", str(config), env=env, now=NOW)
     assert result.exit_code == 0, result.output
     assert "warning: alerts: ping http://hc.example:abc/ping/start: InvalidURL" in result.output
     assert "s3cret-smtp-pass" not in result.output
+    # a URL that does not parse (a "/" in the password) is refused when feeds.yaml is read
+    env["RELAY_SMTP_URL"] = "smtps://relay:s3cret/smtp@mail.example"
+    checked = relay("check", "-c", str(config), env=env)
+    assert checked.exit_code == 2 and "percent-encoded (/ as %2F" in checked.output
+    assert "s3cret" not in checked.output
 
 
 def test_status_check_is_one_line_when_the_configuration_or_the_state_is_missing(tmp_path: Path) -> None:
@@ -294,6 +299,8 @@ def test_status_check_is_one_line_when_the_configuration_or_the_state_is_missing
     assert result.exit_code == 2 and result.output.startswith("CRITICAL: feeds.yaml does not load:")
     assert len(result.output.strip().splitlines()) == 1
     config.write_text("feeds: []\n")
-    result = relay("status", "--check", "-c", str(config))
-    assert result.exit_code == 2 and result.output.startswith("CRITICAL: ")
+    result = relay("status", "--check", "-c", str(config))  # relay has not run yet
+    assert result.exit_code == 1 and result.output.startswith("WARNING: no state yet in ")
     assert len(result.output.strip().splitlines()) == 1
+    result = relay("status", "--check", "-c", str(tmp_path / "elsewhere.yaml"))
+    assert result.exit_code == 2 and result.output.startswith("CRITICAL: ") and "no such file" in result.output

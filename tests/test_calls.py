@@ -87,7 +87,7 @@ def test_at_schedules_and_now_skips_min_interval_but_not_max_per_day(
     config = write(tmp_path, masto(mastodon_mock), pacing="  min_interval: 1h\n  timezone: Europe/Paris\n")
     env = {"TOKEN": token}
     scheduled = appel(config, "--at", "2026-12-02 10:00", env=env)
-    assert scheduled.output.startswith("scheduled for 2026-12-02 10:00 CET: deliveries #1")
+    assert scheduled.output.startswith("scheduled for 2026-12-02 10:00 CET: delivery #1")
     relay("run", "-c", str(config), env=env, now=NOW + timedelta(hours=2))
     assert mastodon_mock.statuses(token) == []
     relay("run", "-c", str(config), env=env, now=datetime(2026, 12, 2, 9, 1, tzinfo=UTC))  # 10:01 in Paris
@@ -119,7 +119,7 @@ def test_a_campaign_posts_each_occurrence_once_and_a_missed_one_once_late(
         relay("run", "-c", str(config), env=env, now=start + timedelta(hours=hours))
     assert len(mastodon_mock.statuses(token)) == 1
     status = relay("status", "-c", str(config), env=env, now=start + timedelta(hours=2)).output
-    assert "campaign petition-hdh: every 1w, next 2026-12-08 09:00" in status
+    assert "campaign petition-hdh: every 1w, next Tue 2026-12-08 09:00 CET" in status
     # no run for two weeks: the occurrence of the 15th goes out once, the 8th's never
     relay("run", "-c", str(config), env=env, now=start + timedelta(days=16))
     relay("run", "-c", str(config), env=env, now=start + timedelta(days=16, hours=1))
@@ -214,3 +214,61 @@ def test_a_weekly_campaign_keeps_its_wall_clock_hour_across_daylight_saving() ->
         25,
         datetime(2026, 6, 29, 9, 0, tzinfo=paris),
     )
+
+
+# what a newcomer's walk found (issue 11)
+
+
+def test_appel_needs_its_action_and_knows_its_variables(tmp_path: Path) -> None:
+    config = write(tmp_path, "  masto:\n    platform: mastodon\n    instance: https://m.example\n    token: ${TOKEN}\n")
+    base = ("post", "-c", str(config), "--template", "appel", "--link", PETITION, "--dry-run")
+    missing = relay(*base, env={"TOKEN": "x"})
+    assert missing.exit_code == 2 and "--var: the template appel needs action" in missing.output
+    typo = relay(*base, "--var", "acton=Signez", env={"TOKEN": "x"})
+    assert typo.exit_code == 2 and "knows action, why, not acton" in typo.output
+    campaigns = (
+        "campaigns:\n  - name: a\n    template: appel\n    every: 7d\n    from: 2026-12-01\n    vars: {acton: x}\n"
+        "  - name: b\n    template: appell\n    every: 30m\n    from: 2026-12-01\n"
+        "  - name: c\n    text: x\n    every: 1 semaine\n"
+        "  - name: c\n    text: x\n    every: 7d\n    from: 2026-12-01\n"
+    )
+    config = write(
+        tmp_path, "  masto:\n    platform: mastodon\n    instance: https://m.example\n    token: ${TOKEN}\n", campaigns
+    )
+    result = relay("check", "-c", str(config), env={"TOKEN": "x"})
+    assert result.exit_code == 2
+    for expected in (
+        "campaigns[0].vars: the template appel knows action, why, not acton",
+        "campaigns[1].template: no template 'appell' (built in: appel, message, news, news-en, petition)",
+        "campaigns[1].every: '30m' is too often",
+        "campaigns[2].every: '1 semaine' is not a duration (try 1w)",
+        "campaigns[2].from: missing (required)",
+        "campaigns[3].name: 'c' is the name of another campaign",
+    ):
+        assert expected in result.output, (expected, result.output)
+
+
+@pytest.mark.mastodon
+def test_again_posts_a_call_once_more_and_at_refuses_the_past(tmp_path: Path, mastodon_mock: MastodonMock) -> None:
+    token = mastodon_mock.new_user(f"again{uuid.uuid4().hex[:8]}")
+    config = write(tmp_path, masto(mastodon_mock))
+    env = {"TOKEN": token}
+    relay("post", "-c", str(config), "Écrivez à la CNIL", env=env, now=NOW)
+    same = relay("post", "-c", str(config), "Écrivez à la CNIL", env=env, now=NOW + timedelta(days=60))
+    assert "already queued once: #1 posted" in same.output and "--again" in same.output
+    again = relay("post", "-c", str(config), "Écrivez à la CNIL", "--again", env=env, now=NOW + timedelta(days=60))
+    assert again.exit_code == 0 and len(mastodon_mock.statuses(token)) == 2
+    past = relay("post", "-c", str(config), "x", "--at", "2020-01-01 09:00", env=env, now=NOW)
+    assert past.exit_code == 2 and "is in the past" in past.output
+
+
+def test_dry_run_and_at_say_when_the_posting_window_is_closed(tmp_path: Path) -> None:
+    accounts = "  masto:\n    platform: mastodon\n    instance: https://m.example\n    token: ${TOKEN}\n"
+    config = write(tmp_path, accounts, pacing='  hours: "08:00-21:00"\n  days: [mon-sat]\n  timezone: Europe/Paris\n')
+    sunday = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
+    dry = relay("post", "-c", str(config), "Rassemblement", "--dry-run", env={"TOKEN": "x"}, now=sunday)
+    assert "queued now, posted once the posting window opens (opens Mon 2026-12-07 08:00 CET)" in dry.output
+    later = relay(
+        "post", "-c", str(config), "Rassemblement", "--at", "2026-12-06 12:00", env={"TOKEN": "x"}, now=sunday
+    )
+    assert "masto: queued now, posted once the posting window opens (opens Mon 2026-12-07 08:00 CET)" in later.output
