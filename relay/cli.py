@@ -464,6 +464,167 @@ def post(
         sys.exit(ExitCode.PARTIAL)
 
 
+@cli.command()
+@common_options
+@click.argument("url")
+@click.option("--name", metavar="NAME", help="The feed's name in feeds.yaml (default: from its title).")
+@click.option("--template", "template_name", metavar="NAME", help="Its template (default: defaults.template).")
+@click.option(
+    "--to", "to", multiple=True, metavar="ACCOUNT", help="Only this account (repeatable; default: every account)."
+)
+@click.option("--pick", type=int, metavar="N", help="The page names several feeds: take the N-th (1 is the first).")
+def add(
+    config_path: Path,
+    state_dir: Path,
+    verbose: bool,
+    quiet: bool,
+    url: str,
+    name: str | None,
+    template_name: str | None,
+    to: tuple[str, ...],
+    pick: int | None,
+) -> None:
+    """Find the feed behind a site's address and add it to feeds.yaml, comments kept: a home
+    page (its <link rel="alternate">, else /feed/, /rss.xml, /atom.xml, /index.xml,
+    /feed.xml), a Mastodon or Bluesky profile, or a feed. It shows the feed's title and
+    newest items first. A new feed starts with backfill: 0: adding it never posts its past.
+
+    \b
+    Examples:
+      relay add https://www.laquadrature.net/
+      relay add https://framapiaf.org/@santenathon --name santenathon-masto --to mastodon
+      relay add https://example.org/ --pick 2
+    """
+    from relay.discover import DiscoveryError, append_feed, canonical, discover, name_for
+
+    config = load(config_path)
+    problems = []
+    if not re.match(r"^https?://[^/\s]+", url):
+        problems.append(f"relay add: {url!r} is not an http(s) address")
+    unknown = [account for account in to if account not in config.accounts]
+    if unknown:
+        problems.append(f"relay add: --to {unknown[0]!r} is not an account of {config.path.name}")
+    if name is not None and (not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in {f.name for f in config.feeds}):
+        problems.append(f"relay add: --name {name!r} must be a new name of letters, digits, - and _")
+    if template_name:
+        from relay.catalog import available, exists
+
+        if not exists(available(config.template_dirs), template_name):
+            problems.append(f"relay add: no template {template_name!r}")
+    if problems:
+        raise ConfigError(problems)
+    try:
+        found = discover(url, config, pick=pick)
+    except DiscoveryError as exc:
+        raise ConfigError([f"relay add: {exc}"]) from None
+    existing = {canonical(feed.fetch_url): feed.name for feed in config.feeds}
+    if canonical(found.url) in existing:
+        raise ConfigError(
+            [f"relay add: {found.url} is already in {config.path.name} as {existing[canonical(found.url)]!r}"]
+        )
+    parsed = found.parsed
+    click.echo(f"found {found.url} ({found.how})")
+    if len(found.choices) > 1:
+        for number, (choice, title) in enumerate(found.choices, start=1):
+            mark = "*" if choice == found.url else " "
+            click.echo(f"  {mark} --pick {number}: {choice}" + (f" ({title})" if title else ""))
+    click.echo(f"  {parsed.title or '(untitled)'}: {parsed.entries} items")
+    newest = sorted(parsed.items, key=lambda item: item.published.timestamp() if item.published else 0, reverse=True)
+    for item in newest[:3]:
+        when = f"{item.published:%Y-%m-%d} " if item.published else ""
+        click.echo(f"  - {when}{(item.title or item.summary)[:80]}")
+    entry: dict[str, Any] = {
+        "name": name or name_for(found, found.url, {f.name for f in config.feeds}),
+        "url": found.url,
+    }
+    if template_name:
+        entry["template"] = template_name
+    if to:
+        entry["to"] = list(to)
+    entry["backfill"] = 0
+    append_feed(config.path, entry)
+    click.echo(
+        f"added to {config.path.name} as {entry['name']!r} (backfill: 0: its past is never posted); `relay preview --feed {entry['name']}` shows what comes next"
+    )
+
+
+@cli.command("import")
+@common_options
+@click.argument("opml", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option(
+    "--categories-as-hashtags", is_flag=True, help="The folders a feed is in, in the reader, become its hashtags."
+)
+def import_opml(
+    config_path: Path, state_dir: Path, verbose: bool, quiet: bool, opml: Path, categories_as_hashtags: bool
+) -> None:
+    """Add every feed of an OPML file (your feed reader's export) to feeds.yaml, as `relay
+    add` does: comments kept, backfill: 0, feeds already there skipped and listed.
+
+    \b
+    Example:
+      relay import abonnements.opml --categories-as-hashtags
+    """
+    from relay.discover import OPML_MAX_BYTES, DiscoveryError, append_feeds, canonical, name_for, read_opml
+    from relay.hashtags import category_hashtag
+
+    config = load(config_path)
+    size = opml.stat().st_size
+    if size > OPML_MAX_BYTES:  # refused before it is read: its size never decides our memory
+        raise ConfigError(
+            [f"relay import: {opml.name}: {size:,} bytes: an OPML file is refused over {OPML_MAX_BYTES:,}"]
+        )
+    try:
+        subscriptions = read_opml(opml.read_bytes(), opml.name)
+    except DiscoveryError as exc:
+        raise ConfigError([f"relay import: {exc}"]) from None
+    existing = {canonical(feed.fetch_url): feed.name for feed in config.feeds}
+    taken = {feed.name for feed in config.feeds}
+    entries: list[dict[str, Any]] = []
+    for subscription in subscriptions:
+        known = canonical(subscription.url)
+        if known in existing:
+            click.echo(f"skipped {subscription.url}: already in {config.path.name} as {existing[known]!r}")
+            continue
+        name = name_for(subscription.title, subscription.url, taken)
+        taken.add(name)
+        existing[known] = name
+        entry: dict[str, Any] = {"name": name, "url": subscription.url, "backfill": 0}
+        tags = [tag for tag in (category_hashtag(c) for c in subscription.categories) if tag]
+        if categories_as_hashtags and tags:
+            entry["hashtags"] = list(dict.fromkeys(tags))
+        entries.append(entry)
+        click.echo(f"added {name}: {subscription.url}")
+    append_feeds(config.path, entries)
+    click.echo(
+        f"{len(entries)} feeds added to {config.path.name} (backfill: 0), {len(subscriptions) - len(entries)} skipped"
+    )
+
+
+@cli.command("export")
+@common_options
+@click.option("--opml", "as_opml", is_flag=True, required=True, help="As OPML 2.0 (the format feed readers import).")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write to this file (default: stdout)."
+)
+def export_opml(
+    config_path: Path, state_dir: Path, verbose: bool, quiet: bool, as_opml: bool, output: Path | None
+) -> None:
+    """Write feeds.yaml's feeds as an OPML 2.0 list, for a feed reader or another relay.
+
+    \b
+    Example:
+      relay export --opml -o relay-feeds.opml
+    """
+    from relay.discover import write_opml
+
+    text = write_opml(load(config_path, check_templates=False))
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}")
+
+
 def _windows_closed(config: Config, accounts: list[str], when: datetime) -> dict[str, str]:
     """The accounts whose posting window is closed at `when`: a call waits for it to open."""
     from relay.schedule import window_closed

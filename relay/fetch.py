@@ -251,16 +251,19 @@ def fetch_one(
     *,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     allow_private: bool = False,
+    trusted: str | None = None,
 ) -> FetchResult:
     """One request. Its host is trusted as the user wrote it; a redirect to another host
-    must reach a public address unless that host is private or allow_private."""
+    must reach a public address unless that host is private or allow_private. trusted: the
+    address the user wrote, when request.url was found from it (relay add: a feed named by
+    a page): request.url is then held to the rules of a redirect from there."""
     try:
         scheme = urlsplit(request.url).scheme.lower()
         if scheme == "file":
             return _fetch_file(request)
         if scheme not in ("http", "https"):
             raise FetchError(f"unsupported URL scheme {scheme!r}")
-        with deadline(request.timeout), trusting(request.url, allow_private=allow_private):
+        with deadline(request.timeout), trusting(trusted or request.url, allow_private=allow_private):
             ends = time.monotonic() + request.timeout
             for _ in range(ATTEMPTS - 1):
                 try:
