@@ -78,3 +78,12 @@ def test_quick_start_is_two_commands() -> None:
 def test_exit_codes_are_documented() -> None:
     for code in ("`0`", "`1`", "`2`", "`3`"):
         assert code in README
+
+
+def test_the_french_guide_is_linked_from_the_first_screen() -> None:
+    first_screen = README[: README.index("## Quick start")]
+    assert "(docs/guide-fr.md)" in first_screen
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "guide-fr.md").read_text()
+    for command in ("pipx install relay-feeds", "relay init", "relay add", "relay preview", "relay cron --install"):
+        assert command in guide, command
+    assert "relay queue release" in guide and "relay queue retry" in guide  # held and failed

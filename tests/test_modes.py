@@ -8,9 +8,6 @@ and across platforms the result is a post with the link."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -22,7 +19,7 @@ import httpx
 import pytest
 
 from tests.support.feedserver import FeedServer
-from tests.support.relayrun import relay
+from tests.support.relayrun import killed_then_run, relay
 from tests.support.servers import MastodonMock, Pds
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -278,19 +275,6 @@ def test_mode_and_fallback_are_read_and_checked(tmp_path: Path) -> None:
 
 
 # exactly once across a SIGKILL, as for posts (tests/support/killpoint)
-
-
-def killed_then_run(config: Path, env: dict[str, str], when: str, part: str) -> None:
-    killed = subprocess.run(
-        [sys.executable, "-m", "tests.support.killpoint", when, part, "--", "run", "-c", str(config)],
-        env={**os.environ, **env},
-        capture_output=True,
-        cwd=ROOT,
-        check=False,
-    )
-    assert killed.returncode == -9, killed.stderr
-    result = relay("run", "-c", str(config), env=env)  # the real clock, like the killed run
-    assert result.exit_code == 0, result.output
 
 
 @pytest.mark.bluesky

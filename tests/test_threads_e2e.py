@@ -20,7 +20,7 @@ from xml.sax.saxutils import escape
 import pytest
 
 from tests.support.feedserver import FeedServer
-from tests.support.relayrun import relay
+from tests.support.relayrun import killed_then_run, relay
 from tests.support.servers import MastodonMock, Pds
 from tests.test_threads import SENTENCES
 
@@ -151,19 +151,6 @@ def test_a_long_item_is_one_thread_on_mastodon_once(
 
 
 # exactly once across a SIGKILL before or after each post of the thread (tests/support/killpoint)
-
-
-def killed_then_run(config: Path, env: dict[str, str], when: str, part: str) -> None:
-    killed = subprocess.run(
-        [sys.executable, "-m", "tests.support.killpoint", when, part, "--", "run", "-c", str(config)],
-        env={**os.environ, **env},
-        capture_output=True,
-        cwd=ROOT,
-        check=False,
-    )
-    assert killed.returncode == -9, killed.stderr
-    result = relay("run", "-c", str(config), env=env)  # the real clock, like the killed run
-    assert result.exit_code == 0, result.output
 
 
 @pytest.mark.bluesky

@@ -37,3 +37,18 @@ def relay_process(
         cwd=Path(__file__).resolve().parents[2],
         **kwargs,
     )
+
+
+def killed_then_run(config: Path, env: dict[str, str], when: str, part: str) -> None:
+    """relay run SIGKILLed at a point of its conversation with a server (tests/support/killpoint),
+    then run again to completion, as cron would."""
+    killed = subprocess.run(
+        [sys.executable, "-m", "tests.support.killpoint", when, part, "--", "run", "-c", str(config)],
+        env={**os.environ, **env},
+        capture_output=True,
+        cwd=Path(__file__).resolve().parents[2],
+        check=False,
+    )
+    assert killed.returncode == -9, killed.stderr
+    result = relay("run", "-c", str(config), env=env)  # the real clock, like the killed run
+    assert result.exit_code == 0, result.output
