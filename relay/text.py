@@ -431,8 +431,9 @@ def defuse_mentions(text: str) -> str:
         return text
     # The regex module's Unicode is newer than Mastodon's (Ruby 3.x: Unicode 15.0): U+1E5D0
     # is a letter to it and unassigned to Ruby, so "\U0001e5d0@user@host" would notify. An
-    # '@' after a non-ASCII character is left alone only if Python's own (older) Unicode
-    # database also calls that character a word character.
+    # '@' after a non-ASCII character is left alone only if that character was already a word
+    # character in Unicode 3.2: Python's own database is newer than Ruby's from Python 3.13
+    # (Unicode 15.1: U+2EBF0 is a letter there), so it cannot be the judge.
     pieces = []
     cursor = 0
     at = text.find("@", 1)
@@ -449,8 +450,13 @@ def defuse_mentions(text: str) -> str:
 
 
 def _is_word_everywhere(character: str) -> bool:
-    category = unicodedata.category(character)
-    return category[0] in "LM" or category in ("Nd", "Pc")
+    """A word character to every Unicode a server may use: in this Python's database, and
+    already in Unicode 3.2 (the oldest Python keeps), so never a letter newer than Ruby's."""
+    for database in (unicodedata, unicodedata.ucd_3_2_0):
+        category = database.category(character)
+        if not (category[0] in "LM" or category in ("Nd", "Pc")):
+            return False
+    return True
 
 
 def _paragraphs(lines: list[str]) -> list[str]:
