@@ -217,6 +217,36 @@ def plan(
     return Plan([feed_poll.report for feed_poll in polls], posts)
 
 
+def _unrendered(
+    feed: str,
+    key: str,
+    item: Item,
+    account: str,
+    platform: str,
+    language: tuple[str, str],
+    action: str,
+    reason: str | None,
+) -> PlannedPost:
+    """A preview line before its post is rendered (and when it cannot be)."""
+    return PlannedPost(
+        feed=feed,
+        key=key,
+        title=item.title,
+        link=item.link or None,
+        account=account,
+        platform=platform,
+        text=None,
+        length=None,
+        limit=None,
+        facets=[],
+        embed=None,
+        language=language[0],
+        language_source=language[1],
+        action=action,
+        reason=reason,
+    )
+
+
 def _every_occurrence(config: Config, now: datetime) -> list[tuple[Any, str, datetime]]:
     """Without a state, every campaign's occurrence due now."""
     from relay.calls import occurrence
@@ -303,27 +333,12 @@ def _planned(
 ) -> list[PlannedPost]:
     item, feed = decision.item, feed_poll.feed
     feed_title = feed_poll.parsed.title if feed_poll.parsed else ""
-    language_tag, language_source = language
     targets = decision.accounts if decision.reason is None else {a: ("skip", decision.reason) for a in feed.to}
     planned = []
     for name, (action, reason) in targets.items():
         account = config.accounts[name]
-        post = PlannedPost(
-            feed=feed.name,
-            key=item.key,
-            title=item.title,
-            link=item.link,
-            account=name,
-            platform=account.platform,
-            text=None,
-            length=None,
-            limit=None,
-            facets=[],
-            embed=None,
-            language=language_tag,
-            language_source=language_source,
-            action=action,
-            reason=reason,
+        post = dataclasses.replace(
+            _unrendered(feed.name, item.key, item, name, account.platform, language, action, reason),
             original=item.original or None,
             credit=feed.credit.shown(account.platform) or None,
         )
@@ -522,23 +537,7 @@ def plan_call(
     planned = []
     for name in to:
         account = config.accounts[name]
-        post = PlannedPost(
-            feed=feed,
-            key=key,
-            title=item.title,
-            link=item.link or None,
-            account=name,
-            platform=account.platform,
-            text=None,
-            length=None,
-            limit=None,
-            facets=[],
-            embed=None,
-            language=call.language,
-            language_source="default",
-            action="post",
-            reason=None,
-        )
+        post = _unrendered(feed, key, item, name, account.platform, (call.language, "default"), "post", None)
         try:
             rendered = renderer.render(
                 item,

@@ -7,6 +7,7 @@ from public addresses unless the configuration allows private ones."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 import time
@@ -91,19 +92,7 @@ class BlueskyText:
         facets += _hashtag_facets(display, facets)
         facets += _mention_facets(display, draft.credit, facets)
         facets.sort(key=lambda f: f["index"]["byteStart"])
-        title = card_title(item.title, item.summary, draft.feed)
-        if not link:  # a thread's reply: its text alone
-            return Post(
-                platform=self.platform,
-                account=draft.account,
-                text=display,
-                length=grapheme_length(display),
-                limit=BLUESKY_MAX_GRAPHEMES,
-                language=draft.language,
-                link="",
-                facets=tuple(facets),
-            )
-        return Post(
+        text_only = Post(
             platform=self.platform,
             account=draft.account,
             text=display,
@@ -112,6 +101,12 @@ class BlueskyText:
             language=draft.language,
             link=link,
             facets=tuple(facets),
+        )
+        if not link:  # a thread's reply: its text alone
+            return text_only
+        title = card_title(item.title, item.summary, draft.feed)
+        return dataclasses.replace(
+            text_only,
             embed={
                 "$type": "app.bsky.embed.external",
                 "external": {
