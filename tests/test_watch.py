@@ -30,6 +30,13 @@ T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def replace(path: Path, text: str) -> None:
+    """Write a file that relay watch may be reading as an editor does: aside, then renamed."""
+    aside = path.with_name(path.name + ".new")
+    aside.write_text(text)
+    os.replace(aside, path)
+
+
 class Watch:
     """`relay watch` in a subprocess, its stderr collected line by line."""
 
@@ -54,7 +61,8 @@ class Watch:
             self.lines.append(line.rstrip("\n"))
 
     def set(self, when: datetime) -> None:
-        self.clock.write_text(when.isoformat())
+        # relay watch reads the clock while the test moves it: never half-written (empty).
+        replace(self.clock, when.isoformat())
 
     def wait_for(self, check: Callable[[], bool], what: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -166,7 +174,7 @@ def test_a_broken_reload_keeps_the_old_feeds_yaml_and_is_reported(
     watch = Watch(tmp_path, config, {"TOKEN": token})
     watches.append(watch)
     watch.wait_line("relay watch: next run 2026-11-30 09:10:00")
-    config.write_text(good.replace("every: 10m", "every: often"))
+    replace(config, good.replace("every: 10m", "every: often"))
     feed_server.feed(path, numbered(2, now=T0 + timedelta(minutes=5), prefix="actu"))
     watch.set(T0 + timedelta(minutes=10))
     watch.wait_line("feeds[0].every: 'often' is not a duration")
@@ -176,7 +184,7 @@ def test_a_broken_reload_keeps_the_old_feeds_yaml_and_is_reported(
     env = {"TOKEN": token, "RELAY_STATE_DIR": str(tmp_path / "state")}
     check = relay("status", "--check", "-c", str(config), env=env, now=T0 + timedelta(minutes=10))
     assert check.exit_code == 2 and "feeds.yaml does not load" in check.output
-    config.write_text(good)
+    replace(config, good)
     watch.set(T0 + timedelta(minutes=20))
     watch.wait_line("relay watch: feeds.yaml reloaded: 1 feeds")
     check = relay("status", "--check", "-c", str(config), env=env, now=T0 + timedelta(minutes=20))
