@@ -194,6 +194,14 @@ def check(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, online
     "--all", "all_items", is_flag=True, help="Render every entry as if new (ignore dedupe, backfill, age, pacing)."
 )
 @click.option("--feed", "feed_names", multiple=True, metavar="NAME", help="Only this feed (repeatable).")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Write the posts as one page instead, as Mastodon and Bluesky would show them side by side.",
+)
+@click.option("--open", "open_page", is_flag=True, help="Open the --html page in the web browser.")
 def preview(
     config_path: Path,
     state_dir: Path,
@@ -202,6 +210,8 @@ def preview(
     output_format: str,
     all_items: bool,
     feed_names: tuple[str, ...],
+    html_path: Path | None,
+    open_page: bool,
 ) -> None:
     """Fetch the feeds and show exactly what the next run would post, per account.
 
@@ -209,10 +219,17 @@ def preview(
     Each post says its action (post, boost, quote; held, skipped) and, where they
     apply, the original it boosts or quotes, its credit and its images.
 
+    --html FILE writes a self-contained page of the same posts instead of the
+    text listing (JSON with --format json is still printed): each item a row,
+    each account a column, with the link card, its thumbnail and the images
+    (fetched, shrunk and embedded; at most 30 s are spent on them). The page
+    loads nothing and runs no script. --open shows it in the browser.
+
     \b
     Examples:
       relay preview -c examples/offline/feeds.yaml
       relay preview --feed quadrature --all        # tune a template on every entry
+      relay preview --html preview.html --open     # see the posts as followers will
       relay preview --format json | jq '.posts[] | select(.action == "post" or .action == "thread")'
     """
     from relay.pipeline import plan
@@ -231,9 +248,17 @@ def preview(
         if entry["spoiler_text"] is None:
             del entry["spoiler_text"]
         posts_out.append(entry)
+    if open_page and html_path is None:
+        raise click.UsageError("--open opens the page that --html FILE writes: give --html FILE")
+    if html_path is not None:
+        _write_page(config, html_path, feeds_out, posts_out, open_page=open_page, quiet=quiet)
     if output_format == "json":
         # item keys and links resolved against a feed URL can carry its credentials: mask all
         click.echo(redact(config, json.dumps({"feeds": feeds_out, "posts": posts_out}, ensure_ascii=False, indent=2)))
+    elif html_path is not None:
+        for report in feeds_out:
+            if report["status"] == "error":
+                click.echo(redact(config, f"relay: feed {report['name']}: {report['error']}"), err=True)
     else:
         _echo(config, show.preview_lines(config.accounts, feeds_out, posts_out, verbose=verbose, quiet=quiet))
     for warning in config.warnings:
@@ -243,6 +268,53 @@ def preview(
             click.echo(f"warning: {redact(config, warning)}{needed}", err=True)
     if any(f["status"] == "error" for f in feeds_out):
         sys.exit(ExitCode.PARTIAL)
+
+
+def _write_page(
+    config: Config,
+    path: Path,
+    feeds: list[dict[str, Any]],
+    posts: list[dict[str, Any]],
+    *,
+    open_page: bool,
+    quiet: bool,
+) -> None:
+    """preview --html: the page written (every string it shows through the secret
+    redaction), then opened with --open."""
+    from relay.page import Pictures, render_page
+
+    def redacted(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact(config, value)
+        if isinstance(value, list):
+            return [redacted(v) for v in value]
+        if isinstance(value, dict):
+            return {k: redacted(v) for k, v in value.items()}
+        return value
+
+    pictures = Pictures(allow_private=config.network.allow_private)
+    page = render_page(
+        feeds,
+        posts,
+        source=str(config.path),
+        generated=now().astimezone(),
+        pictures=pictures,
+        accounts={name: account.instance for name, account in config.accounts.items()},
+        redact=redacted,
+    )
+    try:
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"{path}: cannot write the page: {exc.strerror or exc}") from None
+    missing = sum(1 for thumb in pictures.thumbs.values() if not thumb.uri)
+    if not quiet:
+        left_out = f", {missing} image(s) left out (the page says why)" if missing else ""
+        click.echo(f"relay: preview page written to {path}: {len(posts)} posts{left_out}", err=True)
+    if open_page:
+        import webbrowser
+
+        if not webbrowser.open(path.resolve().as_uri()):
+            click.echo(f"relay: no web browser found to open {path}; open it yourself", err=True)
 
 
 def _echo(config: Config | None, lines: list[tuple[str, bool]]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email.utils
 import queue
+import re
 import ssl
 import threading
 import time
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -41,6 +43,9 @@ PER_HTTP2_HOST = 32
 # bound is relay's CPU by then, about 1 ms per request); the client's pool must be as large,
 # or requests queue in it and close each other's idle connections
 WORKERS = 64
+PAGE_MAX_BYTES = 2_000_000  # an article page read for its OpenGraph tags (a link card)
+OPEN_GRAPH_MAX_BYTES = 65_536  # the og: tags are read from the page's first 64 KB only
+OPEN_GRAPH_MAX_CHARS = 1_000  # each og: value is cut to this before it is cleaned
 ERROR_PAGE = 64 * 1024  # an error page up to this size is read, to keep its connection
 ATTEMPTS = 3  # tries of a request whose shared HTTP/2 connection another request's deadline closed
 CHUNK = 64 * 1024
@@ -534,3 +539,59 @@ def fetch_image(
     finally:
         if own:
             client.close()
+
+
+class _OpenGraph(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag != "meta":
+            return
+        values = dict(attrs)
+        key = values.get("property") or values.get("name") or ""
+        if key in ("og:title", "og:description", "og:image", "description") and values.get("content"):
+            self.found.setdefault("og:description" if key == "description" else key, values["content"] or "")
+
+
+def open_graph(url: str, *, allow_private: bool, timeout: float = 15.0) -> tuple[dict[str, str], str]:
+    """og: tags of the article page, fetched with the same bounds as feeds and, unless
+    allow_private, from a public address only; an HTML page only. Only the page's first
+    64 KB, up to </head>, is read for them, and each value is cut to 1,000 characters
+    before it is cleaned: the page is the attacker's, and the time it costs must not depend
+    on its size. ({}, reason) when the network policy refused the page or its HTML could
+    not be read (the card then comes from the item alone); ({}, "") on any other error."""
+    with make_client(max_connections=2, public_only=not allow_private) as client:
+        result = fetch_one(
+            FetchRequest(
+                "card",
+                url,
+                max_bytes=PAGE_MAX_BYTES,
+                timeout=min(15.0, timeout),
+                content_types=("text/html", "application/xhtml+xml"),
+            ),
+            client,
+        )
+    if result.status != "ok":
+        return {}, (result.error or "") if result.refused else ""
+    try:
+        return _read_open_graph(result.body), ""
+    except Exception as exc:  # hostile HTML that breaks a parser means no OpenGraph, not no post
+        return {}, f"the page's HTML could not be read: {type(exc).__name__}"
+
+
+def _read_open_graph(body: bytes) -> dict[str, str]:
+    from relay.text import clean_text
+
+    head = body[:OPEN_GRAPH_MAX_BYTES].decode("utf-8", "replace")
+    end = head.lower().find("</head>")
+    if end >= 0:
+        head = head[:end]
+    parser = _OpenGraph()
+    parser.feed(head)
+    found = {k: clean_text(v[:OPEN_GRAPH_MAX_CHARS]) for k, v in parser.found.items()}
+    found = {k: v for k, v in found.items() if v}
+    if "og:image" in found and not re.match(r"^https?://", found["og:image"]):
+        del found["og:image"]
+    return found

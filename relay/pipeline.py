@@ -139,6 +139,9 @@ class PlannedPost:
     images: list[dict[str, str]] | None = None  # images: true: the images attached, with their alt text
     # action thread: the replies after the first post, each with its text, length and limit
     thread: list[dict[str, Any]] | None = None
+    # the item's image: the thumbnail of the link card relay makes (Bluesky); a Mastodon
+    # instance makes its card from the page's own tags
+    card_image: str | None = None
 
 
 @dataclass
@@ -367,6 +370,7 @@ def _planned(
                         for part in rendered.thread
                     ]
                     or None,
+                    card_image=rendered.image if rendered.link and rendered.image else None,
                 )
         planned.append(post)
     return planned

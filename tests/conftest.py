@@ -82,6 +82,15 @@ def mastodon_mock() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless Chromium (Debian's) through Playwright, for the HTML preview."""
+    from tests.support.browser import chromium
+
+    with chromium() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
 def pds() -> Iterator[Any]:
     from tests.support.servers import start_pds
 

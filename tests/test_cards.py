@@ -1,4 +1,4 @@
-"""The Bluesky link card's OpenGraph reading (relay.targets.bluesky._open_graph) against a
+"""The Bluesky link card's OpenGraph reading (relay.fetch.open_graph) against a
 hostile article page served from loopback: only the page's first 64 KB up to </head> is
 read, each value is cut before it is cleaned, and HTML that breaks the parser leaves the card
 to the item instead of failing the post. (The whole post through the reference PDS:
@@ -6,7 +6,7 @@ tests/test_bluesky.py.)"""
 
 from __future__ import annotations
 
-from relay.targets.bluesky import OPEN_GRAPH_MAX_BYTES, OPEN_GRAPH_MAX_CHARS, _open_graph
+from relay.fetch import OPEN_GRAPH_MAX_BYTES, OPEN_GRAPH_MAX_CHARS, open_graph
 from tests.support.feedserver import FeedServer, Response
 
 
@@ -21,7 +21,7 @@ def test_a_huge_og_value_is_cut_before_it_is_cleaned(feed_server: FeedServer) ->
         "/long",
         '<html><head><meta property="og:title" content="' + "mot " * 10_000 + '"></head></html>',
     )
-    found, why = _open_graph(url, allow_private=True)
+    found, why = open_graph(url, allow_private=True)
     assert why == ""
     assert found["og:title"].startswith("mot mot")
     assert len(found["og:title"]) <= OPEN_GRAPH_MAX_CHARS
@@ -35,7 +35,7 @@ def test_escaped_markup_repeated_in_a_value_is_read_quickly_and_safely(feed_serv
         '<html><head><meta property="og:title" content="Titre">'
         '<meta property="og:description" content="' + "&lt;a " * 40_000 + '"></head></html>',
     )
-    found, why = _open_graph(url, allow_private=True)
+    found, why = open_graph(url, allow_private=True)
     assert why == ""
     assert found.get("og:title") == "Titre"
     assert len(found.get("og:description", "")) <= OPEN_GRAPH_MAX_CHARS
@@ -49,14 +49,14 @@ def test_only_the_head_within_the_first_64_kb_is_read(feed_server: FeedServer) -
         + "x" * OPEN_GRAPH_MAX_BYTES
         + ' --><meta property="og:title" content="Late"></head></html>',
     )
-    assert _open_graph(late, allow_private=True) == ({}, "")
+    assert open_graph(late, allow_private=True) == ({}, "")
     body = page(
         feed_server,
         "/body",
         '<html><head><meta property="og:title" content="Head"></head>'
         '<body><meta property="og:description" content="From the body"></body></html>',
     )
-    assert _open_graph(body, allow_private=True) == ({"og:title": "Head"}, "")
+    assert open_graph(body, allow_private=True) == ({"og:title": "Head"}, "")
 
 
 def test_html_that_breaks_the_parser_gives_no_open_graph_and_a_reason(feed_server: FeedServer) -> None:
@@ -66,7 +66,7 @@ def test_html_that_breaks_the_parser_gives_no_open_graph_and_a_reason(feed_serve
         "/marked",
         '<html><head><meta property="og:title" content="Titre"><![foo[ x ]]></head></html>',
     )
-    found, why = _open_graph(url, allow_private=True)
+    found, why = open_graph(url, allow_private=True)
     assert found == {}
     assert why == "the page's HTML could not be read: AssertionError"
 
@@ -79,5 +79,5 @@ def test_markup_inside_a_value_never_escapes(feed_server: FeedServer) -> None:
         '<html><head><meta property="og:title" content="Titre"><meta property="og:description" content="&lt;![foo[ x">'
         "</head></html>",
     )
-    found, why = _open_graph(url, allow_private=True)
+    found, why = open_graph(url, allow_private=True)
     assert (found, why) == ({}, "the page's HTML could not be read: AssertionError") or found["og:title"] == "Titre"

@@ -30,6 +30,8 @@ def test_the_wheel_installed_alone_previews_the_offline_example(tmp_path: Path) 
         "relay/templates/news.j2",
         "relay/templates/appel.j2",
         "relay/starter/feeds.yaml",
+        "relay/pages/preview.html.j2",
+        "relay/pages/preview.css",
         "relay/py.typed",
     ):
         assert shipped in names, shipped
@@ -70,6 +72,16 @@ def test_the_wheel_installed_alone_previews_the_offline_example(tmp_path: Path) 
     )
     assert preview.returncode == 0, preview.stderr
     assert "== mastodon (mastodon):" in preview.stdout and "📣 Signez la pétition" in preview.stdout
+    page = subprocess.run(
+        [str(venv / "bin" / "relay"), "preview", "-c", str(example / "feeds.yaml"), "--html", "page.html"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "RELAY_STATE_DIR": str(tmp_path / "state")},
+    )
+    assert page.returncode == 0, page.stderr
+    assert "Signez la pétition" in (tmp_path / "page.html").read_text(encoding="utf-8")  # the page's template ships
     init = subprocess.run(
         [str(venv / "bin" / "relay"), "init", str(tmp_path / "new")], capture_output=True, text=True, check=False
     )

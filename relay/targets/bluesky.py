@@ -14,14 +14,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlsplit
 
 from relay.config import Account
 from relay.context import Context
 from relay.errors import FetchError
-from relay.fetch import fetch_image, make_client
+from relay.fetch import fetch_image, open_graph
 from relay.hashtags import find_hashtags
 from relay.images import THUMB_MAX_BYTES, THUMB_MAX_SIDE, ImageError, ImageInfo, inspect, make_thumbnail
 from relay.links import normalise_link
@@ -33,9 +32,6 @@ from relay.text import ELLIPSIS, byte_span, find_urls, grapheme_length, grapheme
 
 __all__ = ["THUMB_MAX_BYTES", "BlueskyTarget", "make_thumbnail"]
 
-PAGE_MAX_BYTES = 2_000_000
-OPEN_GRAPH_MAX_BYTES = 65_536  # the og: tags are read from the page's first 64 KB only
-OPEN_GRAPH_MAX_CHARS = 1_000  # each og: value is cut to this before it is cleaned
 FETCH_TIMEOUT = 15.0  # seconds for the article page or an image, in total
 BLUESKY_MAX_GRAPHEMES = 300
 BLUESKY_MAX_BYTES = 3000
@@ -563,7 +559,7 @@ class BlueskyTarget:
         external = dict(post.embed["external"])
         image_url = post.image
         if not external.get("description") or not image_url:
-            page, why = _open_graph(
+            page, why = open_graph(
                 external["uri"], allow_private=self.allow_private, timeout=self.context.request_timeout
             )
             if why:
@@ -676,61 +672,3 @@ def _facet(data: dict[str, Any]) -> Any:
         index=models.AppBskyRichtextFacet.ByteSlice(byte_start=index["byteStart"], byte_end=index["byteEnd"]),
         features=features,
     )
-
-
-class _OpenGraph(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.found: dict[str, str] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag != "meta":
-            return
-        values = dict(attrs)
-        key = values.get("property") or values.get("name") or ""
-        if key in ("og:title", "og:description", "og:image", "description") and values.get("content"):
-            self.found.setdefault("og:description" if key == "description" else key, values["content"] or "")
-
-
-def _open_graph(url: str, *, allow_private: bool, timeout: float = FETCH_TIMEOUT) -> tuple[dict[str, str], str]:
-    """og: tags of the article page, fetched with the same bounds as feeds and, unless
-    allow_private, from a public address only; an HTML page only. Only the page's first
-    64 KB, up to </head>, is read for them, and each value is cut to 1,000 characters
-    before it is cleaned: the page is the attacker's, and the time it costs must not depend
-    on its size. ({}, reason) when the network policy refused the page or its HTML could
-    not be read (the card then comes from the item alone); ({}, "") on any other error."""
-    from relay.fetch import FetchRequest, fetch_one
-
-    with make_client(max_connections=2, public_only=not allow_private) as client:
-        result = fetch_one(
-            FetchRequest(
-                "card",
-                url,
-                max_bytes=PAGE_MAX_BYTES,
-                timeout=min(FETCH_TIMEOUT, timeout),
-                content_types=("text/html", "application/xhtml+xml"),
-            ),
-            client,
-        )
-    if result.status != "ok":
-        return {}, (result.error or "") if result.refused else ""
-    try:
-        return _read_open_graph(result.body), ""
-    except Exception as exc:  # hostile HTML that breaks a parser means no OpenGraph, not no post
-        return {}, f"the page's HTML could not be read: {type(exc).__name__}"
-
-
-def _read_open_graph(body: bytes) -> dict[str, str]:
-    from relay.text import clean_text
-
-    head = body[:OPEN_GRAPH_MAX_BYTES].decode("utf-8", "replace")
-    end = head.lower().find("</head>")
-    if end >= 0:
-        head = head[:end]
-    parser = _OpenGraph()
-    parser.feed(head)
-    found = {k: clean_text(v[:OPEN_GRAPH_MAX_CHARS]) for k, v in parser.found.items()}
-    found = {k: v for k, v in found.items() if v}
-    if "og:image" in found and not re.match(r"^https?://", found["og:image"]):
-        del found["og:image"]
-    return found
