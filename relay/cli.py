@@ -32,12 +32,14 @@ from relay.edge import (
     redact,
     run_lock,
     state_failure,
+    terminal_progress,
 )
 from relay.errors import ConfigError, ExitCode, LockedError, RelayError, StateError
 from relay.models import DROP, DROP_HELD, RELEASE, RETRY, WAITING, DeliveryState, Move
 
 if TYPE_CHECKING:  # imported when used: `relay --help` and a no-op run stay fast
     from relay.config import Config, Feed
+    from relay.context import Progress
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -238,7 +240,7 @@ def preview(
     config = load(config_path)
     feeds = config.feeds_named(feed_names)
     store = Store.open_read_only(state_dir)
-    planned = plan(config, store, context(config, state_dir=state_dir), feeds, all_items=all_items)
+    planned = plan(config, store, context(config, state_dir=state_dir, progress=not quiet), feeds, all_items=all_items)
     from relay import show
 
     feeds_out = [show.feed_json(report, lambda text: redact(config, text)) for report in planned.feeds]
@@ -292,7 +294,7 @@ def _write_page(
             return {k: redacted(v) for k, v in value.items()}
         return value
 
-    pictures = Pictures(allow_private=config.network.allow_private)
+    pictures = Pictures(allow_private=config.network.allow_private, progress=terminal(quiet))
     page = render_page(
         feeds,
         posts,
@@ -315,6 +317,13 @@ def _write_page(
 
         if not webbrowser.open(path.resolve().as_uri()):
             click.echo(f"relay: no web browser found to open {path}; open it yourself", err=True)
+
+
+def terminal(quiet: bool) -> Progress:
+    """Progress on stderr when it is a terminal (and not -q); else nothing at all."""
+    from relay.context import NO_PROGRESS
+
+    return NO_PROGRESS if quiet else terminal_progress()
 
 
 def _echo(config: Config | None, lines: list[tuple[str, bool]]) -> None:
@@ -340,7 +349,7 @@ def seed(config_path: Path, state_dir: Path, verbose: bool, quiet: bool, feed_na
     config = load(config_path)
     feeds = config.feeds_named(feed_names)
     with run_lock(state_dir), contextlib.closing(open_store(state_dir)) as store:
-        reports = seed_feeds(config, store, context(config, state_dir=state_dir), feeds)
+        reports = seed_feeds(config, store, context(config, state_dir=state_dir, progress=not quiet), feeds)
     failed = False
     for report in reports:
         if report.status == "error":
@@ -388,7 +397,9 @@ def run(
 def _run(config: Config, state_dir: Path, feeds: list[Feed], *, dry_run: bool, verbose: bool, quiet: bool) -> bool:
     from relay.watch import run_cycle
 
-    lines, failed = run_cycle(config, state_dir, feeds, dry_run=dry_run, verbose=verbose, quiet=quiet)
+    lines, failed = run_cycle(
+        config, state_dir, feeds, dry_run=dry_run, verbose=verbose, quiet=quiet, progress=verbose and not quiet
+    )
     _echo(config, lines)
     return failed
 
@@ -586,7 +597,7 @@ def add(
     if problems:
         raise ConfigError(problems)
     try:
-        found = discover(url, config, pick=pick)
+        found = discover(url, config, pick=pick, progress=terminal(quiet))
     except DiscoveryError as exc:
         raise ConfigError([f"relay add: {exc}"]) from None
     existing = {canonical(feed.fetch_url): feed.name for feed in config.feeds}
@@ -626,17 +637,37 @@ def add(
 @click.option(
     "--categories-as-hashtags", is_flag=True, help="The folders a feed is in, in the reader, become its hashtags."
 )
+@click.option("--no-check", is_flag=True, help="Add the feeds without fetching them first.")
 def import_opml(
-    config_path: Path, state_dir: Path, verbose: bool, quiet: bool, opml: Path, categories_as_hashtags: bool
+    config_path: Path,
+    state_dir: Path,
+    verbose: bool,
+    quiet: bool,
+    opml: Path,
+    categories_as_hashtags: bool,
+    no_check: bool,
 ) -> None:
     """Add every feed of an OPML file (your feed reader's export) to feeds.yaml, as `relay
     add` does: comments kept, backfill: 0, feeds already there skipped and listed.
+
+    Each new feed is fetched first (in parallel, through the same guarded fetcher), and
+    one that does not answer as a feed now is not added, with its reason: an old reader's
+    export is full of feeds that died, and each would fail every run. --no-check adds
+    them all. Exit code 1 when a feed was left out.
 
     \b
     Example:
       relay import abonnements.opml --categories-as-hashtags
     """
-    from relay.discover import OPML_MAX_BYTES, DiscoveryError, append_feeds, canonical, name_for, read_opml
+    from relay.discover import (
+        OPML_MAX_BYTES,
+        DiscoveryError,
+        append_feeds,
+        canonical,
+        check_feeds,
+        name_for,
+        read_opml,
+    )
     from relay.hashtags import category_hashtag
 
     config = load(config_path)
@@ -665,11 +696,20 @@ def import_opml(
         if categories_as_hashtags and tags:
             entry["hashtags"] = list(dict.fromkeys(tags))
         entries.append(entry)
-        click.echo(f"added {name}: {subscription.url}")
+    failing = {} if no_check else check_feeds([entry["url"] for entry in entries], config, terminal(quiet))
+    for url, reason in failing.items():
+        click.echo(f"relay import: not added {url}: {reason}", err=True)
+    entries = [entry for entry in entries if entry["url"] not in failing]
+    for entry in entries:
+        click.echo(f"added {entry['name']}: {entry['url']}")
     append_feeds(config.path, entries)
+    left_out = f", {len(failing)} not added (they do not answer as feeds now; --no-check adds them)" if failing else ""
     click.echo(
-        f"{len(entries)} feeds added to {config.path.name} (backfill: 0), {len(subscriptions) - len(entries)} skipped"
+        f"{len(entries)} feeds added to {config.path.name} (backfill: 0),"
+        f" {len(subscriptions) - len(entries) - len(failing)} skipped{left_out}"
     )
+    if failing:
+        sys.exit(ExitCode.PARTIAL)
 
 
 @cli.command("export")

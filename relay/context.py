@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import httpx
@@ -17,6 +17,31 @@ if TYPE_CHECKING:
 
 def system_clock() -> datetime:
     return datetime.now(UTC)
+
+
+class Progress(Protocol):
+    """What a long command reports as it goes (relay.edge draws it on a terminal): a count of
+    things done out of a total, with the failures so far."""
+
+    def start(self, label: str, total: int) -> None: ...
+    def step(self, *, failed: bool = False) -> None: ...
+    def done(self) -> None: ...
+
+
+class NoProgress:
+    """Nothing shown: cron, pipes, tests, -q."""
+
+    def start(self, label: str, total: int) -> None:
+        pass
+
+    def step(self, *, failed: bool = False) -> None:
+        pass
+
+    def done(self) -> None:
+        pass
+
+
+NO_PROGRESS = NoProgress()
 
 
 @dataclass(frozen=True)
@@ -31,3 +56,5 @@ class Context:
     http_client: Callable[[], httpx.Client] | None = None
     # relay watch, asked to stop (SIGTERM, SIGINT): the current delivery ends, no other starts
     stopping: Callable[[], bool] = lambda: False
+    # feeds fetched / total and errors so far, drawn on stderr when it is a terminal
+    progress: Progress = NO_PROGRESS

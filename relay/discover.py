@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from relay.config import Config
+from relay.context import NO_PROGRESS, Progress
 from relay.errors import ConfigError, ParseError
 from relay.fetch import FetchRequest, fetch_one, make_client
 from relay.models import ParsedFeed
@@ -71,9 +72,10 @@ def alternates(page: bytes, page_url: str) -> list[tuple[str, str]]:
     return found
 
 
-def discover(url: str, config: Config | None, *, pick: int | None = None) -> Found:
+def discover(url: str, config: Config | None, *, pick: int | None = None, progress: Progress = NO_PROGRESS) -> Found:
     """The feed behind url: url itself when it is a feed; a Mastodon or Bluesky profile's
-    feed; the page's <link rel="alternate"> (the first, or the pick-th); else a common path."""
+    feed; the page's <link rel="alternate"> (the first, or the pick-th); else a common path
+    (progress counts the paths tried)."""
     allow_private = bool(config and config.network.allow_private)
     with make_client(max_connections=4) as client:
 
@@ -126,20 +128,51 @@ def discover(url: str, config: Config | None, *, pick: int | None = None) -> Fou
             )
         )
         tried = []
-        for candidate in candidates:
-            path = urlsplit(candidate).path
-            try:
-                feed_body, feed_kind, _ = fetch(candidate, FEED_MAX_BYTES, trusted=url)
-            except DiscoveryError:
+        progress.start("trying the common paths", len(candidates))
+        try:
+            for candidate in candidates:
+                path = urlsplit(candidate).path
+                try:
+                    feed_body, feed_kind, _ = fetch(candidate, FEED_MAX_BYTES, trusted=url)
+                except DiscoveryError:
+                    tried.append(path)
+                    progress.step(failed=True)
+                    continue
+                feed = as_feed(candidate, feed_body, feed_kind)
+                if feed is not None:
+                    return Found(candidate, feed, f"the common path {path}")
                 tried.append(path)
-                continue
-            feed = as_feed(candidate, feed_body, feed_kind)
-            if feed is not None:
-                return Found(candidate, feed, f"the common path {path}")
-            tried.append(path)
+                progress.step(failed=True)
+        finally:
+            progress.done()
         raise DiscoveryError(
             f'{url}: an HTML page that names no feed (no <link rel="alternate">), and none at {", ".join(tried)}'
         )
+
+
+def check_feeds(urls: list[str], config: Config | None, progress: Progress = NO_PROGRESS) -> dict[str, str]:
+    """The feeds among urls that do not answer as a feed now, each with its reason (one
+    line): fetched in parallel through the guarded fetcher, with the bounds of `relay add`,
+    and parsed; progress counts them."""
+    from relay.fetch import fetch_each
+
+    allow_private = bool(config and config.network.allow_private)
+    failing: dict[str, str] = {}
+    progress.start("checking feeds", len(urls))
+    with make_client(max_connections=4) as client:
+        requests = [FetchRequest("import", url, max_bytes=FEED_MAX_BYTES, timeout=TIMEOUT) for url in urls]
+        for index, result in fetch_each(requests, client, allow_private=allow_private):
+            url = urls[index]
+            if result.status != "ok":
+                failing[url] = str(result.error or result.status)
+            else:
+                try:
+                    parse_feed(result.body, feed_name="import", url=url, content_type=result.content_type)
+                except ParseError as exc:
+                    failing[url] = str(exc)
+            progress.step(failed=url in failing)
+    progress.done()
+    return failing
 
 
 def canonical(url: str) -> str:

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,7 +19,7 @@ from relay.errors import RelayError, StateError
 
 if TYPE_CHECKING:  # imported when used: `relay --help` and a no-op run stay fast
     from relay.config import Config
-    from relay.context import Context
+    from relay.context import Context, Progress
     from relay.store import Store
 
 
@@ -75,11 +75,13 @@ def test_clock() -> bool:
     return bool(os.environ.get("RELAY_CLOCK_FILE"))
 
 
-def context(config: Config, *, dry_run: bool = False, state_dir: Path | None = None) -> Context:
-    """The environment of a command, read once here: nothing below cli reads os.environ."""
-    from relay.context import Context
+def context(config: Config, *, dry_run: bool = False, state_dir: Path | None = None, progress: bool = False) -> Context:
+    """The environment of a command, read once here: nothing below cli reads os.environ.
+    progress: show it on stderr, when stderr is a terminal."""
+    from relay.context import NO_PROGRESS, Context
 
     return Context(
+        progress=terminal_progress() if progress else NO_PROGRESS,
         clock=now,
         request_timeout=float(os.environ.get("RELAY_REQUEST_TIMEOUT", "30")),
         allow_private=bool(config.network.allow_private),
@@ -87,6 +89,54 @@ def context(config: Config, *, dry_run: bool = False, state_dir: Path | None = N
         fast_parser=os.environ.get("RELAY_PARSER", "").strip().lower() != "feedparser",
         state_dir=state_dir,
     )
+
+
+class TerminalProgress:
+    """Click's progress bar on stderr: things done / total, errors so far, seconds elapsed."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.errors = 0
+        self.started = 0.0
+
+    def start(self, label: str, total: int) -> None:
+        import time
+
+        if total <= 0:
+            return
+        self.errors, self.started = 0, time.monotonic()
+        self.bar = click.progressbar(
+            length=total, label=label, file=sys.stderr, show_pos=True, show_eta=False, item_show_func=self._extra
+        )
+        self.bar.__enter__()
+
+    def _extra(self, _: object) -> str:
+        import time
+
+        errors = f"{self.errors} error{'' if self.errors == 1 else 's'}"
+        return f"{errors} · {time.monotonic() - self.started:.1f} s"
+
+    def step(self, *, failed: bool = False) -> None:
+        if self.bar is not None:
+            self.errors += failed
+            self.bar.update(1, True)
+
+    def done(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def terminal_progress() -> Progress:
+    """Progress is drawn only on a terminal: cron, pipes and files get exactly what they got
+    before (and TERM=dumb nothing)."""
+    try:
+        shown = sys.stderr.isatty() and os.environ.get("TERM", "") != "dumb"
+    except (AttributeError, ValueError):  # a replaced or closed stderr
+        shown = False
+    from relay.context import NO_PROGRESS
+
+    return TerminalProgress() if shown else NO_PROGRESS
 
 
 def redact(config: Config | None, text: str) -> str:

@@ -29,6 +29,7 @@ from urllib.parse import quote, urlsplit
 
 from markupsafe import Markup, escape
 
+from relay.context import NO_PROGRESS, Progress
 from relay.text import find_urls
 
 IMAGES_BUDGET = 30.0  # seconds a preview spends fetching thumbnails, in all
@@ -181,9 +182,10 @@ class Pictures:
     """Every thumbnail of a page, fetched at once, in parallel, within the budgets; the
     article pages read first for the cards that lack a description or an image."""
 
-    def __init__(self, *, allow_private: bool, budget: float = IMAGES_BUDGET) -> None:
+    def __init__(self, *, allow_private: bool, budget: float = IMAGES_BUDGET, progress: Progress = NO_PROGRESS) -> None:
         self.allow_private = allow_private
         self.budget = budget
+        self.progress = progress
         self.thumbs: dict[str, Thumb] = {}
         self.pages: dict[str, dict[str, str]] = {}
 
@@ -197,7 +199,7 @@ class Pictures:
         def read(url: str) -> dict[str, str]:
             return open_graph(url, allow_private=self.allow_private, timeout=FETCH_TIMEOUT)[0]
 
-        for url, found in self._each(wanted[:MAX_PAGES], read).items():
+        for url, found in self._each(wanted[:MAX_PAGES], read, "reading the cards' pages").items():
             self.pages[url] = found if isinstance(found, dict) else {}
 
     def fetch(self, urls: Iterable[str]) -> None:
@@ -208,7 +210,7 @@ class Pictures:
         wanted = [url for url in wanted if url not in self.thumbs]
         for url in wanted[MAX_IMAGES:]:
             self.thumbs[url] = Thumb(why=f"not fetched: a page embeds at most {MAX_IMAGES} images")
-        for url, result in self._each(wanted[:MAX_IMAGES], self._thumb).items():
+        for url, result in self._each(wanted[:MAX_IMAGES], self._thumb, "fetching images").items():
             self.thumbs[url] = result if isinstance(result, Thumb) else Thumb(why=str(result))
 
     def _thumb(self, url: str) -> Thumb:
@@ -219,12 +221,13 @@ class Pictures:
         small = make_thumbnail(data, max_side=THUMB_SIDE, max_bytes=THUMB_BYTES)
         return Thumb(uri="data:image/jpeg;base64," + base64.b64encode(small).decode("ascii"))
 
-    def _each(self, urls: list[str], work: Callable[[str], Any]) -> dict[str, Any]:
+    def _each(self, urls: list[str], work: Callable[[str], Any], label: str) -> dict[str, Any]:
         """work(url) for each URL, WORKERS at a time; an exception is the URL's result, as a
         reason; what the budget leaves undone is 'not fetched'."""
         results: dict[str, Any] = {}
         if not urls:
             return results
+        self.progress.start(label, len(urls))
         ends = time.monotonic() + self.budget
         pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="relay-page")
         futures: dict[Future[Any], str] = {pool.submit(work, url): url for url in urls}
@@ -236,9 +239,11 @@ class Pictures:
                     results[futures[future]] = future.result()
                 except Exception as exc:  # any failure is a picture left out, with its reason
                     results[futures[future]] = _reason(exc)
+                self.progress.step(failed=not isinstance(results[futures[future]], Thumb | dict))
         for future in pending:
             results[futures[future]] = f"not fetched: the preview's {self.budget:.0f} s for images passed"
         pool.shutdown(wait=False, cancel_futures=True)
+        self.progress.done()
         return results
 
     def thumb(self, url: str | None) -> Thumb:

@@ -61,12 +61,15 @@ def run_once(config: Config, store: Store, context: Context, feeds: Sequence[Fee
         from relay.poll import Recorder, poll_each
 
         # each feed is recorded as it comes in, and let go
+        context.progress.start("fetching feeds", len(due))
         with _http_client(context) as client, Recorder(store, config, now) as recorder:
             for feed_poll in poll_each(
                 config, store, client, now, feeds=due, conditional=True, fast_parser=context.fast_parser
             ):
                 recorder.record(feed_poll)
                 report.polled.append(feed_poll.report)
+                context.progress.step(failed=feed_poll.report.status == "error")
+        context.progress.done()
     if config.campaigns:
         from relay.calls import due_campaigns, queue_campaigns
 
@@ -105,12 +108,15 @@ def seed(config: Config, store: Store, context: Context, feeds: Sequence[Feed]) 
 
     now = context.clock()
     reports = []
+    context.progress.start("fetching feeds", len(feeds))
     with _http_client(context) as client, Recorder(store, config, now, seed=True) as recorder:
         for feed_poll in poll_each(
             config, store, client, now, feeds=feeds, conditional=False, all_items=True, fast_parser=context.fast_parser
         ):
             recorder.record(feed_poll)
             reports.append(feed_poll.report)
+            context.progress.step(failed=feed_poll.report.status == "error")
+    context.progress.done()
     return reports
 
 
@@ -162,20 +168,23 @@ def plan(
     from relay.targets import known_limits, post_rules
 
     now = context.clock()
+    context.progress.start("fetching feeds", len(feeds))
+    polls = []
     with _http_client(context) as client:
         # preview keeps every feed: it renders them all
-        polls = list(
-            poll_each(
-                config,
-                store,
-                client,
-                now,
-                feeds=feeds,
-                conditional=False,
-                all_items=all_items,
-                fast_parser=context.fast_parser,
-            )
-        )
+        for feed_poll in poll_each(
+            config,
+            store,
+            client,
+            now,
+            feeds=feeds,
+            conditional=False,
+            all_items=all_items,
+            fast_parser=context.fast_parser,
+        ):
+            polls.append(feed_poll)
+            context.progress.step(failed=feed_poll.report.status == "error")
+    context.progress.done()
     renderer = Renderer(config)
     # each account's rules once: its limits are the state's, read without contacting it
     rules = {name: post_rules(account, known_limits(account, store)) for name, account in config.accounts.items()}

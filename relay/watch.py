@@ -40,15 +40,17 @@ def run_cycle(
     quiet: bool,
     stopping: Callable[[], bool] | None = None,
     config_loaded: bool = True,
+    progress: bool = False,
 ) -> tuple[list[Line], bool]:
     """One `relay run` under the lock the caller holds: its lines and whether it failed.
-    config_loaded: feeds.yaml loaded as it is now (relay watch may run on the previous one)."""
+    config_loaded: feeds.yaml loaded as it is now (relay watch may run on the previous one);
+    progress: the feeds fetched shown on stderr, when it is a terminal (run -v)."""
     import dataclasses
 
     from relay import show
     from relay.pipeline import run_once
 
-    run_context = context(config, dry_run=dry_run, state_dir=state_dir)
+    run_context = context(config, dry_run=dry_run, state_dir=state_dir, progress=progress)
     if stopping is not None:
         run_context = dataclasses.replace(run_context, stopping=stopping)
     notifying = config.alerts.notifies and not dry_run

@@ -176,7 +176,7 @@ FEEDLY = """<?xml version="1.0" encoding="UTF-8"?>
 def test_import_adds_every_feed_once_with_its_folders_as_hashtags(config: Path, tmp_path: Path) -> None:
     opml = tmp_path / "feedly.opml"
     opml.write_text(FEEDLY)
-    result = relay("import", "-c", str(config), str(opml), "--categories-as-hashtags", env={"TOKEN": "x"})
+    result = relay("import", "-c", str(config), str(opml), "--categories-as-hashtags", "--no-check", env={"TOKEN": "x"})
     assert result.exit_code == 0, result.output
     assert "skipped https://www.laquadrature.net/feed/: already in feeds.yaml as 'quadrature'" in result.output
     assert "3 feeds added to feeds.yaml (backfill: 0), 1 skipped" in result.output
@@ -187,7 +187,7 @@ def test_import_adds_every_feed_once_with_its_folders_as_hashtags(config: Path, 
     assert added["april-promouvoir-le-libre"].hashtags == ("LogicielLibre",)
     assert all(feed.backfill == 0 for feed in added.values())
     assert "# the first feed, as written by hand" in config.read_text()
-    again = relay("import", "-c", str(config), str(opml), env={"TOKEN": "x"})
+    again = relay("import", "-c", str(config), str(opml), "--no-check", env={"TOKEN": "x"})
     assert "0 feeds added to feeds.yaml (backfill: 0), 4 skipped" in again.output
 
 
@@ -206,11 +206,33 @@ def test_export_then_import_is_a_round_trip(config: Path, tmp_path: Path) -> Non
     other.write_text(
         "accounts:\n  m:\n    platform: mastodon\n    instance: https://m.example\n    token: ${TOKEN}\nfeeds: []\n"
     )
-    imported = relay("import", "-c", str(other), str(opml), env={"TOKEN": "x"})
+    imported = relay("import", "-c", str(other), str(opml), "--no-check", env={"TOKEN": "x"})
     assert imported.exit_code == 0, imported.output
     assert [(f.name, f.url) for f in load_config(other, environ={"TOKEN": "x"}).feeds] == [
         ("quadrature", "https://www.laquadrature.net/feed/")
     ]
+
+
+def test_import_fetches_each_new_feed_and_leaves_out_those_that_do_not_answer(
+    config: Path, tmp_path: Path, feed_server: FeedServer
+) -> None:
+    alive = feed_server.feed("/alive.rss", numbered(2))
+    also = feed_server.feed("/also.rss", numbered(1))
+    home = feed_server.add("/home", lambda r: html(page()))
+    missing = feed_server.url("/gone.rss")
+    outlines = "".join(
+        f'<outline text="{title}" xmlUrl="{url}"/>'
+        for title, url in [("Vivant", alive), ("Aussi", also), ("Accueil", home), ("Disparu", missing)]
+    )
+    opml = tmp_path / "reader.opml"
+    opml.write_text(f'<?xml version="1.0"?><opml version="2.0"><body>{outlines}</body></opml>')
+    result = relay("import", "-c", str(config), str(opml), env={"TOKEN": "x"})
+    assert result.exit_code == 1, result.output
+    assert f"relay import: not added {missing}: HTTP 404" in result.output
+    assert f"relay import: not added {home}: an HTML page, not a feed" in result.output
+    assert "2 feeds added to feeds.yaml (backfill: 0), 0 skipped, 2 not added" in result.output
+    added = [feed.url for feed in load_config(config, environ={"TOKEN": "x"}).feeds[1:]]
+    assert added == [alive, also]
 
 
 @pytest.mark.parametrize(
