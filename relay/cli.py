@@ -304,8 +304,9 @@ def _write_page(
         accounts={name: account.instance for name, account in config.accounts.items()},
         redact=redacted,
     )
+    page = redact(config, page)  # and the page once more, whole
     try:
-        path.write_text(page, encoding="utf-8")
+        path.write_text(page, encoding="utf-8", errors="replace")
     except OSError as exc:
         raise click.ClickException(f"{path}: cannot write the page: {exc.strerror or exc}") from None
     missing = sum(1 for thumb in pictures.thumbs.values() if not thumb.uri)

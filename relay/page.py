@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import queue
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
@@ -46,6 +47,7 @@ _URL_PREFIX = re.compile(r"\Ahttps?://(www\.)?", re.IGNORECASE)
 _MENTION = re.compile(r"(?<![\w@/])@([A-Za-z0-9_]+)(?:@([A-Za-z0-9.\-]+\.[A-Za-z]{2,}))?")
 _HASHTAG = re.compile(r"(?<![\w/&])#(\w*[^\W\d_]\w*)")
 
+IMAGES_EMBED = "app.bsky.embed.images"
 ACTIONS = {
     "post": "post",
     "thread": "thread",
@@ -74,11 +76,15 @@ class Card:
     note: str = ""
 
 
-def href(url: str | None) -> str | None:
+def href(url: object) -> str | None:
     """A URL the page may link to: http(s) only."""
-    if url and urlsplit(url).scheme.lower() in ("http", "https"):
-        return url
-    return None
+    if not isinstance(url, str) or not url:
+        return None
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:  # "http://[::1": no link
+        return None
+    return url if scheme in ("http", "https") else None
 
 
 def _link(url: str, shown: Markup | str, css: str) -> Markup:
@@ -136,15 +142,18 @@ def bluesky_html(text: str, facets: Iterable[Mapping[str, Any]]) -> Markup:
     offsets = {0: 0}
     position = 0
     for at, char in enumerate(text):
-        position += len(char.encode("utf-8"))
+        position += len(char.encode("utf-8", "surrogatepass"))
         offsets[position] = at + 1
     spans: list[tuple[int, int, Markup]] = []
     for facet in facets:
-        index = facet.get("index") or {}
-        start, end = offsets.get(index.get("byteStart", -1)), offsets.get(index.get("byteEnd", -1))
-        if start is None or end is None or end <= start or end > len(text) or not facet.get("features"):
+        index = facet.get("index") if isinstance(facet, Mapping) else None
+        features = facet.get("features") if isinstance(facet, Mapping) else None
+        if not isinstance(index, Mapping) or not isinstance(features, list) or not features:
             continue
-        feature = facet["features"][0]
+        start, end = offsets.get(index.get("byteStart", -1)), offsets.get(index.get("byteEnd", -1))
+        feature = features[0]
+        if start is None or end is None or end <= start or not isinstance(feature, Mapping):
+            continue
         kind = str(feature.get("$type", "")).rsplit("#", 1)[-1]
         if kind == "link":
             target, css = str(feature.get("uri", "")), "url"
@@ -174,13 +183,20 @@ def _stitch(text: str, spans: list[tuple[int, int, Markup]]) -> Markup:
 
 
 def _domain(url: str) -> str:
-    host = urlsplit(url).hostname or ""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
     return host.removeprefix("www.")
 
 
 class Pictures:
-    """Every thumbnail of a page, fetched at once, in parallel, within the budgets; the
-    article pages read first for the cards that lack a description or an image."""
+    """Every thumbnail of a page, within one budget of time: the article pages read first
+    (for the cards that lack a description or an image), then the images. Fetched in
+    parallel by daemon threads (what the budget cuts short never holds up the end of the
+    preview), at most WORKERS bodies fetched and not yet decoded at a time; decoded one at a
+    time, in the calling thread (a decode takes up to about 150 MB, and each thread would
+    keep its own memory arena)."""
 
     def __init__(self, *, allow_private: bool, budget: float = IMAGES_BUDGET, progress: Progress = NO_PROGRESS) -> None:
         self.allow_private = allow_private
@@ -188,6 +204,8 @@ class Pictures:
         self.progress = progress
         self.thumbs: dict[str, Thumb] = {}
         self.pages: dict[str, dict[str, str]] = {}
+        self.unread: dict[str, str] = {}  # the pages that could not be read, and why
+        self.ends: float | None = None  # the budget's end, from the first fetch
 
     def read_pages(self, urls: Iterable[str]) -> None:
         from relay.fetch import open_graph
@@ -195,12 +213,19 @@ class Pictures:
         wanted = list(dict.fromkeys(url for url in urls if href(url)))
         for url in wanted[MAX_PAGES:]:
             self.pages[url] = {}
+            self.unread[url] = f"not read: a preview reads at most {MAX_PAGES} pages"
 
-        def read(url: str) -> dict[str, str]:
-            return open_graph(url, allow_private=self.allow_private, timeout=FETCH_TIMEOUT)[0]
+        def read(url: str) -> tuple[dict[str, str], str]:
+            return open_graph(url, allow_private=self.allow_private, timeout=FETCH_TIMEOUT)
 
         for url, found in self._each(wanted[:MAX_PAGES], read, "reading the cards' pages").items():
-            self.pages[url] = found if isinstance(found, dict) else {}
+            if isinstance(found, tuple):
+                self.pages[url] = found[0]
+                if found[1]:
+                    self.unread[url] = found[1]
+            else:
+                self.pages[url] = {}
+                self.unread[url] = str(found)
 
     def fetch(self, urls: Iterable[str]) -> None:
         wanted = [url for url in dict.fromkeys(urls) if url not in self.thumbs]
@@ -210,46 +235,85 @@ class Pictures:
         wanted = [url for url in wanted if url not in self.thumbs]
         for url in wanted[MAX_IMAGES:]:
             self.thumbs[url] = Thumb(why=f"not fetched: a page embeds at most {MAX_IMAGES} images")
-        for url, result in self._each(wanted[:MAX_IMAGES], self._thumb, "fetching images").items():
+        for url, result in self._each(wanted[:MAX_IMAGES], self._image, "fetching images", self._thumb).items():
             self.thumbs[url] = result if isinstance(result, Thumb) else Thumb(why=str(result))
 
-    def _thumb(self, url: str) -> Thumb:
+    def _image(self, url: str) -> bytes:
         from relay.fetch import fetch_image
+
+        return fetch_image(url, max_bytes=10_000_000, allow_private=self.allow_private, timeout=FETCH_TIMEOUT).data
+
+    def _thumb(self, data: bytes) -> Thumb:
         from relay.images import make_thumbnail
 
-        data = fetch_image(url, max_bytes=10_000_000, allow_private=self.allow_private, timeout=FETCH_TIMEOUT).data
         small = make_thumbnail(data, max_side=THUMB_SIDE, max_bytes=THUMB_BYTES)
         return Thumb(uri="data:image/jpeg;base64," + base64.b64encode(small).decode("ascii"))
 
-    def _each(self, urls: list[str], work: Callable[[str], Any], label: str) -> dict[str, Any]:
-        """work(url) for each URL, WORKERS at a time; an exception is the URL's result, as a
-        reason; what the budget leaves undone is 'not fetched'."""
+    def _each(
+        self,
+        urls: list[str],
+        work: Callable[[str], Any],
+        label: str,
+        then: Callable[[Any], Any] = lambda result: result,
+    ) -> dict[str, Any]:
+        """work(url) for each URL in worker threads, then(result) here, until the budget
+        ends; an exception is the URL's result, as a reason; what the budget leaves undone
+        is 'not fetched'."""
         results: dict[str, Any] = {}
         if not urls:
             return results
+        if self.ends is None:
+            self.ends = time.monotonic() + self.budget
+        late = f"not fetched: the preview's {self.budget:.0f} s for pictures passed"
         self.progress.start(label, len(urls))
-        ends = time.monotonic() + self.budget
-        pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="relay-page")
-        futures: dict[Future[Any], str] = {pool.submit(work, url): url for url in urls}
-        pending = set(futures)
-        while pending and (left := ends - time.monotonic()) > 0:
-            done, pending = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
-            for future in done:
+        todo: queue.SimpleQueue[str] = queue.SimpleQueue()
+        for url in urls:
+            todo.put(url)
+        finished: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        slots = threading.Semaphore(WORKERS)  # results fetched and not yet taken here
+
+        def worker() -> None:
+            while self.ends is not None and slots.acquire(timeout=max(0.0, self.ends - time.monotonic())):
+                if time.monotonic() >= self.ends:
+                    return
                 try:
-                    results[futures[future]] = future.result()
+                    url = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    result: Any = work(url)
                 except Exception as exc:  # any failure is a picture left out, with its reason
-                    results[futures[future]] = _reason(exc)
-                self.progress.step(failed=not isinstance(results[futures[future]], Thumb | dict))
-        for future in pending:
-            results[futures[future]] = f"not fetched: the preview's {self.budget:.0f} s for images passed"
-        pool.shutdown(wait=False, cancel_futures=True)
+                    result = _reason(exc)
+                finished.put((url, result))
+
+        for _ in range(min(WORKERS, len(urls))):
+            threading.Thread(target=worker, name="relay-page", daemon=True).start()
+        while len(results) < len(urls) and (left := self.ends - time.monotonic()) > 0:
+            try:
+                url, result = finished.get(timeout=left)
+            except queue.Empty:
+                break
+            if not isinstance(result, str):
+                try:
+                    result = then(result)
+                except Exception as exc:  # an image that cannot be decoded is left out, with its reason
+                    result = _reason(exc)
+            slots.release()
+            results[url] = result
+            self.progress.step(failed=isinstance(result, str) or (isinstance(result, tuple) and bool(result[1])))
         self.progress.done()
-        return results
+        return {url: results.get(url, late) for url in urls}
 
     def thumb(self, url: str | None) -> Thumb:
         if not url:
             return Thumb()
         return self.thumbs.get(url, Thumb(why="not fetched"))
+
+    def redacted(self, redact: Callable[[Any], Any]) -> None:
+        """Every address and reason through the secret redaction (an error names a host)."""
+        self.thumbs = {redact(url): Thumb(thumb.uri, redact(thumb.why)) for url, thumb in self.thumbs.items()}
+        self.pages = {redact(url): redact(page) for url, page in self.pages.items()}
+        self.unread = {redact(url): redact(why) for url, why in self.unread.items()}
 
 
 def _reason(exc: Exception) -> str:
@@ -267,19 +331,20 @@ def _card(post: Mapping[str, Any], pictures: Pictures) -> Card | None:
     if post["action"] not in ("post", "thread", "quote") or post.get("text") is None:
         return None
     if post["platform"] == "bluesky":
-        embed = post.get("embed") or {}
-        if "external" not in embed:
+        external = _external(post)
+        if external is None:
             return None
-        external = embed["external"]
         uri = str(external.get("uri", ""))
         page = pictures.pages.get(uri, {})
         image = post.get("card_image") or page.get("og:image")
+        unread = pictures.unread.get(uri)
         return Card(
             uri,
             _domain(uri),
             str(external.get("title") or page.get("og:title") or ""),
             str(external.get("description") or page.get("og:description") or ""),
             pictures.thumb(image),
+            note=f"the page could not be read here: {unread}" if unread else "",
         )
     if post.get("images") or post["action"] == "quote":
         return None
@@ -289,14 +354,22 @@ def _card(post: Mapping[str, Any], pictures: Pictures) -> Card | None:
     uri = post["text"][urls[0][0] : urls[0][1]]
     page = pictures.pages.get(uri, {})
     image = page.get("og:image") or (post.get("card_image") if uri == post.get("link") else None)
+    unread = pictures.unread.get(uri)
     return Card(
         uri,
         _domain(uri),
         page.get("og:title") or (post["title"] if uri == post.get("link") else ""),
         page.get("og:description", ""),
         pictures.thumb(image),
-        note="made by the instance from the page",
+        note="made by the instance from the page" + (f" (not read here: {unread})" if unread else ""),
     )
+
+
+def _external(post: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """A Bluesky post's link card, as the JSON has it."""
+    embed = post.get("embed")
+    external = embed.get("external") if isinstance(embed, Mapping) else None
+    return external if isinstance(external, Mapping) else None
 
 
 def _card_pages(posts: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -307,7 +380,7 @@ def _card_pages(posts: Iterable[Mapping[str, Any]]) -> list[str]:
         if post.get("text") is None or post["action"] not in ("post", "thread", "quote"):
             continue
         if post["platform"] == "bluesky":
-            external = (post.get("embed") or {}).get("external")
+            external = _external(post)
             if external and not (external.get("description") and post.get("card_image")):
                 pages.append(str(external.get("uri", "")))
         elif not post.get("images") and (urls := find_urls(post["text"])):
@@ -315,13 +388,15 @@ def _card_pages(posts: Iterable[Mapping[str, Any]]) -> list[str]:
     return pages
 
 
-def _attached(post: Mapping[str, Any]) -> list[dict[str, str]]:
+def _attached(post: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The images a post shows: on Bluesky its images embed (bluesky_embed: card shows the
     card instead), on Mastodon every image attached."""
     if post["platform"] == "bluesky":
-        embed = post.get("embed") or {}
-        return list(embed.get("images") or []) if embed.get("$type") == "app.bsky.embed.images" else []
-    return list(post.get("images") or [])
+        embed = post.get("embed")
+        images = embed.get("images") if isinstance(embed, Mapping) and embed.get("$type") == IMAGES_EMBED else []
+    else:
+        images = post.get("images")
+    return [image for image in images or [] if isinstance(image, Mapping)]
 
 
 def _view(post: Mapping[str, Any], index: int, pictures: Pictures, instance: str) -> dict[str, Any]:
@@ -334,12 +409,13 @@ def _view(post: Mapping[str, Any], index: int, pictures: Pictures, instance: str
 
     replies = [
         {
-            "html": shown(part["text"], part.get("facets") or []),
-            "length": part["length"],
-            "limit": part["limit"],
-            "over": part["length"] > part["limit"],
+            "html": shown(str(part.get("text", "")), part.get("facets") or []),
+            "length": part.get("length", 0),
+            "limit": part.get("limit", 0),
+            "over": (part.get("length") or 0) > (part.get("limit") or 0),
         }
         for part in post.get("thread") or []
+        if isinstance(part, Mapping)
     ]
     images = [
         {"alt": image.get("alt", ""), "thumb": pictures.thumb(image.get("url")), "url": image.get("url", "")}
@@ -394,8 +470,7 @@ def render_page(
                     wanted.append(image)
             wanted.extend(str(image.get("url", "")) for image in _attached(post))
         pictures.fetch(wanted)
-        pictures.thumbs = {redact(url): thumb for url, thumb in pictures.thumbs.items()}
-        pictures.pages = {redact(url): page for url, page in pictures.pages.items()}
+        pictures.redacted(redact)
     else:
         pictures = Pictures(allow_private=False)
     feeds, posts = redact(feeds), redact(posts)

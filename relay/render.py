@@ -54,6 +54,35 @@ HEADLINE_GRAPHEMES = 200  # an untitled item's headline: the start of its summar
 CARD_TITLE_GRAPHEMES = 120  # an untitled item's Bluesky card title: the summary's first sentence
 
 
+# Control characters a post must not carry (a NUL Mastodon would keep; a CR the platforms and
+# the preview page show as a line break): none comes from feed text (relay.text.clean_text),
+# and these keep a template's own text and a call's --var values from bringing one.
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_RETURNS = re.compile("\r\n?")
+
+
+def _no_controls(text: str) -> str:
+    return _CONTROLS.sub("", _RETURNS.sub("\n", text)) if _CONTROLS.search(text) or "\r" in text else text
+
+
+class _CleanLoader(jinja2.BaseLoader):
+    """Templates' sources without control characters."""
+
+    def __init__(self, inner: jinja2.BaseLoader) -> None:
+        self.inner = inner
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str | None, Any]:
+        source, filename, uptodate = self.inner.get_source(environment, template)
+        return _no_controls(source), filename, uptodate
+
+    def list_templates(self) -> list[str]:
+        return self.inner.list_templates()
+
+
+def _finalize(value: Any) -> Any:
+    return _no_controls(value) if isinstance(value, str) else value
+
+
 def make_environment(template_dirs: Sequence[Path]) -> SandboxedEnvironment:
     # The user's folders come first for every name; the built-ins answer as "builtin/…",
     # so a user's news.j2 beats the built-in news.mastodon.j2 and can extend it.
@@ -64,7 +93,8 @@ def make_environment(template_dirs: Sequence[Path]) -> SandboxedEnvironment:
         ]
     )
     env = SandboxedEnvironment(
-        loader=loader,
+        loader=_CleanLoader(loader),
+        finalize=_finalize,
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         trim_blocks=True,

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.page import Pictures, bluesky_html, mastodon_html
+from relay.page import Pictures, bluesky_html, mastodon_html, render_page
 from tests.support import feedserver as fs
 from tests.support.feedserver import FeedServer, Response
 from tests.support.relayrun import relay, relay_process
@@ -35,6 +35,7 @@ HOSTILE_TEXT = (
     '</script><script>window.__pwned=2</script> "><svg onload="window.__pwned=3"> '
     "\u202etxet desrever\u202c et &lt;b onmouseover=window.__pwned=4&gt;gras&lt;/b&gt;"
 )
+IMAGES = "app.bsky.embed.images"
 SENTENCE = "Le Health Data Hub reste hébergé chez Microsoft malgré les recours des associations. "
 
 
@@ -309,7 +310,7 @@ def test_thumbnails_stop_at_the_budget(feed_server: FeedServer) -> None:
     started = time.monotonic()
     pictures = Pictures(allow_private=True, budget=1.0)
     pictures.fetch([slow, "javascript:alert(1)", "data:image/png;base64,AAAA"])
-    assert pictures.thumbs[slow].uri is None and "s for images passed" in pictures.thumbs[slow].why
+    assert pictures.thumbs[slow].uri is None and "s for pictures passed" in pictures.thumbs[slow].why
     assert time.monotonic() - started < 5
     assert pictures.thumbs["javascript:alert(1)"].why == "not an http(s) URL"
     assert pictures.thumbs["data:image/png;base64,AAAA"].uri is None
@@ -370,3 +371,101 @@ def test_the_markup_text_is_the_post_text(text: str) -> None:
     facets = [{"index": {"byteStart": 0, "byteEnd": len(text.encode())}, "features": [{"$type": "x#tag", "tag": "t"}]}]
     assert text_of(bluesky_html(text, facets)) == text
     assert "<script" not in mastodon_html(text).replace("&lt;script", "")
+
+
+def slow(kind: str) -> Any:
+    def handler(request: object) -> Response:
+        def body() -> Any:
+            for _ in range(30):
+                time.sleep(1)
+                yield b" "
+
+        return Response(200, body, {"Content-Type": kind})
+
+    return handler
+
+
+def test_one_budget_for_the_pages_and_the_images(feed_server: FeedServer) -> None:
+    page = feed_server.add("/slow-page", slow("text/html"))
+    image = feed_server.add("/slow.jpg", slow("image/jpeg"))
+    pictures = Pictures(allow_private=True, budget=1.5)
+    started = time.monotonic()
+    pictures.read_pages([page])
+    pictures.fetch([image])
+    assert time.monotonic() - started < 3  # not 1.5 s for each
+    assert "s for pictures passed" in pictures.unread[page]
+    assert "s for pictures passed" in pictures.thumbs[image].why
+
+
+def test_secrets_never_reach_the_page(tmp_path: Path, feed_server: FeedServer) -> None:
+    """A secret in a feed's address that the site echoes in its og: tags, or that names a
+    host in an error, is shown as ${VARIABLE}, as everywhere else."""
+    secret = "s3cr3t-t0ken-value"
+    article = (
+        f'<html><head><meta property="og:title" content="Echo {secret}">'
+        f'<meta property="og:description" content="desc"></head></html>'
+    ).encode()
+    link = feed_server.add("/echo", fs.static(article, "text/html"))
+    summary = escape(f'<p>Texte</p><img src="http://{secret}.invalid/x.jpg" alt="x">')
+    item = f"<item><title>Titre</title><link>{link}</link><guid>e1</guid><description>{summary}</description></item>"
+    body = f"<?xml version='1.0'?><rss version='2.0'><channel><title>T</title>{item}</channel></rss>".encode()
+    feed_server.add("/feed.xml", fs.static(body, "application/rss+xml"))
+    config = tmp_path / "feeds.yaml"
+    config.write_text(
+        "network:\n  allow_private: true\ndefaults:\n  backfill: 5\n"
+        "accounts:\n  masto:\n    platform: mastodon\n    instance: https://mastodon.example\n    token: ${T}\n"
+        f"feeds:\n  - name: echo\n    url: {feed_server.url('/feed.xml')}?key=${{FEEDTOKEN}}\n    images: true\n"
+    )
+    page = tmp_path / "page.html"
+    result = relay("preview", "-c", str(config), "--html", str(page), env={"FEEDTOKEN": secret}, now=NOW)
+    assert result.exit_code == 0, result.output
+    html = page.read_text()
+    assert secret not in html and secret not in result.output
+    assert "${FEEDTOKEN}" in html  # the echoed title and the error naming the host, masked
+
+
+def test_a_template_cannot_put_control_characters_in_a_post(tmp_path: Path) -> None:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "odd.j2").write_text("{{ item.title }} a\x00b\rc\r\nd {{ item.link }}")
+    config = tmp_path / "feeds.yaml"
+    config.write_text(OFFLINE.read_text().replace("feeds:\n", "templates: templates\nfeeds:\n", 1))
+    for name in ("feeds",):
+        (tmp_path / name).symlink_to(OFFLINE.parent / name)
+    config.write_text(
+        config.read_text().replace(
+            "    url: ./feeds/framablog.xml", "    url: ./feeds/framablog.xml\n    template: odd", 1
+        )
+    )
+    posts = preview_json(config)["posts"]
+    texts = [p["text"] for p in posts if p["feed"] == "framablog" and p["text"]]
+    assert texts and all(" ab\nc\nd " in text for text in texts), texts[:1]
+
+
+def test_odd_shapes_never_break_the_page() -> None:
+    post = {
+        "feed": "f",
+        "key": "k",
+        "title": "t",
+        "link": "http://[::1",
+        "account": "a",
+        "platform": "bluesky",
+        "text": "a\ud800b",
+        "length": 3,
+        "limit": 300,
+        "language": "fr",
+        "action": "post",
+        "reason": None,
+        "facets": [{"index": [1, 2]}, {"index": {"byteStart": 0, "byteEnd": 1}, "features": [None]}, {"features": {}}],
+        "embed": {"$type": "app.bsky.embed.external", "external": None},
+        "original": "http://[::1",
+        "images": ["x"],
+        "thread": [{"text": "r"}, "y"],
+    }
+    html = render_page(
+        [],
+        [post, {**post, "platform": "mastodon", "embed": {"$type": IMAGES, "images": ["z"]}}],
+        source="s",
+        generated=NOW,
+        pictures=None,
+    )
+    assert "<article" in html
