@@ -297,20 +297,26 @@ def test_an_unwritable_page_is_one_line(tmp_path: Path) -> None:
     assert "cannot write the page" in result.output and "Traceback" not in result.output
 
 
-def test_thumbnails_stop_at_the_budget(feed_server: FeedServer) -> None:
-    def trickle(request: object) -> Response:
+def slow(kind: str) -> Any:
+    """A body of one byte a second for 30 s, of the content type kind."""
+
+    def handler(request: object) -> Response:
         def body() -> Any:
             for _ in range(30):
                 time.sleep(1)
-                yield b"\xff"
+                yield b" "
 
-        return Response(200, body, {"Content-Type": "image/jpeg"})
+        return Response(200, body, {"Content-Type": kind})
 
-    slow = feed_server.add("/slow.jpg", trickle)
+    return handler
+
+
+def test_thumbnails_stop_at_the_budget(feed_server: FeedServer) -> None:
+    slow_image = feed_server.add("/slow.jpg", slow("image/jpeg"))
     started = time.monotonic()
     pictures = Pictures(allow_private=True, budget=1.0)
-    pictures.fetch([slow, "javascript:alert(1)", "data:image/png;base64,AAAA"])
-    assert pictures.thumbs[slow].uri is None and "s for pictures passed" in pictures.thumbs[slow].why
+    pictures.fetch([slow_image, "javascript:alert(1)", "data:image/png;base64,AAAA"])
+    assert pictures.thumbs[slow_image].uri is None and "s for pictures passed" in pictures.thumbs[slow_image].why
     assert time.monotonic() - started < 5
     assert pictures.thumbs["javascript:alert(1)"].why == "not an http(s) URL"
     assert pictures.thumbs["data:image/png;base64,AAAA"].uri is None
@@ -371,18 +377,6 @@ def test_the_markup_text_is_the_post_text(text: str) -> None:
     facets = [{"index": {"byteStart": 0, "byteEnd": len(text.encode())}, "features": [{"$type": "x#tag", "tag": "t"}]}]
     assert text_of(bluesky_html(text, facets)) == text
     assert "<script" not in mastodon_html(text).replace("&lt;script", "")
-
-
-def slow(kind: str) -> Any:
-    def handler(request: object) -> Response:
-        def body() -> Any:
-            for _ in range(30):
-                time.sleep(1)
-                yield b" "
-
-        return Response(200, body, {"Content-Type": kind})
-
-    return handler
 
 
 def test_one_budget_for_the_pages_and_the_images(feed_server: FeedServer) -> None:

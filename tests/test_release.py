@@ -62,24 +62,22 @@ def test_the_wheel_installed_alone_previews_the_offline_example(tmp_path: Path) 
         cwd=tmp_path,
     )
     assert where.stdout.startswith(str(venv)), where.stdout  # not the source tree
-    preview = subprocess.run(
-        [str(venv / "bin" / "relay"), "preview", "-c", str(example / "feeds.yaml")],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "RELAY_STATE_DIR": str(tmp_path / "state")},
-    )
+
+    def installed(*args: str) -> subprocess.CompletedProcess[str]:
+        """The wheel's relay, outside the source tree, with a bare environment."""
+        return subprocess.run(
+            [str(venv / "bin" / "relay"), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "RELAY_STATE_DIR": str(tmp_path / "state")},
+        )
+
+    preview = installed("preview", "-c", str(example / "feeds.yaml"))
     assert preview.returncode == 0, preview.stderr
     assert "== mastodon (mastodon):" in preview.stdout and "📣 Signez la pétition" in preview.stdout
-    page = subprocess.run(
-        [str(venv / "bin" / "relay"), "preview", "-c", str(example / "feeds.yaml"), "--html", "page.html"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "RELAY_STATE_DIR": str(tmp_path / "state")},
-    )
+    page = installed("preview", "-c", str(example / "feeds.yaml"), "--html", "page.html")
     assert page.returncode == 0, page.stderr
     assert "Signez la pétition" in (tmp_path / "page.html").read_text(encoding="utf-8")  # the page's template ships
     init = subprocess.run(
