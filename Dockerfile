@@ -2,9 +2,9 @@
 #
 #   podman build -t relay .                      (or docker build)
 #   podman run -d --name relay --env-file .env \
-#     -v ./feeds.yaml:/config/feeds.yaml:ro -v ./templates:/config/templates:ro \
+#     -v ./campagne:/config:ro \
 #     -v relay-state:/data relay
-#   podman run --rm -v ./feeds.yaml:/config/feeds.yaml:ro relay relay preview -c /config/feeds.yaml
+#   podman run --rm -v ./campagne:/config:ro relay relay preview
 #
 # BASE is any image with Python 3.11 or later and its venv module (scripts/test builds on a
 # Debian bookworm made with debootstrap, as this machine reaches no image registry).

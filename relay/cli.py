@@ -76,7 +76,8 @@ def common_options(func: F) -> F:
             if traceback:
                 raise
             for line in str(exc).splitlines():
-                click.echo(f"relay: {line}", err=True)
+                # "relay add: …" already names the command
+                click.echo(line if line.startswith("relay ") else f"relay: {line}", err=True)
             sys.exit(int(exc.exit_code))
         except Exception as exc:
             message = state_failure(exc, kwargs["state_dir"])
@@ -142,6 +143,11 @@ def init(directory: Path) -> None:
     click.echo(
         f"wrote {len(written)} files in {directory}" if written else f"{directory}: nothing to write, all files exist"
     )
+    if written:
+        click.echo(
+            "next: edit feeds.yaml (your accounts; `relay add URL` adds a site), cp .env.example .env and"
+            " fill in the secrets, then relay check --online and relay preview"
+        )
 
 
 @cli.command()
@@ -237,6 +243,10 @@ def preview(
     from relay.pipeline import plan
     from relay.store import Store
 
+    if open_page and html_path is None:
+        raise click.UsageError("--open opens the page that --html FILE writes: give --html FILE")
+    if html_path is not None and not html_path.resolve().parent.is_dir():
+        raise click.UsageError(f"--html {html_path}: the folder {html_path.parent} does not exist")
     config = load(config_path)
     feeds = config.feeds_named(feed_names)
     store = Store.open_read_only(state_dir)
@@ -250,10 +260,7 @@ def preview(
         if entry["spoiler_text"] is None:
             del entry["spoiler_text"]
         posts_out.append(entry)
-    if open_page and html_path is None:
-        raise click.UsageError("--open opens the page that --html FILE writes: give --html FILE")
-    if html_path is not None:
-        _write_page(config, html_path, feeds_out, posts_out, open_page=open_page, quiet=quiet)
+    written = _write_page(config, html_path, feeds_out, posts_out, quiet=quiet) if html_path else None
     if output_format == "json":
         # item keys and links resolved against a feed URL can carry its credentials: mask all
         click.echo(redact(config, json.dumps({"feeds": feeds_out, "posts": posts_out}, ensure_ascii=False, indent=2)))
@@ -268,6 +275,10 @@ def preview(
             # a secret left unset is a warning here, an error for `relay run`
             needed = " (needed by `relay run`)" if "is not set in the environment" in warning else ""
             click.echo(f"warning: {redact(config, warning)}{needed}", err=True)
+    if written and not quiet:
+        click.echo(written, err=True)
+    if open_page and html_path:
+        _open(html_path)
     if any(f["status"] == "error" for f in feeds_out):
         sys.exit(ExitCode.PARTIAL)
 
@@ -278,12 +289,11 @@ def _write_page(
     feeds: list[dict[str, Any]],
     posts: list[dict[str, Any]],
     *,
-    open_page: bool,
     quiet: bool,
-) -> None:
-    """preview --html: the page written (every string it shows through the secret
-    redaction), then opened with --open."""
-    from relay.page import Pictures, render_page
+) -> str:
+    """preview --html: the page written, every string it shows through the secret
+    redaction; what to say about it."""
+    from relay.page import Pictures, render_page, summary
 
     def redacted(value: Any) -> Any:
         if isinstance(value, str):
@@ -310,14 +320,15 @@ def _write_page(
     except OSError as exc:
         raise click.ClickException(f"{path}: cannot write the page: {exc.strerror or exc}") from None
     missing = sum(1 for thumb in pictures.thumbs.values() if not thumb.uri)
-    if not quiet:
-        left_out = f", {missing} image(s) left out (the page says why)" if missing else ""
-        click.echo(f"relay: preview page written to {path}: {len(posts)} posts{left_out}", err=True)
-    if open_page:
-        import webbrowser
+    left_out = f"; {missing} picture(s) left out, the page says why" if missing else ""
+    return f"relay: preview page written to {path}: {summary(posts)}{left_out}"
 
-        if not webbrowser.open(path.resolve().as_uri()):
-            click.echo(f"relay: no web browser found to open {path}; open it yourself", err=True)
+
+def _open(path: Path) -> None:
+    import webbrowser
+
+    if not webbrowser.open(path.resolve().as_uri()):
+        click.echo(f"relay: no web browser found to open {path}; open it yourself", err=True)
 
 
 def terminal(quiet: bool) -> Progress:
@@ -699,6 +710,8 @@ def import_opml(
         entries.append(entry)
     failing = {} if no_check else check_feeds([entry["url"] for entry in entries], config, terminal(quiet))
     for url, reason in failing.items():
+        if reason.startswith("an HTML page, not a feed"):
+            reason = f"a web page, not a feed: `relay add {url}` finds the feed a page names"
         click.echo(f"relay import: not added {url}: {reason}", err=True)
     entries = [entry for entry in entries if entry["url"] not in failing]
     for entry in entries:

@@ -325,6 +325,33 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+SENT = ("post", "thread", "boost", "quote")
+
+
+def summary(posts: Iterable[Mapping[str, Any]]) -> str:
+    """As the text listing counts: "14 to post (6 in the next run, 8 later), 0 held, 24 skipped"."""
+    sent = later = held = skipped = 0
+    for post in posts:
+        if post["action"] in SENT:
+            sent += 1
+            later += bool(post.get("reason"))
+        elif post["action"] == "hold":
+            held += 1
+        else:
+            skipped += 1
+    return f"{sent} to post ({sent - later} in the next run, {later} later), {held} held, {skipped} skipped"
+
+
+def original_href(original: object) -> str | None:
+    """Where a person sees the original: a Mastodon status URL as it is, a Bluesky at-uri
+    as its bsky.app page."""
+    if isinstance(original, str):
+        match = re.fullmatch(r"at://([^/]+)/app\.bsky\.feed\.post/([A-Za-z0-9._:~-]+)", original)
+        if match:
+            return f"https://bsky.app/profile/{match.group(1)}/post/{match.group(2)}"
+    return href(original)
+
+
 def _card(post: Mapping[str, Any], pictures: Pictures) -> Card | None:
     """The link card the post will show, or None: on Bluesky relay's own (the embed, its
     image from the item, else the page); on Mastodon the instance's, from the first link."""
@@ -434,7 +461,7 @@ def _view(post: Mapping[str, Any], index: int, pictures: Pictures, instance: str
         "over": text is not None and (post.get("length") or 0) > (post.get("limit") or 0),
         "spoiler": post.get("spoiler_text"),
         "original": post.get("original"),
-        "original_href": href(post.get("original")),
+        "original_href": original_href(post.get("original")),
         "credit": post.get("credit"),
         "language": post.get("language"),
         "card": _card(post, pictures),
@@ -494,12 +521,8 @@ def render_page(
         item["posts"].sort(
             key=lambda view: columns.index(view["account"]) if view["account"] in columns else len(columns)
         )
-    counts: dict[str, int] = {}
-    for post in posts:
-        label = ACTIONS.get(post["action"], post["action"])
-        if post["action"] in ("post", "thread", "boost", "quote") and post.get("reason"):
-            label = "waiting"
-        counts[label] = counts.get(label, 0) + 1
+    shown = [item for item in items.values() if any(view["action"] != "skip" for view in item["posts"])]
+    skipped = [item for item in items.values() if all(view["action"] == "skip" for view in item["posts"])]
 
     folder = resources.files("relay") / "pages"
     style = (folder / "preview.css").read_text(encoding="utf-8")
@@ -516,7 +539,7 @@ def render_page(
         source=source,
         generated=generated.strftime("%Y-%m-%d %H:%M %Z").strip(),
         feeds=feeds,
-        items=list(items.values()),
-        counts=counts,
-        total=len(posts),
+        items=shown,
+        skipped=skipped,
+        summary=summary(posts),
     )

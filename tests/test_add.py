@@ -229,7 +229,7 @@ def test_import_fetches_each_new_feed_and_leaves_out_those_that_do_not_answer(
     result = relay("import", "-c", str(config), str(opml), env={"TOKEN": "x"})
     assert result.exit_code == 1, result.output
     assert f"relay import: not added {missing}: HTTP 404" in result.output
-    assert f"relay import: not added {home}: an HTML page, not a feed" in result.output
+    assert f"relay import: not added {home}: a web page, not a feed: `relay add {home}` finds" in result.output
     assert "2 feeds added to feeds.yaml (backfill: 0), 0 skipped, 2 not added" in result.output
     added = [feed.url for feed in load_config(config, environ={"TOKEN": "x"}).feeds[1:]]
     assert added == [alive, also]

@@ -99,6 +99,8 @@ def test_relay_watch_is_the_command_keeps_its_state_on_the_volume_and_stops_on_s
             logs = run(*command, "logs", name).stderr
         assert "relay watch: 4 feeds, 2 accounts; SIGTERM stops" in logs, logs
         assert "feed santenathon: ok" in logs, logs
+        status = run(*command, "exec", name, "relay", "status")  # as the README says
+        assert status.returncode in (0, 1) and "santenathon" in status.stdout, status.stdout + status.stderr
         stopped = run(*command, "stop", "-t", "60", name, timeout=90)
         assert stopped.returncode == 0, stopped.stderr
         code = run(*command, "inspect", name, "--format", "{{.State.ExitCode}}").stdout.strip()

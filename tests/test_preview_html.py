@@ -162,7 +162,7 @@ def preview_json(config: Path) -> dict[str, Any]:
 def write_page(config: Path, page: Path) -> str:
     result = relay("preview", "-c", str(config), "--html", str(page), now=NOW)
     assert result.exit_code == 0, result.output
-    assert f"preview page written to {page}" in result.output
+    assert f"preview page written to {page}: " in result.output.splitlines()[-1]  # said last
     return page.read_text(encoding="utf-8")
 
 
@@ -272,6 +272,23 @@ def test_the_page_in_chromium_shows_each_post_as_the_json_has_it(
     page.close()
 
 
+def test_the_page_counts_as_the_listing_and_folds_what_every_account_skips(tmp_path: Path) -> None:
+    html = write_page(OFFLINE, tmp_path / "page.html")
+    posts = preview_json(OFFLINE)["posts"]
+    sent = [p for p in posts if p["action"] in ("post", "thread", "boost", "quote")]
+    later = [p for p in sent if p["reason"]]
+    skipped = [p for p in posts if p["action"] == "skip"]
+    assert f"{len(sent)} to post ({len(sent) - len(later)} in the next run, {len(later)} later)" in html
+    assert f"{len(skipped)} skipped" in html
+    folded = html.split('<details class="skipped">', 1)[1]
+    assert folded.count("<article") == len(skipped) - sum(
+        1 for p in skipped if any(q["key"] == p["key"] and q["action"] != "skip" for q in posts)
+    )
+    quote = next(p for p in posts if p["action"] == "quote")
+    did, key = quote["original"].removeprefix("at://").split("/app.bsky.feed.post/")
+    assert f'href="https://bsky.app/profile/{did}/post/{key}"' in html  # where a person sees it
+
+
 def test_open_without_html_is_a_usage_error(tmp_path: Path) -> None:
     result = relay("preview", "-c", str(OFFLINE), "--open", now=NOW)
     assert result.exit_code == 2 and "give --html FILE" in result.output
@@ -292,7 +309,10 @@ def test_open_hands_the_page_to_the_browser(tmp_path: Path) -> None:
 
 
 def test_an_unwritable_page_is_one_line(tmp_path: Path) -> None:
-    result = relay("preview", "-c", str(OFFLINE), "--html", str(tmp_path / "missing" / "p.html"), now=NOW)
+    missing = relay("preview", "-c", str(OFFLINE), "--html", str(tmp_path / "missing" / "p.html"), now=NOW)
+    assert missing.exit_code == 2  # said before anything is fetched
+    assert f"the folder {tmp_path / 'missing'} does not exist" in missing.output
+    result = relay("preview", "-c", str(OFFLINE), "--html", "/proc/relay-preview.html", now=NOW)  # even root cannot
     assert result.exit_code == 1
     assert "cannot write the page" in result.output and "Traceback" not in result.output
 
