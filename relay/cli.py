@@ -233,6 +233,9 @@ def preview(
     (fetched, shrunk and embedded; at most 30 s are spent on them). The page
     loads nothing and runs no script. --open shows it in the browser.
 
+    On a terminal, stderr shows the feeds fetched so far, the errors and the time
+    (as seed, run -v, add and import do); nothing when it is not a terminal.
+
     \b
     Examples:
       relay preview -c examples/offline/feeds.yaml
