@@ -92,7 +92,8 @@ def context(config: Config, *, dry_run: bool = False, state_dir: Path | None = N
 
 
 class TerminalProgress:
-    """Click's progress bar on stderr: things done / total, errors so far, seconds elapsed."""
+    """Click's progress bar on stderr: things done / total, errors so far, seconds elapsed;
+    erased when done."""
 
     def __init__(self) -> None:
         self.bar: Any = None
@@ -122,8 +123,10 @@ class TerminalProgress:
             self.bar.update(1, True)
 
     def done(self) -> None:
+        """The bar erased (and the cursor shown again): what follows starts on a clean line."""
         if self.bar is not None:
-            self.bar.__exit__(None, None, None)
+            sys.stderr.write("\r\x1b[2K\x1b[?25h")
+            sys.stderr.flush()
             self.bar = None
 
 
