@@ -5,7 +5,8 @@ nothing below cli reads os.environ and a test can pin every part of it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +43,16 @@ class NoProgress:
 
 
 NO_PROGRESS = NoProgress()
+
+
+@contextmanager
+def showing(progress: Progress, label: str, total: int) -> Iterator[Progress]:
+    """progress started, and done however the work ends (a terminal gets its cursor back)."""
+    progress.start(label, total)
+    try:
+        yield progress
+    finally:
+        progress.done()
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from relay.config import Config
-from relay.context import NO_PROGRESS, Progress
+from relay.context import NO_PROGRESS, Progress, showing
 from relay.errors import ConfigError, ParseError
 from relay.fetch import FetchRequest, fetch_one, make_client
 from relay.models import ParsedFeed
@@ -128,8 +128,7 @@ def discover(url: str, config: Config | None, *, pick: int | None = None, progre
             )
         )
         tried = []
-        progress.start("trying the common paths", len(candidates))
-        try:
+        with showing(progress, "trying the common paths", len(candidates)):
             for candidate in candidates:
                 path = urlsplit(candidate).path
                 try:
@@ -143,8 +142,6 @@ def discover(url: str, config: Config | None, *, pick: int | None = None, progre
                     return Found(candidate, feed, f"the common path {path}")
                 tried.append(path)
                 progress.step(failed=True)
-        finally:
-            progress.done()
         raise DiscoveryError(
             f'{url}: an HTML page that names no feed (no <link rel="alternate">), and none at {", ".join(tried)}'
         )
@@ -158,8 +155,7 @@ def check_feeds(urls: list[str], config: Config | None, progress: Progress = NO_
 
     allow_private = bool(config and config.network.allow_private)
     failing: dict[str, str] = {}
-    progress.start("checking feeds", len(urls))
-    with make_client(max_connections=4) as client:
+    with showing(progress, "checking feeds", len(urls)), make_client(max_connections=4) as client:
         requests = [FetchRequest("import", url, max_bytes=FEED_MAX_BYTES, timeout=TIMEOUT) for url in urls]
         for index, result in fetch_each(requests, client, allow_private=allow_private):
             url = urls[index]
@@ -171,7 +167,6 @@ def check_feeds(urls: list[str], config: Config | None, progress: Progress = NO_
                 except ParseError as exc:
                     failing[url] = str(exc)
             progress.step(failed=url in failing)
-    progress.done()
     return failing
 
 

@@ -30,7 +30,7 @@ from urllib.parse import quote, urlsplit
 
 from markupsafe import Markup, escape
 
-from relay.context import NO_PROGRESS, Progress
+from relay.context import NO_PROGRESS, Progress, showing
 from relay.text import find_urls
 
 IMAGES_BUDGET = 30.0  # seconds a preview spends fetching thumbnails, in all
@@ -265,7 +265,6 @@ class Pictures:
         if self.ends is None:
             self.ends = time.monotonic() + self.budget
         late = f"not fetched: the preview's {self.budget:.0f} s for pictures passed"
-        self.progress.start(label, len(urls))
         todo: queue.SimpleQueue[str] = queue.SimpleQueue()
         for url in urls:
             todo.put(url)
@@ -288,20 +287,20 @@ class Pictures:
 
         for _ in range(min(WORKERS, len(urls))):
             threading.Thread(target=worker, name="relay-page", daemon=True).start()
-        while len(results) < len(urls) and (left := self.ends - time.monotonic()) > 0:
-            try:
-                url, result = finished.get(timeout=left)
-            except queue.Empty:
-                break
-            if not isinstance(result, str):
+        with showing(self.progress, label, len(urls)) as progress:
+            while len(results) < len(urls) and (left := self.ends - time.monotonic()) > 0:
                 try:
-                    result = then(result)
-                except Exception as exc:  # an image that cannot be decoded is left out, with its reason
-                    result = _reason(exc)
-            slots.release()
-            results[url] = result
-            self.progress.step(failed=isinstance(result, str) or (isinstance(result, tuple) and bool(result[1])))
-        self.progress.done()
+                    url, result = finished.get(timeout=left)
+                except queue.Empty:
+                    break
+                if not isinstance(result, str):
+                    try:
+                        result = then(result)
+                    except Exception as exc:  # an image that cannot be decoded is left out, with its reason
+                        result = _reason(exc)
+                slots.release()
+                results[url] = result
+                progress.step(failed=isinstance(result, str) or (isinstance(result, tuple) and bool(result[1])))
         return {url: results.get(url, late) for url in urls}
 
     def thumb(self, url: str | None) -> Thumb:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from relay import schedule
 from relay.config import PRIORITIES, Config, Feed
-from relay.context import Context
+from relay.context import Context, showing
 from relay.errors import RenderError
 from relay.models import SENT_ACTIONS, Item, Post
 from relay.store import Store, epoch
@@ -61,15 +61,17 @@ def run_once(config: Config, store: Store, context: Context, feeds: Sequence[Fee
         from relay.poll import Recorder, poll_each
 
         # each feed is recorded as it comes in, and let go
-        context.progress.start("fetching feeds", len(due))
-        with _http_client(context) as client, Recorder(store, config, now) as recorder:
+        with (
+            showing(context.progress, "fetching feeds", len(due)) as progress,
+            _http_client(context) as client,
+            Recorder(store, config, now) as recorder,
+        ):
             for feed_poll in poll_each(
                 config, store, client, now, feeds=due, conditional=True, fast_parser=context.fast_parser
             ):
                 recorder.record(feed_poll)
                 report.polled.append(feed_poll.report)
-                context.progress.step(failed=feed_poll.report.status == "error")
-        context.progress.done()
+                progress.step(failed=feed_poll.report.status == "error")
     if config.campaigns:
         from relay.calls import due_campaigns, queue_campaigns
 
@@ -108,15 +110,17 @@ def seed(config: Config, store: Store, context: Context, feeds: Sequence[Feed]) 
 
     now = context.clock()
     reports = []
-    context.progress.start("fetching feeds", len(feeds))
-    with _http_client(context) as client, Recorder(store, config, now, seed=True) as recorder:
+    with (
+        showing(context.progress, "fetching feeds", len(feeds)) as progress,
+        _http_client(context) as client,
+        Recorder(store, config, now, seed=True) as recorder,
+    ):
         for feed_poll in poll_each(
             config, store, client, now, feeds=feeds, conditional=False, all_items=True, fast_parser=context.fast_parser
         ):
             recorder.record(feed_poll)
             reports.append(feed_poll.report)
-            context.progress.step(failed=feed_poll.report.status == "error")
-    context.progress.done()
+            progress.step(failed=feed_poll.report.status == "error")
     return reports
 
 
@@ -168,9 +172,8 @@ def plan(
     from relay.targets import known_limits, post_rules
 
     now = context.clock()
-    context.progress.start("fetching feeds", len(feeds))
     polls = []
-    with _http_client(context) as client:
+    with showing(context.progress, "fetching feeds", len(feeds)) as progress, _http_client(context) as client:
         # preview keeps every feed: it renders them all
         for feed_poll in poll_each(
             config,
@@ -183,8 +186,7 @@ def plan(
             fast_parser=context.fast_parser,
         ):
             polls.append(feed_poll)
-            context.progress.step(failed=feed_poll.report.status == "error")
-    context.progress.done()
+            progress.step(failed=feed_poll.report.status == "error")
     renderer = Renderer(config)
     # each account's rules once: its limits are the state's, read without contacting it
     rules = {name: post_rules(account, known_limits(account, store)) for name, account in config.accounts.items()}
