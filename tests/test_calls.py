@@ -36,13 +36,25 @@ def masto(mock: MastodonMock) -> str:
     return f"  masto:\n    platform: mastodon\n    instance: {mock.url}\n    token: ${{TOKEN}}\n"
 
 
+LOCAL = "  masto:\n    platform: mastodon\n    instance: https://m.example\n    token: ${TOKEN}\n"
+
+
+def check_says(tmp_path: Path, campaigns: str, *expected: str) -> None:
+    """relay check on a file with these campaigns: exit 2, each problem said."""
+    config = write(tmp_path, LOCAL, campaigns)
+    result = relay("check", "-c", str(config), env={"TOKEN": "x"})
+    assert result.exit_code == 2
+    for problem in expected:
+        assert problem in result.output, (problem, result.output)
+
+
 def appel(config: Path, *extra: str, env: dict[str, str] | None = None, now: datetime = NOW) -> Any:
     args = ["post", "-c", str(config), "--template", "appel", "--link", PETITION, "--var", f"action={ACTION}"]
     return relay(*args, "--var", f"why={WHY}", *extra, env=env, now=now)
 
 
 def test_dry_run_shows_the_post_as_preview_would_and_queues_nothing(tmp_path: Path) -> None:
-    config = write(tmp_path, "  masto:\n    platform: mastodon\n    instance: https://m.example\n    token: ${TOKEN}\n")
+    config = write(tmp_path, LOCAL)
     result = appel(config, "--dry-run", env={"TOKEN": "x"})
     assert result.exit_code == 0, result.output
     assert "== masto (mastodon): 1 to post" in result.output
@@ -156,7 +168,7 @@ def test_a_text_call_on_bluesky_without_a_link_has_no_card(tmp_path: Path, pds: 
     ],
 )
 def test_bad_calls_are_refused_with_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
-    config = write(tmp_path, "  masto:\n    platform: mastodon\n    instance: https://m.example\n    token: ${TOKEN}\n")
+    config = write(tmp_path, LOCAL)
     result = relay("post", "-c", str(config), *args, env={"TOKEN": "x"})
     assert result.exit_code == 2 and message in result.output, result.output
 
@@ -166,19 +178,15 @@ def test_campaign_keys_are_checked(tmp_path: Path) -> None:
         "campaigns:\n  - name: a\n    template: appel\n    text: both\n    every: often\n    from: tomorrow\n"
         "  - name: b\n    text: x\n    link: ftp://x\n    every: 7d\n    from: 2026-12-10\n    until: 2026-12-01\n"
     )
-    config = write(
-        tmp_path, "  masto:\n    platform: mastodon\n    instance: https://m.example\n    token: ${TOKEN}\n", campaigns
-    )
-    result = relay("check", "-c", str(config), env={"TOKEN": "x"})
-    assert result.exit_code == 2
-    for expected in (
+    check_says(
+        tmp_path,
+        campaigns,
         "campaigns[0].template: write either template: NAME or text:",
         "campaigns[0].every: 'often' is not a duration",
         "campaigns[0].from: 'tomorrow' is not a date and time",
         "campaigns[1].link: 'ftp://x' is not an http(s) URL",
         "campaigns[1].until: is before from",
-    ):
-        assert expected in result.output, (expected, result.output)
+    )
 
 
 # what a review found (issue 11)
@@ -220,7 +228,7 @@ def test_a_weekly_campaign_keeps_its_wall_clock_hour_across_daylight_saving() ->
 
 
 def test_appel_needs_its_action_and_knows_its_variables(tmp_path: Path) -> None:
-    config = write(tmp_path, "  masto:\n    platform: mastodon\n    instance: https://m.example\n    token: ${TOKEN}\n")
+    config = write(tmp_path, LOCAL)
     base = ("post", "-c", str(config), "--template", "appel", "--link", PETITION, "--dry-run")
     missing = relay(*base, env={"TOKEN": "x"})
     assert missing.exit_code == 2 and "--var: the template appel needs action" in missing.output
@@ -232,20 +240,16 @@ def test_appel_needs_its_action_and_knows_its_variables(tmp_path: Path) -> None:
         "  - name: c\n    text: x\n    every: 1 semaine\n"
         "  - name: c\n    text: x\n    every: 7d\n    from: 2026-12-01\n"
     )
-    config = write(
-        tmp_path, "  masto:\n    platform: mastodon\n    instance: https://m.example\n    token: ${TOKEN}\n", campaigns
-    )
-    result = relay("check", "-c", str(config), env={"TOKEN": "x"})
-    assert result.exit_code == 2
-    for expected in (
+    check_says(
+        tmp_path,
+        campaigns,
         "campaigns[0].vars: the template appel knows action, why, not acton",
         "campaigns[1].template: no template 'appell' (built in: appel, message, news, news-en, petition)",
         "campaigns[1].every: '30m' is too often",
         "campaigns[2].every: '1 semaine' is not a duration (try 1w)",
         "campaigns[2].from: missing (required)",
         "campaigns[3].name: 'c' is the name of another campaign",
-    ):
-        assert expected in result.output, (expected, result.output)
+    )
 
 
 @pytest.mark.mastodon
@@ -263,8 +267,7 @@ def test_again_posts_a_call_once_more_and_at_refuses_the_past(tmp_path: Path, ma
 
 
 def test_dry_run_and_at_say_when_the_posting_window_is_closed(tmp_path: Path) -> None:
-    accounts = "  masto:\n    platform: mastodon\n    instance: https://m.example\n    token: ${TOKEN}\n"
-    config = write(tmp_path, accounts, pacing='  hours: "08:00-21:00"\n  days: [mon-sat]\n  timezone: Europe/Paris\n')
+    config = write(tmp_path, LOCAL, pacing='  hours: "08:00-21:00"\n  days: [mon-sat]\n  timezone: Europe/Paris\n')
     sunday = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
     dry = relay("post", "-c", str(config), "Rassemblement", "--dry-run", env={"TOKEN": "x"}, now=sunday)
     assert "queued now, posted once the posting window opens (opens Mon 2026-12-07 08:00 CET)" in dry.output

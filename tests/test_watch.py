@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.feeds import numbered
+from tests.support.feeds import numbered, one_feed_yaml
 from tests.support.feedserver import FeedServer
 from tests.support.relayrun import relay
 from tests.support.servers import MastodonMock
@@ -93,26 +93,30 @@ def watches() -> Iterator[list[Watch]]:
             watch.process.wait()
 
 
-def write(tmp_path: Path, mock: MastodonMock, feed_url: str, pacing: str) -> Path:
-    path = tmp_path / "feeds.yaml"
-    path.write_text(
-        f"pacing:\n{pacing}"
-        f"accounts:\n  masto:\n    platform: mastodon\n    instance: {mock.url}\n    token: ${{TOKEN}}\n"
-        f"feeds:\n  - name: news\n    url: {feed_url}\n    every: 10m\n    backfill: 5\n"
-    )
-    return path
+def served(
+    tmp_path: Path, feed_server: FeedServer, mock: MastodonMock, name: str, pacing: str, items: int = 1
+) -> tuple[str, str, Path]:
+    """A new user on mastodon-mock, a feed of `items` items at T0 and feeds.yaml for both:
+    (the token, the feed's path, feeds.yaml)."""
+    token = mock.new_user(f"{name}{uuid.uuid4().hex[:8]}")
+    path = f"/{name}-{uuid.uuid4().hex[:6]}.rss"
+    url = feed_server.feed(path, numbered(items, now=T0, prefix="actu"))
+    return token, path, one_feed_yaml(tmp_path, mock.url, url, pacing)
+
+
+def started(tmp_path: Path, config: Path, token: str, watches: list[Watch]) -> Watch:
+    watch = Watch(tmp_path, config, {"TOKEN": token})
+    watches.append(watch)
+    return watch
 
 
 @pytest.mark.mastodon
 def test_watch_posts_at_the_feeds_and_the_accounts_times(
     tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, watches: list[Watch]
 ) -> None:
-    token = mastodon_mock.new_user(f"watch{uuid.uuid4().hex[:8]}")
-    path = f"/watch-{uuid.uuid4().hex[:6]}.rss"
-    url = feed_server.feed(path, numbered(1, now=T0, prefix="actu"))
-    config = write(tmp_path, mastodon_mock, url, "  max_per_run: 1\n  min_interval: 30m\n  max_per_day: 100\n")
-    watch = Watch(tmp_path, config, {"TOKEN": token})
-    watches.append(watch)
+    pacing = "  max_per_run: 1\n  min_interval: 30m\n  max_per_day: 100\n"
+    token, path, config = served(tmp_path, feed_server, mastodon_mock, "watch", pacing)
+    watch = started(tmp_path, config, token, watches)
     watch.wait_for(lambda: len(mastodon_mock.statuses(token)) == 1, "the first item is not posted")
     watch.wait_line("relay watch: next run 2026-11-30 09:10:00")  # the feed's every
     feed_server.feed(path, numbered(3, now=T0 + timedelta(minutes=8), prefix="actu"))  # two new items
@@ -135,14 +139,12 @@ def test_watch_posts_at_the_feeds_and_the_accounts_times(
 def test_sigterm_in_the_middle_of_a_delivery_finishes_it_and_exits_0(
     tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, watches: list[Watch]
 ) -> None:
-    token = mastodon_mock.new_user(f"term{uuid.uuid4().hex[:8]}")
-    url = feed_server.feed(f"/term-{uuid.uuid4().hex[:6]}.rss", numbered(3, now=T0, prefix="actu"))
-    config = write(tmp_path, mastodon_mock, url, "  max_per_run: 3\n  min_interval: 0s\n  max_per_day: 100\n")
+    pacing = "  max_per_run: 3\n  min_interval: 0s\n  max_per_day: 100\n"
+    token, _, config = served(tmp_path, feed_server, mastodon_mock, "term", pacing, items=3)
     slow = {"match": {"methods": ["POST"], "path": "/api/v1/statuses"}, "effect": {"type": "latency", "delay_ms": 3000}}
     mastodon_mock.fault(**slow, count=1)
     try:
-        watch = Watch(tmp_path, config, {"TOKEN": token})
-        watches.append(watch)
+        watch = started(tmp_path, config, token, watches)
 
         def sending() -> bool:
             try:
@@ -166,13 +168,10 @@ def test_sigterm_in_the_middle_of_a_delivery_finishes_it_and_exits_0(
 def test_a_broken_reload_keeps_the_old_feeds_yaml_and_is_reported(
     tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, watches: list[Watch]
 ) -> None:
-    token = mastodon_mock.new_user(f"reload{uuid.uuid4().hex[:8]}")
-    path = f"/reload-{uuid.uuid4().hex[:6]}.rss"
-    url = feed_server.feed(path, numbered(1, now=T0, prefix="actu"))
-    config = write(tmp_path, mastodon_mock, url, "  max_per_run: 3\n  min_interval: 0s\n  max_per_day: 100\n")
+    pacing = "  max_per_run: 3\n  min_interval: 0s\n  max_per_day: 100\n"
+    token, path, config = served(tmp_path, feed_server, mastodon_mock, "reload", pacing)
     good = config.read_text()
-    watch = Watch(tmp_path, config, {"TOKEN": token})
-    watches.append(watch)
+    watch = started(tmp_path, config, token, watches)
     watch.wait_line("relay watch: next run 2026-11-30 09:10:00")
     replace(config, good.replace("every: 10m", "every: often"))
     feed_server.feed(path, numbered(2, now=T0 + timedelta(minutes=5), prefix="actu"))
@@ -220,11 +219,9 @@ def test_systemd_prints_and_installs_units_that_verify(tmp_path: Path) -> None:
 def test_watch_wakes_for_a_call_another_command_scheduled(
     tmp_path: Path, feed_server: FeedServer, mastodon_mock: MastodonMock, watches: list[Watch]
 ) -> None:
-    token = mastodon_mock.new_user(f"later{uuid.uuid4().hex[:8]}")
-    url = feed_server.feed(f"/later-{uuid.uuid4().hex[:6]}.rss", numbered(1, now=T0, prefix="actu"))
-    config = write(tmp_path, mastodon_mock, url, "  max_per_run: 3\n  min_interval: 0s\n  timezone: UTC\n")
-    watch = Watch(tmp_path, config, {"TOKEN": token})
-    watches.append(watch)
+    pacing = "  max_per_run: 3\n  min_interval: 0s\n  timezone: UTC\n"
+    token, _, config = served(tmp_path, feed_server, mastodon_mock, "later", pacing)
+    watch = started(tmp_path, config, token, watches)
     watch.wait_line("relay watch: next run 2026-11-30 09:10:00")
     env = {"TOKEN": token, "RELAY_STATE_DIR": str(tmp_path / "state")}
     scheduled = relay("post", "-c", str(config), "Rendez-vous samedi", "--at", "2026-11-30 09:03", env=env, now=T0)

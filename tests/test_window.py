@@ -113,19 +113,16 @@ import uuid  # noqa: E402
 from email.utils import format_datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from tests.support.feeds import one_feed_yaml  # noqa: E402
 from tests.support.feedserver import FeedServer  # noqa: E402
 from tests.support.relayrun import relay  # noqa: E402
 from tests.support.servers import MastodonMock  # noqa: E402
 
 
 def windowed(tmp_path: Path, mock_url: str, feed_url: str, pacing: str) -> Path:
-    path = tmp_path / "feeds.yaml"
-    path.write_text(
-        f"pacing:\n  max_per_run: 10\n  min_interval: 0s\n{pacing}"
-        f"accounts:\n  masto:\n    platform: mastodon\n    instance: {mock_url}\n    token: ${{TOKEN}}\n"
-        f"feeds:\n  - name: petition\n    url: {feed_url}\n    backfill: 5\n    every: 1m\n"
+    return one_feed_yaml(
+        tmp_path, mock_url, feed_url, f"  max_per_run: 10\n  min_interval: 0s\n{pacing}", name="petition", every="1m"
     )
-    return path
 
 
 def one_item_feed(feed_server: FeedServer, published: datetime) -> str:

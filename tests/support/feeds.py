@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from xml.sax.saxutils import escape
 
 
@@ -57,3 +58,17 @@ accounts:
     handle: collectif.bsky.social
     app_password: ${APP_PASSWORD}
 """
+
+
+def one_feed_yaml(
+    tmp_path: Path, instance: str, feed_url: str, pacing: str, *, name: str = "news", every: str = "10m"
+) -> Path:
+    """tmp_path/feeds.yaml: one Mastodon account (token ${TOKEN}) at instance, one feed
+    (backfill: 5), and pacing: with these lines."""
+    path = tmp_path / "feeds.yaml"
+    path.write_text(
+        f"pacing:\n{pacing}"
+        f"accounts:\n  masto:\n    platform: mastodon\n    instance: {instance}\n    token: ${{TOKEN}}\n"
+        f"feeds:\n  - name: {name}\n    url: {feed_url}\n    every: {every}\n    backfill: 5\n"
+    )
+    return path
